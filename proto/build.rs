@@ -1,0 +1,27 @@
+//! Compiles every .proto file under `van/` with protox (pure Rust), so a fresh
+//! `cargo build` needs no system `protoc`.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &[
+    "van/admin/v1/router_admin.proto",
+    "van/wire/v1/peer.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    for p in PROTOS {
+        println!("cargo:rerun-if-changed={p}");
+    }
+    let fds = protox::compile(PROTOS, ["."])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    // The descriptor set is embedded for gRPC server reflection.
+    std::fs::write(
+        out.join("van_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

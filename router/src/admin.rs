@@ -1,0 +1,524 @@
+//! The admin gRPC API (`van.admin.v1.RouterAdmin`), gRPC health and reflection.
+//! Domain <-> protobuf conversion and error -> `tonic::Status` mapping happen here only.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use van_proto::admin::{self as pb, router_admin_server::RouterAdmin};
+
+use crate::config::{self, EntityKind, EntityOp, LinkRole};
+use crate::error::{AdminError, ConfigError, FieldError};
+use crate::router::Router;
+
+/// Where the admin API is served.
+#[derive(Debug)]
+pub enum AdminBind {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    router: Arc<Router>,
+}
+
+impl AdminService {
+    pub fn new(router: Arc<Router>) -> Self {
+        AdminService { router }
+    }
+}
+
+impl From<AdminError> for Status {
+    fn from(e: AdminError) -> Status {
+        match e {
+            AdminError::Invalid(c) => Status::invalid_argument(c.to_string()),
+            AdminError::NotFound { .. } => Status::not_found(e.to_string()),
+            AdminError::Unavailable(m) => Status::unavailable(m),
+        }
+    }
+}
+
+// --- views ---
+
+pub fn status(r: &Router) -> pb::RouterStatus {
+    pb::RouterStatus {
+        router_id: r.id.clone(),
+        site_id: r.site.clone(),
+        mode: r.mode.as_str().into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_seconds: r.started.elapsed().as_secs(),
+        instance: r.instance,
+        reachable_routers: r.table().nodes.len() as u32,
+        active_flows: r.flows.lock().expect("flows").len() as u32,
+        flows_total: r.flows_total.load(Ordering::Relaxed),
+    }
+}
+
+pub fn nodes(r: &Router) -> pb::NodeList {
+    let t = r.table();
+    pb::NodeList {
+        nodes: t
+            .nodes
+            .iter()
+            .map(|(id, n)| pb::Node {
+                router_id: id.clone(),
+                cost: n.cost.min(u64::from(u32::MAX)) as u32,
+                next_hop: n.next_hop.clone(),
+                hops: n.hops,
+                instance: n.instance,
+                ls_seq: n.ls_seq,
+                neighbors: n.neighbors.clone(),
+            })
+            .collect(),
+    }
+}
+
+pub fn links(r: &Router) -> pb::LinkList {
+    let links = r.links.lock().expect("links").values().cloned().collect::<Vec<_>>();
+    pb::LinkList {
+        links: links
+            .iter()
+            .map(|l| {
+                let st = l.inner.lock().expect("link");
+                pb::Link {
+                    name: l.name.clone(),
+                    role: l.role.as_str().into(),
+                    direction: if l.outbound { "outbound" } else { "inbound" }.into(),
+                    state: st.state.into(),
+                    peer_router: st.peer_router.clone(),
+                    peer_address: l.peer_address.clone(),
+                    cost: l.cost.load(Ordering::Relaxed) as u32,
+                    bytes_out: st.conn.as_ref().map_or(0, |c| c.bytes_out.load(Ordering::Relaxed)),
+                    bytes_in: st.conn.as_ref().map_or(0, |c| c.bytes_in.load(Ordering::Relaxed)),
+                    errors: l.errors.load(Ordering::Relaxed),
+                    last_error: st.last_error.clone(),
+                    up_seconds: st.up_since.map_or(0, |t| t.elapsed().as_secs()),
+                    active_flows: st.conn.as_ref().map_or(0, |c| c.active_streams() as u32),
+                    active: st.state == "up",
+                }
+            })
+            .collect(),
+    }
+}
+
+pub fn listeners(r: &Router) -> pb::ListenerList {
+    let ls = r.listeners.lock().expect("listeners").values().cloned().collect::<Vec<_>>();
+    pb::ListenerList {
+        listeners: ls
+            .iter()
+            .map(|l| {
+                let (state, detail) = l.state.lock().expect("listener").clone();
+                pb::Listener {
+                    name: l.cfg.name.clone(),
+                    host: l.cfg.host.clone(),
+                    port: u32::from(l.port.load(Ordering::Relaxed)),
+                    routing_key: l.cfg.routing_key.clone(),
+                    state: state.into(),
+                    detail,
+                    connections_opened: l.opened.load(Ordering::Relaxed),
+                    connections_closed: l.closed.load(Ordering::Relaxed),
+                    bytes_in: l.bytes_in.load(Ordering::Relaxed),
+                    bytes_out: l.bytes_out.load(Ordering::Relaxed),
+                    connections_refused: l.refused.load(Ordering::Relaxed),
+                }
+            })
+            .collect(),
+    }
+}
+
+pub fn connectors(r: &Router) -> pb::ConnectorList {
+    let cs = r.connectors.read().expect("connectors").values().cloned().collect::<Vec<_>>();
+    pb::ConnectorList {
+        connectors: cs
+            .iter()
+            .map(|c| {
+                let err = c.last_error.lock().expect("connector").clone();
+                pb::Connector {
+                    name: c.cfg.name.clone(),
+                    host: c.cfg.host.clone(),
+                    port: u32::from(c.cfg.port),
+                    routing_key: c.cfg.routing_key.clone(),
+                    state: "ok".into(),
+                    detail: err,
+                    connections_opened: c.opened.load(Ordering::Relaxed),
+                    connections_closed: c.closed.load(Ordering::Relaxed),
+                    bytes_in: c.bytes_in.load(Ordering::Relaxed),
+                    bytes_out: c.bytes_out.load(Ordering::Relaxed),
+                    connect_failures: c.failures.load(Ordering::Relaxed),
+                    active_flows: c.active.load(Ordering::Relaxed),
+                }
+            })
+            .collect(),
+    }
+}
+
+pub fn addresses(r: &Router) -> pb::AddressList {
+    let t = r.table();
+    let ls = r.listeners.lock().expect("listeners");
+    let mut keys: std::collections::BTreeSet<&String> = t.addresses.keys().collect();
+    keys.extend(ls.values().map(|l| &l.cfg.routing_key));
+    pb::AddressList {
+        addresses: keys
+            .into_iter()
+            .map(|k| pb::Address {
+                routing_key: k.clone(),
+                destinations: t
+                    .addresses
+                    .get(k)
+                    .map(|ds| {
+                        ds.iter()
+                            .map(|d| pb::Destination {
+                                router_id: d.router.clone(),
+                                cost: d.cost.min(u64::from(u32::MAX)) as u32,
+                                connectors: d.connectors,
+                                open_flows: 0,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                local_listeners: ls.values().filter(|l| l.cfg.routing_key == *k).count() as u32,
+            })
+            .collect(),
+    }
+}
+
+pub fn flows(r: &Router) -> pb::FlowList {
+    let fs = r.flows.lock().expect("flows").values().cloned().collect::<Vec<_>>();
+    let mut flows: Vec<pb::Flow> = fs
+        .iter()
+        .map(|f| pb::Flow {
+            flow_id: f.id,
+            routing_key: f.routing_key.clone(),
+            role: f.role.into(),
+            client_addr: f.client_addr.clone(),
+            server_addr: f.server_addr.lock().expect("flow").clone(),
+            path: f.path.clone(),
+            bytes_out: f.bytes_out.load(Ordering::Relaxed),
+            bytes_in: f.bytes_in.load(Ordering::Relaxed),
+            age_ms: f.started.elapsed().as_millis() as u64,
+        })
+        .collect();
+    flows.sort_by_key(|f| std::cmp::Reverse(f.age_ms));
+    pb::FlowList { flows }
+}
+
+// --- configuration conversion ---
+
+fn opt(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+fn port(errs: &mut Vec<FieldError>, path: String, p: u32) -> u16 {
+    u16::try_from(p).unwrap_or_else(|_| {
+        errs.push(FieldError {
+            path,
+            message: format!("{p} is not a port number"),
+        });
+        0
+    })
+}
+
+fn role(errs: &mut Vec<FieldError>, path: String, s: &str) -> LinkRole {
+    LinkRole::parse(s).unwrap_or_else(|| {
+        errs.push(FieldError {
+            path,
+            message: format!("{s:?} is not a role (inter-router or edge)"),
+        });
+        LinkRole::InterRouter
+    })
+}
+
+/// Converts a change request, reporting every malformed field at once.
+pub fn ops_from_pb(change: pb::ConfigChange) -> Result<Vec<EntityOp>, ConfigError> {
+    use pb::config_op::Op;
+    let mut errs = Vec::new();
+    let mut ops = Vec::new();
+    for (i, op) in change.ops.into_iter().enumerate() {
+        let p = |f: &str| format!("ops[{i}].{f}");
+        let Some(op) = op.op else {
+            errs.push(FieldError {
+                path: format!("ops[{i}]"),
+                message: "empty operation".into(),
+            });
+            continue;
+        };
+        ops.push(match op {
+            Op::PutTcpListener(l) => EntityOp::PutTcpListener(config::TcpListener {
+                port: port(&mut errs, p("port"), l.port),
+                name: l.name,
+                host: l.host,
+                routing_key: l.routing_key,
+            }),
+            Op::PutTcpConnector(c) => EntityOp::PutTcpConnector(config::TcpConnector {
+                port: port(&mut errs, p("port"), c.port),
+                name: c.name,
+                host: c.host,
+                routing_key: c.routing_key,
+            }),
+            Op::PutLinkListener(l) => EntityOp::PutLinkListener(config::LinkListener {
+                role: role(&mut errs, p("role"), &l.role),
+                port: port(&mut errs, p("port"), l.port),
+                cost: if l.cost == 0 { 1 } else { l.cost },
+                name: l.name,
+                host: l.host,
+                tls_profile: l.tls_profile,
+            }),
+            Op::PutLink(l) => EntityOp::PutLink(config::Link {
+                role: role(&mut errs, p("role"), &l.role),
+                port: port(&mut errs, p("port"), l.port),
+                cost: if l.cost == 0 { 1 } else { l.cost },
+                server_name: opt(&l.server_name),
+                name: l.name,
+                host: l.host,
+                tls_profile: l.tls_profile,
+            }),
+            Op::PutTlsProfile(t) => EntityOp::PutTlsProfile(config::TlsProfile {
+                ca_file: opt(&t.ca_file).map(Into::into),
+                cert_file: opt(&t.cert_file).map(Into::into),
+                key_file: opt(&t.key_file).map(Into::into),
+                ca_pem: opt(&t.ca_pem),
+                cert_pem: opt(&t.cert_pem),
+                key_pem: opt(&t.key_pem),
+                name: t.name,
+            }),
+            Op::Delete(d) => {
+                let kind = match pb::Kind::try_from(d.kind) {
+                    Ok(pb::Kind::TcpListener) => EntityKind::TcpListener,
+                    Ok(pb::Kind::TcpConnector) => EntityKind::TcpConnector,
+                    Ok(pb::Kind::LinkListener) => EntityKind::LinkListener,
+                    Ok(pb::Kind::Link) => EntityKind::Link,
+                    Ok(pb::Kind::TlsProfile) => EntityKind::TlsProfile,
+                    _ => {
+                        errs.push(FieldError {
+                            path: p("delete.kind"),
+                            message: format!("unknown kind {}", d.kind),
+                        });
+                        continue;
+                    }
+                };
+                EntityOp::Delete(kind, d.name)
+            }
+        });
+    }
+    if errs.is_empty() {
+        Ok(ops)
+    } else {
+        Err(ConfigError { errors: errs })
+    }
+}
+
+fn s(p: &Option<std::path::PathBuf>) -> String {
+    p.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+}
+
+pub async fn config(r: &Router) -> pb::RouterConfig {
+    let e = r.entities().await;
+    pb::RouterConfig {
+        router_id: r.id.clone(),
+        site_id: r.site.clone(),
+        mode: r.mode.as_str().into(),
+        tls_profiles: e
+            .tls_profiles
+            .values()
+            .map(|t| pb::TlsProfileConfig {
+                name: t.name.clone(),
+                ca_file: s(&t.ca_file),
+                cert_file: s(&t.cert_file),
+                key_file: s(&t.key_file),
+                // Inline material is write-only: the private key never leaves the router.
+                ca_pem: t.ca_pem.clone().unwrap_or_default(),
+                cert_pem: t.cert_pem.clone().unwrap_or_default(),
+                key_pem: if t.key_pem.is_some() { "<redacted>".into() } else { String::new() },
+            })
+            .collect(),
+        link_listeners: e
+            .link_listeners
+            .values()
+            .map(|l| pb::LinkListenerConfig {
+                name: l.name.clone(),
+                role: l.role.as_str().into(),
+                host: l.host.clone(),
+                port: u32::from(l.port),
+                cost: l.cost,
+                tls_profile: l.tls_profile.clone(),
+            })
+            .collect(),
+        links: e
+            .links
+            .values()
+            .map(|l| pb::LinkConfig {
+                name: l.name.clone(),
+                role: l.role.as_str().into(),
+                host: l.host.clone(),
+                port: u32::from(l.port),
+                cost: l.cost,
+                tls_profile: l.tls_profile.clone(),
+                server_name: l.server_name.clone().unwrap_or_default(),
+            })
+            .collect(),
+        tcp_listeners: e
+            .tcp_listeners
+            .values()
+            .map(|l| pb::TcpListenerConfig {
+                name: l.name.clone(),
+                host: l.host.clone(),
+                port: u32::from(l.port),
+                routing_key: l.routing_key.clone(),
+            })
+            .collect(),
+        tcp_connectors: e
+            .tcp_connectors
+            .values()
+            .map(|c| pb::TcpConnectorConfig {
+                name: c.name.clone(),
+                host: c.host.clone(),
+                port: u32::from(c.port),
+                routing_key: c.routing_key.clone(),
+            })
+            .collect(),
+    }
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RouterAdmin for AdminService {
+    async fn get_status(
+        &self,
+        _: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::RouterStatus>, Status> {
+        Ok(Response::new(status(&self.router)))
+    }
+    async fn list_nodes(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::NodeList>, Status> {
+        Ok(Response::new(nodes(&self.router)))
+    }
+    async fn list_links(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::LinkList>, Status> {
+        Ok(Response::new(links(&self.router)))
+    }
+    async fn list_listeners(
+        &self,
+        _: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListenerList>, Status> {
+        Ok(Response::new(listeners(&self.router)))
+    }
+    async fn list_connectors(
+        &self,
+        _: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ConnectorList>, Status> {
+        Ok(Response::new(connectors(&self.router)))
+    }
+    async fn list_addresses(
+        &self,
+        _: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::AddressList>, Status> {
+        Ok(Response::new(addresses(&self.router)))
+    }
+    async fn list_flows(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::FlowList>, Status> {
+        Ok(Response::new(flows(&self.router)))
+    }
+    async fn get_config(
+        &self,
+        _: Request<pb::GetConfigRequest>,
+    ) -> Result<Response<pb::RouterConfig>, Status> {
+        Ok(Response::new(config(&self.router).await))
+    }
+    async fn apply_config(
+        &self,
+        req: Request<pb::ConfigChange>,
+    ) -> Result<Response<pb::ConfigChangeResult>, Status> {
+        let change = req.into_inner();
+        let (dry_run, drop_flows) = (change.dry_run, change.drop_flows);
+        let ops = ops_from_pb(change).map_err(AdminError::Invalid)?;
+        let generation = self.router.apply_ops(ops, dry_run, drop_flows).await?;
+        Ok(Response::new(pb::ConfigChangeResult { generation }))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        _: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        use pb::watch_event::View;
+        let router = self.router.clone();
+        let mut changes = router.subscribe_changes();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            // Send each view when it differs from what this subscriber saw last.
+            let mut last: Vec<Option<View>> = vec![None; 7];
+            loop {
+                changes.borrow_and_update();
+                let views = [
+                    View::Status(status(&router)),
+                    View::Nodes(nodes(&router)),
+                    View::Links(links(&router)),
+                    View::Listeners(listeners(&router)),
+                    View::Connectors(connectors(&router)),
+                    View::Addresses(addresses(&router)),
+                    View::Config(config(&router).await),
+                ];
+                for (i, v) in views.into_iter().enumerate() {
+                    // Status changes every second (uptime); send it only with other changes.
+                    if last[i].as_ref() == Some(&v) || (i == 0 && last[0].is_some()) {
+                        continue;
+                    }
+                    last[i] = Some(v.clone());
+                    if tx.send(Ok(pb::WatchEvent { view: Some(v) })).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    r = changes.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+                // Coalesce bursts of changes.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                last[0] = None;
+            }
+        });
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+}
+
+/// Serves the admin API, health and reflection until `shutdown` completes.
+pub async fn serve(
+    router: Arc<Router>,
+    bind: AdminBind,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    use van_proto::admin::router_admin_server::RouterAdminServer;
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<RouterAdminServer<AdminService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(van_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("embedded descriptor sets are valid");
+    let server = tonic::transport::Server::builder()
+        .add_service(health_svc)
+        .add_service(reflection)
+        .add_service(RouterAdminServer::new(AdminService::new(router)));
+    match bind {
+        AdminBind::Tcp(l) => {
+            server
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(l),
+                    shutdown,
+                )
+                .await
+        }
+        AdminBind::Unix(l) => {
+            server
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(l),
+                    shutdown,
+                )
+                .await
+        }
+    }
+}

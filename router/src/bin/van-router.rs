@@ -1,0 +1,63 @@
+//! The router daemon: `van-router --config router.yaml`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(version, about = "VAN router: carries TCP services between sites over mutual TLS")]
+struct Args {
+    /// Configuration file (YAML).
+    #[arg(short, long, env = "VAN_ROUTER_CONFIG")]
+    config: PathBuf,
+    /// Validate the configuration and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let cfg = match van_router::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("van-router: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    if args.check {
+        println!("{}: configuration is valid", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    van_router::init_logging(&cfg.log);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("van-router: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let listeners = van_router::Listeners::bind(&cfg).await?;
+        van_router::run(cfg, listeners, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("van-router: {e}");
+            ExitCode::from(match e {
+                van_router::StartError::Config(_) => 64,
+                _ => 1,
+            })
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

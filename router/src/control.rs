@@ -1,0 +1,306 @@
+//! The routing engine task: neighbour liveness (hellos), link-state origination and
+//! flooding, and recomputation of the routing table after every batch of changes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, info};
+use van_proto::wire;
+
+use crate::config::Timers;
+use crate::routing::{Lsdb, RoutingTable};
+use crate::wire::Frame;
+
+/// Frames for, or a request to close, one control connection.
+#[derive(Debug)]
+pub(crate) enum ControlOut {
+    Frame(Frame),
+    Close(String),
+}
+
+#[derive(Debug)]
+pub(crate) enum ControlEvent {
+    LinkUp {
+        link_id: u64,
+        peer: String,
+        cost: u32,
+        tx: mpsc::UnboundedSender<ControlOut>,
+    },
+    LinkDown {
+        link_id: u64,
+    },
+    Hello {
+        link_id: u64,
+        hello: wire::Hello,
+    },
+    LinkState {
+        link_id: u64,
+        ls: wire::LinkState,
+    },
+    /// Routing keys of this router's connectors, with connector counts.
+    LocalAddresses(BTreeMap<String, u32>),
+}
+
+struct Neighbour {
+    peer: String,
+    cost: u32,
+    tx: mpsc::UnboundedSender<ControlOut>,
+    last_hello: Instant,
+    heard: bool,
+    /// The peer's hello lists us: the link works both ways.
+    two_way: bool,
+}
+
+pub(crate) struct Engine {
+    self_id: String,
+    instance: u64,
+    timers: Timers,
+    lsdb: Lsdb,
+    neighbours: HashMap<u64, Neighbour>,
+    seq: u64,
+    addresses: BTreeMap<String, u32>,
+    topics: Vec<String>,
+    last_originate: Instant,
+    table: watch::Sender<Arc<RoutingTable>>,
+}
+
+impl Engine {
+    pub(crate) fn new(
+        self_id: String,
+        instance: u64,
+        timers: Timers,
+        table: watch::Sender<Arc<RoutingTable>>,
+    ) -> Engine {
+        let mut e = Engine {
+            lsdb: Lsdb::new(self_id.clone()),
+            self_id,
+            instance,
+            timers,
+            neighbours: HashMap::new(),
+            seq: 0,
+            addresses: BTreeMap::new(),
+            topics: Vec::new(),
+            last_originate: Instant::now(),
+            table,
+        };
+        e.originate();
+        e.recompute();
+        e
+    }
+
+    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ControlEvent>) {
+        let mut tick = tokio::time::interval(self.timers.hello_interval());
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let mut dirty = false;
+            tokio::select! {
+                ev = rx.recv() => {
+                    let Some(ev) = ev else { return };
+                    dirty |= self.handle(ev);
+                    // Take everything already queued before recomputing once.
+                    while let Ok(ev) = rx.try_recv() {
+                        dirty |= self.handle(ev);
+                    }
+                }
+                _ = tick.tick() => dirty |= self.on_tick(),
+            }
+            if dirty {
+                self.recompute();
+            }
+        }
+    }
+
+    /// Returns whether the link-state database changed.
+    fn handle(&mut self, ev: ControlEvent) -> bool {
+        match ev {
+            ControlEvent::LinkUp {
+                link_id,
+                peer,
+                cost,
+                tx,
+            } => {
+                info!(%peer, link_id, cost, "Neighbour link up");
+                // Give the new neighbour our whole database so it converges in one exchange.
+                for ls in self.lsdb.all() {
+                    let _ = tx.send(ControlOut::Frame(Frame::LinkState(ls.clone())));
+                }
+                let _ = tx.send(ControlOut::Frame(Frame::Hello(self.hello())));
+                self.neighbours.insert(
+                    link_id,
+                    Neighbour {
+                        peer,
+                        cost,
+                        tx,
+                        last_hello: Instant::now(),
+                        heard: false,
+                        two_way: false,
+                    },
+                );
+                false
+            }
+            ControlEvent::LinkDown { link_id } => match self.neighbours.remove(&link_id) {
+                Some(n) => {
+                    info!(peer = %n.peer, link_id, "Neighbour link down");
+                    if n.two_way {
+                        self.originate();
+                        true
+                    } else {
+                        false
+                    }
+                }
+                None => false,
+            },
+            ControlEvent::Hello { link_id, hello } => {
+                let me = self.self_id.clone();
+                let Some(n) = self.neighbours.get_mut(&link_id) else {
+                    return false;
+                };
+                n.last_hello = Instant::now();
+                let first = !n.heard;
+                n.heard = true;
+                let two_way = hello.seen.iter().any(|s| *s == me);
+                let changed = two_way != n.two_way;
+                n.two_way = two_way;
+                if first {
+                    // Answer at once so the peer sees two-way without waiting a tick.
+                    let h = self.hello();
+                    if let Some(n) = self.neighbours.get(&link_id) {
+                        let _ = n.tx.send(ControlOut::Frame(Frame::Hello(h)));
+                    }
+                }
+                if changed {
+                    self.originate();
+                }
+                changed
+            }
+            ControlEvent::LinkState { link_id, ls } => {
+                if ls.origin == self.self_id {
+                    if ls.instance == self.instance && ls.seq > self.seq {
+                        // Someone holds a newer copy of our own state: jump past it.
+                        self.seq = ls.seq;
+                        self.originate();
+                        return true;
+                    }
+                    return false;
+                }
+                if self.lsdb.accept(ls.clone(), Instant::now()) {
+                    debug!(origin = %ls.origin, seq = ls.seq, "Link state accepted");
+                    self.flood(&ls, Some(link_id));
+                    true
+                } else {
+                    false
+                }
+            }
+            ControlEvent::LocalAddresses(a) => {
+                if a == self.addresses {
+                    return false;
+                }
+                self.addresses = a;
+                self.originate();
+                true
+            }
+        }
+    }
+
+    fn hello(&self) -> wire::Hello {
+        let mut seen: Vec<String> = self
+            .neighbours
+            .values()
+            .filter(|n| n.heard)
+            .map(|n| n.peer.clone())
+            .collect();
+        seen.sort();
+        seen.dedup();
+        wire::Hello {
+            router_id: self.self_id.clone(),
+            instance: self.instance,
+            seen,
+        }
+    }
+
+    fn on_tick(&mut self) -> bool {
+        let now = Instant::now();
+        let hello = self.hello();
+        let max_age = self.timers.hello_max_age();
+        let mut lost = Vec::new();
+        for (id, n) in &self.neighbours {
+            if now.duration_since(n.last_hello) > max_age {
+                lost.push(*id);
+            } else {
+                let _ = n.tx.send(ControlOut::Frame(Frame::Hello(hello.clone())));
+            }
+        }
+        let mut dirty = false;
+        for id in lost {
+            if let Some(n) = self.neighbours.remove(&id) {
+                info!(peer = %n.peer, link_id = id, "Neighbour silent too long; dropping link");
+                let _ = n.tx.send(ControlOut::Close("no hello within the max age".into()));
+                dirty |= n.two_way;
+            }
+        }
+        if dirty || now.duration_since(self.last_originate) >= self.timers.ls_refresh() {
+            self.originate();
+            dirty = true;
+        }
+        if let Some(before) = now.checked_sub(self.timers.ls_max_age()) {
+            dirty |= self.lsdb.expire(before);
+        }
+        dirty
+    }
+
+    /// Issues a new advertisement of our own links and addresses and floods it.
+    fn originate(&mut self) {
+        self.seq += 1;
+        let mut best: BTreeMap<&str, u32> = BTreeMap::new();
+        for n in self.neighbours.values().filter(|n| n.two_way) {
+            let c = best.entry(&n.peer).or_insert(n.cost);
+            *c = (*c).min(n.cost);
+        }
+        let ls = wire::LinkState {
+            origin: self.self_id.clone(),
+            instance: self.instance,
+            seq: self.seq,
+            neighbors: best
+                .into_iter()
+                .map(|(id, cost)| wire::Neighbor {
+                    router_id: id.to_string(),
+                    cost,
+                })
+                .collect(),
+            addresses: self
+                .addresses
+                .iter()
+                .map(|(k, n)| wire::AddressEntry {
+                    routing_key: k.clone(),
+                    connectors: *n,
+                })
+                .collect(),
+            topics: self.topics.clone(),
+        };
+        self.last_originate = Instant::now();
+        self.lsdb.accept(ls.clone(), Instant::now());
+        self.flood(&ls, None);
+    }
+
+    fn flood(&self, ls: &wire::LinkState, except: Option<u64>) {
+        for (id, n) in &self.neighbours {
+            if Some(*id) != except {
+                let _ = n.tx.send(ControlOut::Frame(Frame::LinkState(ls.clone())));
+            }
+        }
+    }
+
+    fn recompute(&mut self) {
+        let t = self.lsdb.compute();
+        self.table.send_if_modified(|cur| {
+            if **cur == t {
+                false
+            } else {
+                *cur = Arc::new(t);
+                true
+            }
+        });
+    }
+}

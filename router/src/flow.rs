@@ -1,0 +1,347 @@
+//! Flow endpoints: an application socket on one side, a stream of a data connection on the
+//! other. Two halves run side by side:
+//!
+//! - up: socket -> peer, sending DATA only within the credit the far end granted, and FIN
+//!   when the application shuts its write side;
+//! - down: peer -> socket, granting credit back as bytes are written to the socket, and
+//!   shutting the socket's write side on FIN.
+//!
+//! A reset from either side ends both halves and resets the socket (RST), so the
+//! application sees an abort rather than a clean close.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Notify, mpsc};
+use van_proto::wire::ResetCode;
+
+use crate::mux::{DataConn, FlowInbound, INITIAL_WINDOW, Inbound};
+use crate::wire::{Frame, MAX_DATA};
+
+/// First read size for a new flow; grows while reads fill the buffer, so idle flows hold
+/// no buffers and bulk flows read in large chunks.
+const FIRST_CHUNK: usize = 16 * 1024;
+
+/// Bookkeeping of one flow, shown by the admin API.
+#[derive(Debug)]
+pub struct FlowRecord {
+    pub id: u64,
+    pub routing_key: String,
+    pub role: &'static str,
+    pub client_addr: String,
+    pub server_addr: std::sync::Mutex<String>,
+    pub path: Vec<String>,
+    pub started: Instant,
+    /// Client -> server bytes.
+    pub bytes_out: AtomicU64,
+    /// Server -> client bytes.
+    pub bytes_in: AtomicU64,
+}
+
+/// How a flow ended, for logs, spans and metrics.
+#[derive(Debug)]
+pub enum Outcome {
+    Closed,
+    ResetByPeer(ResetCode, String),
+    LinkLost(String),
+    SocketError(std::io::Error),
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Closed => "closed",
+            Outcome::ResetByPeer(..) => "reset",
+            Outcome::LinkLost(_) => "link-lost",
+            Outcome::SocketError(_) => "socket-error",
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Closed => f.write_str("closed"),
+            Outcome::ResetByPeer(c, r) => write!(f, "reset by peer ({}): {r}", c.as_str_name()),
+            Outcome::LinkLost(r) => write!(f, "link lost: {r}"),
+            Outcome::SocketError(e) => write!(f, "socket error: {e}"),
+        }
+    }
+}
+
+/// Fired when one half fails, so the other stops too.
+#[derive(Debug, Default)]
+struct Abort {
+    fired: AtomicBool,
+    notify: Notify,
+}
+
+impl Abort {
+    fn fire(&self) {
+        self.fired.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+    async fn wait(&self) {
+        loop {
+            let n = self.notify.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.fired.load(Ordering::Acquire) {
+                return;
+            }
+            n.await;
+        }
+    }
+}
+
+/// Sets SO_LINGER to zero so that dropping the socket sends RST instead of FIN.
+pub(crate) fn set_reset_on_close(s: &TcpStream) {
+    let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+}
+
+/// Which direction of the flow the endpoint's socket reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Side {
+    /// The socket is the client's: reads go toward the server.
+    Ingress,
+    /// The socket is the server's: reads go toward the client.
+    Egress,
+}
+
+/// Runs a flow endpoint to completion.
+pub(crate) async fn run_endpoint(
+    sock: TcpStream,
+    conn: Arc<DataConn>,
+    stream: u32,
+    inbound: Arc<FlowInbound>,
+    mut rx: mpsc::UnboundedReceiver<Inbound>,
+    record: Arc<FlowRecord>,
+    side: Side,
+    window: u32,
+) -> Outcome {
+    // Grant the rest of our receive window beyond the initial credit at once.
+    if window > INITIAL_WINDOW {
+        let extra = window - INITIAL_WINDOW;
+        inbound
+            .budget
+            .fetch_add(i64::from(extra), Ordering::AcqRel);
+        conn.send(Frame::Window {
+            stream,
+            increment: extra,
+        });
+    }
+    let (sent, received) = match side {
+        Side::Ingress => (&record.bytes_out, &record.bytes_in),
+        Side::Egress => (&record.bytes_in, &record.bytes_out),
+    };
+    let (mut rd, mut wr) = sock.into_split();
+    let abort = Abort::default();
+    let up = async {
+        let r = up(&mut rd, &conn, stream, &inbound, sent, &abort).await;
+        if r.is_err() {
+            abort.fire();
+        }
+        r
+    };
+    let down = async {
+        let r = down(&mut wr, &conn, stream, &inbound, &mut rx, received, window, &abort).await;
+        if r.is_err() {
+            abort.fire();
+        }
+        r
+    };
+    let (u, d) = tokio::join!(up, down);
+    conn.remove(stream);
+    let outcome = match (u, d) {
+        (Ok(()), Ok(())) => return Outcome::Closed,
+        (Err(a), Err(b)) => {
+            if matches!(a, Outcome::Closed) {
+                b
+            } else {
+                a
+            }
+        }
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => e,
+    };
+    if let Outcome::SocketError(e) = &outcome {
+        conn.reset(stream, ResetCode::Aborted, format!("application socket: {e}"));
+    }
+    // Abort the application's connection so it does not mistake a failure for an end.
+    if let Ok(s) = rd.reunite(wr) {
+        set_reset_on_close(&s);
+    }
+    outcome
+}
+
+/// Socket -> peer. `Err(Outcome::Closed)` means "stopped because the other half failed".
+async fn up(
+    rd: &mut OwnedReadHalf,
+    conn: &DataConn,
+    stream: u32,
+    inbound: &FlowInbound,
+    sent: &AtomicU64,
+    abort: &Abort,
+) -> Result<(), Outcome> {
+    let mut chunk = FIRST_CHUNK;
+    loop {
+        let credit = loop {
+            let c = inbound.credit.load(Ordering::Acquire);
+            if c > 0 {
+                break c as usize;
+            }
+            tokio::select! {
+                _ = inbound.credit_notify.notified() => {}
+                _ = abort.wait() => return Err(Outcome::Closed),
+            }
+        };
+        tokio::select! {
+            r = rd.readable() => r.map_err(Outcome::SocketError)?,
+            _ = abort.wait() => return Err(Outcome::Closed),
+        }
+        let want = chunk.min(credit);
+        let mut buf = BytesMut::with_capacity(want);
+        match rd.try_read_buf(&mut buf) {
+            Ok(0) => {
+                conn.send(Frame::Fin { stream });
+                return Ok(());
+            }
+            Ok(n) => {
+                inbound.credit.fetch_sub(n as i64, Ordering::AcqRel);
+                sent.fetch_add(n as u64, Ordering::Relaxed);
+                if n == want && chunk < MAX_DATA {
+                    chunk = (chunk * 2).min(MAX_DATA);
+                }
+                conn.send(Frame::Data {
+                    stream,
+                    data: buf.freeze(),
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(Outcome::SocketError(e)),
+        }
+    }
+}
+
+/// Peer -> socket.
+#[allow(clippy::too_many_arguments)]
+async fn down(
+    wr: &mut OwnedWriteHalf,
+    conn: &DataConn,
+    stream: u32,
+    inbound: &FlowInbound,
+    rx: &mut mpsc::UnboundedReceiver<Inbound>,
+    received: &AtomicU64,
+    window: u32,
+    abort: &Abort,
+) -> Result<(), Outcome> {
+    // Grant credit back in quarter-window steps: few WINDOW frames, and the sender never
+    // waits as long as the socket drains.
+    let threshold = u64::from(window / 4);
+    let mut consumed: u64 = 0;
+    loop {
+        let ev = tokio::select! {
+            ev = rx.recv() => ev,
+            _ = abort.wait() => return Err(Outcome::Closed),
+        };
+        match ev {
+            Some(Inbound::Data(b)) => {
+                let n = b.len() as u64;
+                tokio::select! {
+                    r = wr.write_all(&b) => r.map_err(Outcome::SocketError)?,
+                    _ = abort.wait() => return Err(Outcome::Closed),
+                }
+                received.fetch_add(n, Ordering::Relaxed);
+                consumed += n;
+                if consumed >= threshold {
+                    inbound
+                        .budget
+                        .fetch_add(consumed as i64, Ordering::AcqRel);
+                    conn.send(Frame::Window {
+                        stream,
+                        increment: consumed as u32,
+                    });
+                    consumed = 0;
+                }
+            }
+            Some(Inbound::Fin) => {
+                let _ = wr.shutdown().await;
+                return Ok(());
+            }
+            Some(Inbound::Reset(ResetCode::LinkLost, r)) => return Err(Outcome::LinkLost(r)),
+            Some(Inbound::Reset(code, r)) => return Err(Outcome::ResetByPeer(code, r)),
+            None => return Err(Outcome::LinkLost("connection gone".into())),
+        }
+    }
+}
+
+/// Relays between two local sockets (listener and connector on the same router),
+/// propagating half-close and resets, and counting bytes as they pass.
+pub(crate) async fn splice_local(
+    client: TcpStream,
+    server: TcpStream,
+    record: &FlowRecord,
+) -> Outcome {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let abort = Abort::default();
+    async fn pump(
+        r: &mut OwnedReadHalf,
+        w: &mut OwnedWriteHalf,
+        n: &AtomicU64,
+        abort: &Abort,
+    ) -> Result<(), Outcome> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let read = tokio::select! {
+                r = tokio::io::AsyncReadExt::read(r, &mut buf) => r,
+                _ = abort.wait() => return Err(Outcome::Closed),
+            };
+            match read {
+                Ok(0) => {
+                    let _ = w.shutdown().await;
+                    return Ok(());
+                }
+                Ok(k) => {
+                    tokio::select! {
+                        r = w.write_all(&buf[..k]) => r.map_err(Outcome::SocketError)?,
+                        _ = abort.wait() => return Err(Outcome::Closed),
+                    }
+                    n.fetch_add(k as u64, Ordering::Relaxed);
+                }
+                Err(e) => return Err(Outcome::SocketError(e)),
+            }
+        }
+    }
+    let a = async {
+        let r = pump(&mut cr, &mut sw, &record.bytes_out, &abort).await;
+        if r.is_err() {
+            abort.fire();
+        }
+        r
+    };
+    let b = async {
+        let r = pump(&mut sr, &mut cw, &record.bytes_in, &abort).await;
+        if r.is_err() {
+            abort.fire();
+        }
+        r
+    };
+    let (x, y) = tokio::join!(a, b);
+    match (x, y) {
+        (Ok(()), Ok(())) => Outcome::Closed,
+        (Err(e), _) | (_, Err(e)) => {
+            if let Ok(s) = cr.reunite(cw) {
+                set_reset_on_close(&s);
+            }
+            if let Ok(s) = sr.reunite(sw) {
+                set_reset_on_close(&s);
+            }
+            e
+        }
+    }
+}

@@ -1,0 +1,615 @@
+//! Inter-router links: dialing and accepting TLS connections, the handshake, and running a
+//! link (one control connection for hellos and link state, one data connection for flows,
+//! so bulk data never delays routing control).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+use tracing::{Instrument, debug, info, info_span, warn};
+use van_proto::wire::{self, Role};
+
+use crate::config;
+use crate::control::{ControlEvent, ControlOut};
+use crate::error::LinkError;
+use crate::mux::{self, DataConn};
+use crate::router::Router;
+use crate::wire::{Frame, VERSION, decode};
+
+/// Time allowed for TCP connect, the TLS handshake and our handshake frame, each.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Tls = TlsStream<TcpStream>;
+
+/// Live state of one link, shown by the admin API.
+#[derive(Debug)]
+pub struct LinkStatus {
+    pub name: String,
+    pub role: config::LinkRole,
+    pub outbound: bool,
+    pub peer_address: String,
+    pub cost: AtomicU64,
+    pub errors: AtomicU64,
+    pub inner: Mutex<LinkInner>,
+}
+
+#[derive(Debug, Default)]
+pub struct LinkInner {
+    pub state: &'static str,
+    pub peer_router: String,
+    pub last_error: String,
+    pub up_since: Option<Instant>,
+    pub conn: Option<Arc<DataConn>>,
+}
+
+impl LinkStatus {
+    pub(crate) fn new(
+        name: String,
+        role: config::LinkRole,
+        outbound: bool,
+        peer_address: String,
+        cost: u32,
+    ) -> Arc<LinkStatus> {
+        Arc::new(LinkStatus {
+            name,
+            role,
+            outbound,
+            peer_address,
+            cost: AtomicU64::new(u64::from(cost)),
+            errors: AtomicU64::new(0),
+            inner: Mutex::new(LinkInner {
+                state: "connecting",
+                ..Default::default()
+            }),
+        })
+    }
+
+    fn set(&self, f: impl FnOnce(&mut LinkInner)) {
+        f(&mut self.inner.lock().expect("link status lock"));
+    }
+}
+
+/// What both ends agreed on in the handshake.
+#[derive(Debug, Clone)]
+struct Agreed {
+    peer: String,
+    link_id: u64,
+    cost: u32,
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> std::io::Result<()> {
+    let mut b = BytesMut::new();
+    f.encode_to(&mut b);
+    w.write_all(&b).await?;
+    w.flush().await
+}
+
+/// Reads one frame; bytes that arrive after it stay in `buf` for the connection's reader.
+async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    peer: &str,
+) -> Result<Frame, LinkError> {
+    loop {
+        match decode(buf) {
+            Ok(Some(f)) => return Ok(f),
+            Ok(None) => {}
+            Err(e) => {
+                return Err(LinkError::Protocol {
+                    peer: peer.to_string(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        let n = r.read_buf(buf).await.map_err(|source| LinkError::Io {
+            peer: peer.to_string(),
+            source,
+        })?;
+        if n == 0 {
+            return Err(LinkError::Closed {
+                peer: peer.to_string(),
+                reason: "closed during the handshake".into(),
+            });
+        }
+    }
+}
+
+fn set_socket_options(s: &TcpStream) {
+    let _ = s.set_nodelay(true);
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5))
+        .with_retries(3);
+    let sock = socket2::SockRef::from(s);
+    let _ = sock.set_tcp_keepalive(&ka);
+    // Fail writes to a vanished peer within 20 s instead of the kernel's ~15 minutes.
+    let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(20)));
+}
+
+fn our_handshake(router: &Router, role: Role, link_id: u64, cost: u32) -> Frame {
+    Frame::Handshake(wire::Handshake {
+        version: VERSION,
+        router_id: router.id.clone(),
+        instance: router.instance,
+        role: role as i32,
+        link_id,
+        cost,
+        site_id: router.site.clone(),
+        mode: router.mode.as_str().to_string(),
+    })
+}
+
+/// Checks the peer's handshake; returns the refusal reason if it is unacceptable.
+fn check_handshake(router: &Router, h: &wire::Handshake, want: &[Role]) -> Result<(), String> {
+    if h.version != VERSION {
+        return Err(format!(
+            "protocol version {} not supported (this router speaks {VERSION})",
+            h.version
+        ));
+    }
+    if h.router_id.is_empty() {
+        return Err("handshake names no router".into());
+    }
+    if h.router_id == router.id {
+        return Err(format!(
+            "peer uses this router's own id {:?} (duplicate router id or a link to itself)",
+            h.router_id
+        ));
+    }
+    let role = Role::try_from(h.role).unwrap_or(Role::Unspecified);
+    if !want.contains(&role) {
+        return Err(format!("unexpected connection role {}", role.as_str_name()));
+    }
+    Ok(())
+}
+
+// === outbound ===
+
+/// Keeps an outbound link up: connect, handshake, run, and reconnect with backoff.
+pub(crate) async fn dial_loop(
+    router: Arc<Router>,
+    cfg: config::Link,
+    tls: Arc<rustls::ClientConfig>,
+    status: Arc<LinkStatus>,
+) {
+    let mut delay = router.timers.backoff_min();
+    loop {
+        let started = Instant::now();
+        match dial_once(&router, &cfg, &tls, &status).await {
+            Ok(reason) => {
+                info!(link = %cfg.name, %reason, "Link ended; reconnecting");
+                status.set(|s| {
+                    s.state = "down";
+                    s.last_error = reason;
+                    s.up_since = None;
+                });
+            }
+            Err(e) => {
+                status.errors.fetch_add(1, Ordering::Relaxed);
+                router.metrics.link_failures(e.kind());
+                if e.caused_by_peer() {
+                    warn!(link = %cfg.name, error = %e, "Link failed");
+                } else {
+                    info!(link = %cfg.name, error = %e, "Link attempt failed");
+                }
+                status.set(|s| {
+                    s.state = "failed";
+                    s.last_error = e.to_string();
+                    s.up_since = None;
+                });
+            }
+        }
+        // A link that stayed up a while reconnects quickly; repeated failures back off.
+        if started.elapsed() > Duration::from_secs(10) {
+            delay = router.timers.backoff_min();
+        }
+        let jitter = Duration::from_millis(u64::from(router.random_u32() % 100));
+        tokio::time::sleep(delay + jitter).await;
+        delay = (delay * 2).min(router.timers.backoff_max());
+        status.set(|s| s.state = "connecting");
+    }
+}
+
+async fn connect_tls(
+    cfg: &config::Link,
+    tls: &Arc<rustls::ClientConfig>,
+) -> Result<(Tls, SocketAddr), LinkError> {
+    let target = format!("{}:{}", cfg.host, cfg.port);
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
+        .await
+        .map_err(|source| LinkError::Resolve {
+            host: cfg.host.clone(),
+            source,
+        })?
+        .collect();
+    let mut last = None;
+    let mut tcp = None;
+    for a in addrs {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(a)).await {
+            Ok(Ok(s)) => {
+                tcp = Some((s, a));
+                break;
+            }
+            Ok(Err(e)) => {
+                last = Some(LinkError::Connect {
+                    addr: a.to_string(),
+                    source: e,
+                })
+            }
+            Err(_) => {
+                last = Some(LinkError::ConnectTimeout {
+                    addr: a.to_string(),
+                })
+            }
+        }
+    }
+    let Some((tcp, addr)) = tcp else {
+        return Err(last.unwrap_or_else(|| LinkError::Resolve {
+            host: cfg.host.clone(),
+            source: std::io::Error::other("no addresses"),
+        }));
+    };
+    set_socket_options(&tcp);
+    let name = cfg.server_name.clone().unwrap_or_else(|| cfg.host.clone());
+    let server_name = ServerName::try_from(name).map_err(|e| LinkError::Tls {
+        peer: target.clone(),
+        reason: format!("invalid server name: {e}"),
+    })?;
+    let stream = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        TlsConnector::from(tls.clone()).connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| LinkError::ConnectTimeout {
+        addr: target.clone(),
+    })?
+    .map_err(|e| LinkError::Tls {
+        peer: target.clone(),
+        reason: crate::tls::explain(&e),
+    })?;
+    Ok((TlsStream::Client(stream), addr))
+}
+
+async fn dial_handshake(
+    router: &Router,
+    cfg: &config::Link,
+    tls: &Arc<rustls::ClientConfig>,
+    role: Role,
+    link_id: u64,
+) -> Result<(Tls, BytesMut, wire::Handshake), LinkError> {
+    let (mut s, addr) = connect_tls(cfg, tls).await?;
+    let peer = addr.to_string();
+    let io = |source| LinkError::Io {
+        peer: peer.clone(),
+        source,
+    };
+    write_frame(&mut s, &our_handshake(router, role, link_id, cfg.cost))
+        .await
+        .map_err(io)?;
+    let mut buf = BytesMut::with_capacity(4096);
+    let f = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut s, &mut buf, &peer))
+        .await
+        .map_err(|_| LinkError::ConnectTimeout { addr: peer.clone() })??;
+    match f {
+        Frame::Handshake(h) => {
+            let want = match role {
+                Role::InterRouterData => Role::InterRouterData,
+                _ => Role::InterRouterControl,
+            };
+            check_handshake(router, &h, &[want])
+                .map_err(|reason| LinkError::Refused { peer, reason })?;
+            Ok((s, buf, h))
+        }
+        Frame::GoAway(g) => Err(LinkError::Refused {
+            peer,
+            reason: g.reason,
+        }),
+        other => Err(LinkError::Protocol {
+            peer,
+            reason: format!("expected a handshake, got {other:?}"),
+        }),
+    }
+}
+
+async fn dial_once(
+    router: &Arc<Router>,
+    cfg: &config::Link,
+    tls: &Arc<rustls::ClientConfig>,
+    status: &Arc<LinkStatus>,
+) -> Result<String, LinkError> {
+    let link_id = u64::from(router.random_u32()) << 32 | u64::from(router.random_u32());
+    let (control, cbuf, h) =
+        dial_handshake(router, cfg, tls, Role::InterRouterControl, link_id).await?;
+    let (data, dbuf, _) = dial_handshake(router, cfg, tls, Role::InterRouterData, link_id).await?;
+    let agreed = Agreed {
+        peer: h.router_id.clone(),
+        link_id,
+        cost: cfg.cost.max(h.cost).max(1),
+    };
+    Ok(run_link(
+        router.clone(),
+        agreed,
+        true,
+        status.clone(),
+        (control, cbuf),
+        (data, dbuf),
+    )
+    .await)
+}
+
+// === inbound ===
+
+/// Accepts links on a link listener until the task is aborted.
+pub(crate) async fn accept_loop(
+    router: Arc<Router>,
+    cfg: config::LinkListener,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (tcp, addr) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(listener = %cfg.name, error = %e, "Accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        set_socket_options(&tcp);
+        let router = router.clone();
+        let acceptor = acceptor.clone();
+        let cfg = cfg.clone();
+        tokio::spawn(
+            async move {
+                if let Err(e) = accept_one(&router, &cfg, acceptor, tcp, addr).await {
+                    router.metrics.link_failures(e.kind());
+                    warn!(error = %e, "Refused inbound link");
+                }
+            }
+            .instrument(info_span!("accept", peer = %addr)),
+        );
+    }
+}
+
+async fn accept_one(
+    router: &Arc<Router>,
+    cfg: &config::LinkListener,
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    addr: SocketAddr,
+) -> Result<(), LinkError> {
+    let peer = addr.to_string();
+    let mut s = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+        .await
+        .map_err(|_| LinkError::ConnectTimeout { addr: peer.clone() })?
+        .map_err(|e| LinkError::Tls {
+            peer: peer.clone(),
+            reason: crate::tls::explain(&e),
+        })
+        .map(TlsStream::Server)?;
+    let mut buf = BytesMut::with_capacity(4096);
+    let f = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut s, &mut buf, &peer))
+        .await
+        .map_err(|_| LinkError::ConnectTimeout { addr: peer.clone() })??;
+    let Frame::Handshake(h) = f else {
+        return Err(LinkError::Protocol {
+            peer,
+            reason: "first frame is not a handshake".into(),
+        });
+    };
+    if let Err(reason) = check_handshake(
+        router,
+        &h,
+        &[Role::InterRouterControl, Role::InterRouterData],
+    ) {
+        let _ = write_frame(
+            &mut s,
+            &Frame::GoAway(wire::GoAway {
+                reason: reason.clone(),
+            }),
+        )
+        .await;
+        return Err(LinkError::Refused { peer, reason });
+    }
+    if cfg.role != config::LinkRole::InterRouter {
+        let reason = "this listener accepts edge links only".to_string();
+        let _ = write_frame(&mut s, &Frame::GoAway(wire::GoAway { reason: reason.clone() })).await;
+        return Err(LinkError::Refused { peer, reason });
+    }
+    let role = Role::try_from(h.role).unwrap_or(Role::Unspecified);
+    let cost = cfg.cost.max(h.cost).max(1);
+    write_frame(&mut s, &our_handshake(router, role, h.link_id, cost))
+        .await
+        .map_err(|source| LinkError::Io {
+            peer: peer.clone(),
+            source,
+        })?;
+    let key = (h.router_id.clone(), h.link_id);
+    if role == Role::InterRouterData {
+        let waiting = router.pending_links.lock().expect("pending lock").remove(&key);
+        return match waiting {
+            Some(tx) => {
+                let _ = tx.send((s, buf));
+                Ok(())
+            }
+            None => Err(LinkError::Refused {
+                peer,
+                reason: format!("data connection for unknown link {}", h.link_id),
+            }),
+        };
+    }
+    let (tx, rx) = oneshot::channel();
+    router
+        .pending_links
+        .lock()
+        .expect("pending lock")
+        .insert(key.clone(), tx);
+    let data = tokio::time::timeout(HANDSHAKE_TIMEOUT, rx).await;
+    router.pending_links.lock().expect("pending lock").remove(&key);
+    let Ok(Ok(data)) = data else {
+        return Err(LinkError::Closed {
+            peer,
+            reason: "data connection did not follow the control connection".into(),
+        });
+    };
+    let name = format!("accepted:{}:{}", h.router_id, addr);
+    let status = LinkStatus::new(name.clone(), cfg.role, false, peer.clone(), cost);
+    router.links.lock().expect("links lock").insert(name.clone(), status.clone());
+    let agreed = Agreed {
+        peer: h.router_id.clone(),
+        link_id: h.link_id,
+        cost,
+    };
+    let reason = run_link(router.clone(), agreed, false, status, (s, buf), data).await;
+    router.links.lock().expect("links lock").remove(&name);
+    info!(peer_router = %h.router_id, %reason, "Inbound link ended");
+    Ok(())
+}
+
+// === running a link ===
+
+/// Undoes a running link's registrations even when its task is aborted.
+struct LinkGuard {
+    router: Arc<Router>,
+    conn: Arc<DataConn>,
+    link_id: u64,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        let _ = self.router.engine.send(ControlEvent::LinkDown {
+            link_id: self.link_id,
+        });
+        self.router.remove_neighbour(&self.conn);
+        self.conn.close("link closed");
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.router.changed();
+    }
+}
+
+async fn run_link(
+    router: Arc<Router>,
+    agreed: Agreed,
+    dialer: bool,
+    status: Arc<LinkStatus>,
+    control: (Tls, BytesMut),
+    data: (Tls, BytesMut),
+) -> String {
+    let span = info_span!("link", peer = %agreed.peer, link_id = agreed.link_id);
+    run_link_inner(router, agreed, dialer, status, control, data)
+        .instrument(span)
+        .await
+}
+
+async fn run_link_inner(
+    router: Arc<Router>,
+    agreed: Agreed,
+    dialer: bool,
+    status: Arc<LinkStatus>,
+    control: (Tls, BytesMut),
+    data: (Tls, BytesMut),
+) -> String {
+    let (conn, out_rx) = DataConn::new(agreed.peer.clone(), agreed.link_id, agreed.cost, dialer);
+    let (dr, dw) = tokio::io::split(data.0);
+    let writer = tokio::spawn(mux::run_writer(conn.clone(), dw, out_rx).in_current_span());
+    let reader = tokio::spawn(
+        mux::run_reader(conn.clone(), dr, data.1, router.clone() as Arc<dyn mux::OpenHandler>)
+            .in_current_span(),
+    );
+    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<ControlOut>();
+    let (mut cr, mut cw) = tokio::io::split(control.0);
+    let ctl_writer = tokio::spawn(
+        async move {
+            while let Some(out) = ctl_rx.recv().await {
+                match out {
+                    ControlOut::Frame(f) => {
+                        if write_frame(&mut cw, &f).await.is_err() {
+                            return;
+                        }
+                    }
+                    ControlOut::Close(reason) => {
+                        let _ = write_frame(&mut cw, &Frame::GoAway(wire::GoAway { reason })).await;
+                        let _ = cw.shutdown().await;
+                        return;
+                    }
+                }
+            }
+        }
+        .in_current_span(),
+    );
+    let guard = LinkGuard {
+        router: router.clone(),
+        conn: conn.clone(),
+        link_id: agreed.link_id,
+        tasks: vec![writer.abort_handle(), reader.abort_handle(), ctl_writer.abort_handle()],
+    };
+    router.add_neighbour(conn.clone());
+    status.cost.store(u64::from(agreed.cost), Ordering::Relaxed);
+    status.set(|s| {
+        s.state = "up";
+        s.peer_router = agreed.peer.clone();
+        s.last_error.clear();
+        s.up_since = Some(Instant::now());
+        s.conn = Some(conn.clone());
+    });
+    let _ = router.engine.send(ControlEvent::LinkUp {
+        link_id: agreed.link_id,
+        peer: agreed.peer.clone(),
+        cost: agreed.cost,
+        tx: ctl_tx,
+    });
+    router.changed();
+    info!(cost = agreed.cost, "Link up");
+    let mut buf = control.1;
+    let peer = agreed.peer.clone();
+    let link_id = agreed.link_id;
+    let engine = router.engine.clone();
+    let control_loop = async move {
+        loop {
+            let f = match read_frame(&mut cr, &mut buf, &peer).await {
+                Ok(f) => f,
+                Err(e) => return e.to_string(),
+            };
+            match f {
+                Frame::Hello(hello) => {
+                    let _ = engine.send(ControlEvent::Hello { link_id, hello });
+                }
+                Frame::LinkState(ls) => {
+                    let _ = engine.send(ControlEvent::LinkState { link_id, ls });
+                }
+                Frame::GoAway(g) => return format!("peer closed the link: {}", g.reason),
+                other => {
+                    return format!(
+                        "protocol error: unexpected frame on the control connection: type {:#04x}",
+                        other.encode().0[0]
+                    );
+                }
+            }
+        }
+    };
+    let reason = tokio::select! {
+        r = control_loop => r,
+        r = reader => r.unwrap_or_else(|e| format!("data reader failed: {e}")),
+    };
+    debug!(%reason, "Link closing");
+    guard.conn.close(&reason);
+    status.set(|s| {
+        s.state = "down";
+        s.conn = None;
+        s.up_since = None;
+        s.last_error = reason.clone();
+    });
+    drop(guard);
+    reason
+}

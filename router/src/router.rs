@@ -1,0 +1,765 @@
+//! The router core: shared state of one router, flow dispatch (ingress, transit, egress),
+//! and live configuration.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, info, info_span, warn};
+use van_proto::wire::{self, ResetCode};
+
+use crate::config::{Config, Entities, EntityOp, FlowSection, Mode, Timers};
+use crate::control::{ControlEvent, Engine};
+use crate::error::{AdminError, ConfigError, StartError};
+use crate::flow::{self, FlowRecord, Outcome, Side};
+use crate::link::{self, LinkStatus};
+use crate::metrics::Metrics;
+use crate::mux::{DataConn, FlowInbound, OpenHandler};
+use crate::routing::{self, RoutingTable, TableRx};
+use crate::tcp::{self, ConnectorRt, ListenerRt};
+use crate::tls::TlsMaterial;
+
+/// Hops a flow may cross before it is reset (guards against transient routing loops).
+const FLOW_TTL: u32 = 64;
+
+type PendingData = oneshot::Sender<(tokio_rustls::TlsStream<TcpStream>, bytes::BytesMut)>;
+
+/// One router. Shared by every task through `Arc`.
+pub struct Router {
+    pub id: String,
+    pub site: String,
+    pub mode: Mode,
+    /// Boot time in nanoseconds; tells peers we restarted.
+    pub instance: u64,
+    pub started: Instant,
+    pub timers: Timers,
+    pub flow_cfg: FlowSection,
+    pub(crate) table: TableRx,
+    pub(crate) engine: mpsc::UnboundedSender<ControlEvent>,
+    neighbours: RwLock<HashMap<String, Vec<Arc<DataConn>>>>,
+    pub(crate) links: Mutex<BTreeMap<String, Arc<LinkStatus>>>,
+    pub(crate) pending_links: Mutex<HashMap<(String, u64), PendingData>>,
+    pub(crate) listeners: Mutex<BTreeMap<String, Arc<ListenerRt>>>,
+    pub(crate) connectors: RwLock<BTreeMap<String, Arc<ConnectorRt>>>,
+    pub(crate) flows: Mutex<HashMap<u64, Arc<FlowRecord>>>,
+    /// Ingress flows open toward each destination router (for balancing).
+    open_to: Mutex<HashMap<String, u32>>,
+    rng: AtomicU64,
+    rotate: AtomicUsize,
+    pub(crate) flows_total: AtomicU64,
+    pub metrics: Metrics,
+    config: tokio::sync::Mutex<ConfigState>,
+    generation: watch::Sender<u64>,
+    me: std::sync::Weak<Router>,
+}
+
+/// Entities in force and the tasks that serve them.
+struct ConfigState {
+    entities: Entities,
+    tasks: HashMap<(&'static str, String), JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("id", &self.id).finish()
+    }
+}
+
+impl Router {
+    /// Builds the router and starts its routing engine. Entities are applied by `apply_initial`.
+    pub fn new(cfg: &Config) -> Arc<Router> {
+        let instance = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        let (table_tx, table_rx) = watch::channel(Arc::new(RoutingTable::default()));
+        let (engine_tx, engine_rx) = mpsc::unbounded_channel();
+        let engine = Engine::new(cfg.router_id.clone(), instance, cfg.timers.clone(), table_tx);
+        tokio::spawn(engine.run(engine_rx).instrument(info_span!("routing")));
+        let r = Arc::new_cyclic(|me| Router {
+            me: me.clone(),
+            id: cfg.router_id.clone(),
+            site: cfg.site_id.clone(),
+            mode: cfg.mode,
+            instance,
+            started: Instant::now(),
+            timers: cfg.timers.clone(),
+            flow_cfg: cfg.flow.clone(),
+            table: table_rx,
+            engine: engine_tx,
+            neighbours: RwLock::new(HashMap::new()),
+            links: Mutex::new(BTreeMap::new()),
+            pending_links: Mutex::new(HashMap::new()),
+            listeners: Mutex::new(BTreeMap::new()),
+            connectors: RwLock::new(BTreeMap::new()),
+            flows: Mutex::new(HashMap::new()),
+            open_to: Mutex::new(HashMap::new()),
+            rng: AtomicU64::new(instance | 1),
+            rotate: AtomicUsize::new(0),
+            flows_total: AtomicU64::new(0),
+            metrics: Metrics::default(),
+            config: tokio::sync::Mutex::new(ConfigState {
+                entities: Entities::default(),
+                tasks: HashMap::new(),
+            }),
+            generation: watch::channel(0).0,
+        });
+        // Any routing change is a change of the admin views.
+        let weak = Arc::downgrade(&r);
+        let mut t = r.table.clone();
+        tokio::spawn(async move {
+            while t.changed().await.is_ok() {
+                match weak.upgrade() {
+                    Some(r) => r.changed(),
+                    None => return,
+                }
+            }
+        });
+        r
+    }
+
+    /// A cheap xorshift generator for link ids, flow ids and jitter.
+    pub(crate) fn random_u32(&self) -> u32 {
+        (self.random_u64() >> 32) as u32
+    }
+
+    fn random_u64(&self) -> u64 {
+        let mut x = self.rng.load(Ordering::Relaxed);
+        loop {
+            let mut y = x;
+            y ^= y << 13;
+            y ^= y >> 7;
+            y ^= y << 17;
+            match self
+                .rng
+                .compare_exchange_weak(x, y, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return y,
+                Err(cur) => x = cur,
+            }
+        }
+    }
+
+    /// Signals watchers of the admin API that some view changed.
+    pub(crate) fn changed(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    pub fn table(&self) -> Arc<RoutingTable> {
+        self.table.borrow().clone()
+    }
+
+    pub fn table_rx(&self) -> TableRx {
+        self.table.clone()
+    }
+
+    // --- neighbours ---
+
+    pub(crate) fn add_neighbour(&self, conn: Arc<DataConn>) {
+        let mut n = self.neighbours.write().expect("neighbours lock");
+        let v = n.entry(conn.peer.clone()).or_default();
+        v.push(conn);
+        v.sort_by_key(|c| c.cost);
+    }
+
+    pub(crate) fn remove_neighbour(&self, conn: &Arc<DataConn>) {
+        let mut n = self.neighbours.write().expect("neighbours lock");
+        if let Some(v) = n.get_mut(&conn.peer) {
+            v.retain(|c| !Arc::ptr_eq(c, conn));
+            if v.is_empty() {
+                n.remove(&conn.peer);
+            }
+        }
+    }
+
+    /// The cheapest open data connection to a neighbour.
+    fn neighbour_conn(&self, peer: &str) -> Option<Arc<DataConn>> {
+        let n = self.neighbours.read().expect("neighbours lock");
+        n.get(peer)?.iter().find(|c| !c.is_closed()).cloned()
+    }
+
+    // --- flows ---
+
+    fn register_flow(&self, rec: FlowRecord) -> Arc<FlowRecord> {
+        let rec = Arc::new(rec);
+        self.flows
+            .lock()
+            .expect("flows lock")
+            .insert(rec.id, rec.clone());
+        self.flows_total.fetch_add(1, Ordering::Relaxed);
+        rec
+    }
+
+    fn finish_flow(&self, rec: &FlowRecord, outcome: &Outcome) {
+        self.flows.lock().expect("flows lock").remove(&rec.id);
+        self.metrics.flow_closed(
+            rec.role,
+            outcome.label(),
+            rec.bytes_out.load(Ordering::Relaxed),
+            rec.bytes_in.load(Ordering::Relaxed),
+        );
+        debug!(
+            flow = rec.id,
+            key = %rec.routing_key,
+            outcome = %outcome,
+            bytes_out = rec.bytes_out.load(Ordering::Relaxed),
+            bytes_in = rec.bytes_in.load(Ordering::Relaxed),
+            "Flow ended"
+        );
+    }
+
+    /// Carries an accepted client connection to a connector of its routing key.
+    pub(crate) async fn ingress(self: Arc<Self>, client: TcpStream, listener: Arc<ListenerRt>) {
+        let key = listener.cfg.routing_key.clone();
+        let client_addr = client
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let table = self.table();
+        let dest = table.addresses.get(&key).and_then(|d| {
+            let open = self.open_to.lock().expect("open_to lock");
+            routing::choose(
+                d,
+                |r| open.get(r).copied().unwrap_or(0),
+                self.rotate.fetch_add(1, Ordering::Relaxed),
+            )
+            .map(|d| d.router.clone())
+        });
+        let Some(dest) = dest else {
+            // Raced with a withdrawal: refuse this client the way a closed listener would.
+            listener.refused.fetch_add(1, Ordering::Relaxed);
+            flow::set_reset_on_close(&client);
+            return;
+        };
+        let id = self.random_u64();
+        let span = info_span!("flow", id, key = %key, dest = %dest);
+        async move {
+            if dest == self.id {
+                self.local_flow(client, client_addr, listener, id).await;
+            } else {
+                self.remote_flow(client, client_addr, listener, id, dest, &table)
+                    .await;
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn local_flow(
+        self: &Arc<Self>,
+        client: TcpStream,
+        client_addr: String,
+        listener: Arc<ListenerRt>,
+        id: u64,
+    ) {
+        let key = &listener.cfg.routing_key;
+        let Some(conn) = self.pick_connector(key) else {
+            flow::set_reset_on_close(&client);
+            return;
+        };
+        let rec = self.register_flow(FlowRecord {
+            id,
+            routing_key: key.clone(),
+            role: "local",
+            client_addr,
+            server_addr: Mutex::new(String::new()),
+            path: vec![self.id.clone()],
+            started: Instant::now(),
+            bytes_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+        });
+        listener.opened.fetch_add(1, Ordering::Relaxed);
+        let outcome = match conn.connect(self.connect_timeout()).await {
+            Ok(server) => {
+                *rec.server_addr.lock().expect("flow lock") = conn.target();
+                flow::splice_local(client, server, &rec).await
+            }
+            Err(e) => {
+                flow::set_reset_on_close(&client);
+                Outcome::ResetByPeer(ResetCode::ConnectFailed, e)
+            }
+        };
+        conn.finish(&rec);
+        listener.finish(&rec);
+        self.finish_flow(&rec, &outcome);
+    }
+
+    async fn remote_flow(
+        self: &Arc<Self>,
+        client: TcpStream,
+        client_addr: String,
+        listener: Arc<ListenerRt>,
+        id: u64,
+        dest: String,
+        table: &RoutingTable,
+    ) {
+        let next = table
+            .next_hop(&dest)
+            .and_then(|hop| self.neighbour_conn(hop));
+        let Some(conn) = next else {
+            listener.refused.fetch_add(1, Ordering::Relaxed);
+            flow::set_reset_on_close(&client);
+            return;
+        };
+        let (inbound, rx) = FlowInbound::new();
+        let Some(stream) = conn.open_local(inbound.clone()) else {
+            flow::set_reset_on_close(&client);
+            return;
+        };
+        let key = listener.cfg.routing_key.clone();
+        conn.send(crate::wire::Frame::Open {
+            stream,
+            open: wire::FlowOpen {
+                routing_key: key.clone(),
+                dest_router: dest.clone(),
+                origin_router: self.id.clone(),
+                flow_id: id,
+                client_addr: client_addr.clone(),
+                ttl: FLOW_TTL,
+                path: vec![self.id.clone()],
+            },
+        });
+        let rec = self.register_flow(FlowRecord {
+            id,
+            routing_key: key,
+            role: "ingress",
+            client_addr,
+            server_addr: Mutex::new(dest.clone()),
+            path: vec![self.id.clone(), conn.peer.clone()],
+            started: Instant::now(),
+            bytes_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+        });
+        listener.opened.fetch_add(1, Ordering::Relaxed);
+        *self
+            .open_to
+            .lock()
+            .expect("open_to lock")
+            .entry(dest.clone())
+            .or_default() += 1;
+        let outcome = flow::run_endpoint(
+            client,
+            conn,
+            stream,
+            inbound,
+            rx,
+            rec.clone(),
+            Side::Ingress,
+            self.flow_cfg.window_bytes,
+        )
+        .await;
+        {
+            let mut open = self.open_to.lock().expect("open_to lock");
+            if let Some(n) = open.get_mut(&dest) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&dest);
+                }
+            }
+        }
+        listener.finish(&rec);
+        self.finish_flow(&rec, &outcome);
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.flow_cfg.connect_timeout_ms)
+    }
+
+    /// The connector of `key` with the fewest open flows (rotating among equals).
+    pub(crate) fn pick_connector(&self, key: &str) -> Option<Arc<ConnectorRt>> {
+        let c = self.connectors.read().expect("connectors lock");
+        let cands: Vec<&Arc<ConnectorRt>> =
+            c.values().filter(|c| c.cfg.routing_key == key).collect();
+        let min = cands.iter().map(|c| c.active.load(Ordering::Relaxed)).min()?;
+        let tied: Vec<_> = cands
+            .into_iter()
+            .filter(|c| c.active.load(Ordering::Relaxed) == min)
+            .collect();
+        let pick = tied[self.rotate.fetch_add(1, Ordering::Relaxed) % tied.len()].clone();
+        pick.active.fetch_add(1, Ordering::Relaxed);
+        Some(pick)
+    }
+
+    /// Egress: a flow for one of our connectors arrived on `conn`.
+    fn egress(self: &Arc<Self>, conn: &Arc<DataConn>, stream: u32, open: wire::FlowOpen) {
+        let Some(connector) = self.pick_connector(&open.routing_key) else {
+            conn.reset(
+                stream,
+                ResetCode::NoConnector,
+                format!("router {} has no connector for {:?}", self.id, open.routing_key),
+            );
+            return;
+        };
+        let (inbound, rx) = FlowInbound::new();
+        if !conn.accept_local(stream, inbound.clone()) {
+            connector.active.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let mut path = open.path.clone();
+        path.push(self.id.clone());
+        let rec = self.register_flow(FlowRecord {
+            id: open.flow_id,
+            routing_key: open.routing_key.clone(),
+            role: "egress",
+            client_addr: open.client_addr.clone(),
+            server_addr: Mutex::new(connector.target()),
+            path,
+            started: Instant::now(),
+            bytes_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+        });
+        let router = self.clone();
+        let conn = conn.clone();
+        let span = info_span!("flow", id = open.flow_id, key = %open.routing_key, origin = %open.origin_router);
+        tokio::spawn(
+            async move {
+                let outcome = match connector.connect(router.connect_timeout()).await {
+                    Ok(server) => {
+                        flow::run_endpoint(
+                            server,
+                            conn,
+                            stream,
+                            inbound,
+                            rx,
+                            rec.clone(),
+                            Side::Egress,
+                            router.flow_cfg.window_bytes,
+                        )
+                        .await
+                    }
+                    Err(e) => {
+                        conn.remove(stream);
+                        conn.reset(stream, ResetCode::ConnectFailed, e.clone());
+                        Outcome::ResetByPeer(ResetCode::ConnectFailed, e)
+                    }
+                };
+                connector.finish(&rec);
+                router.finish_flow(&rec, &outcome);
+            }
+            .instrument(span),
+        );
+    }
+
+    // --- configuration ---
+
+    /// Applies the entities of the start-up configuration. Fails, binding nothing, when a
+    /// port cannot be bound.
+    pub async fn apply_initial(self: &Arc<Self>, entities: Entities) -> Result<(), StartError> {
+        self.apply_entities(entities, false)
+            .await
+            .map_err(|e| match e {
+                ApplyError::Bind { what, addr, source } => StartError::Bind { what, addr, source },
+                ApplyError::Config(c) => StartError::Config(c),
+            })
+    }
+
+    pub async fn entities(&self) -> Entities {
+        self.config.lock().await.entities.clone()
+    }
+
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    /// Validates and applies a batch of operations; all or nothing.
+    pub async fn apply_ops(
+        self: &Arc<Self>,
+        ops: Vec<EntityOp>,
+        dry_run: bool,
+        drop_flows: bool,
+    ) -> Result<u64, AdminError> {
+        let current = self.config.lock().await.entities.clone();
+        let next = current.with_ops(self.mode, ops)?;
+        if dry_run {
+            return Ok(self.generation());
+        }
+        self.apply_entities(next, drop_flows)
+            .await
+            .map_err(|e| match e {
+                ApplyError::Config(c) => AdminError::Invalid(c),
+                ApplyError::Bind { what, addr, source } => AdminError::Invalid(
+                    ConfigError::single(what, format!("cannot bind {addr}: {source}")),
+                ),
+            })?;
+        Ok(self.generation())
+    }
+
+    async fn apply_entities(
+        self: &Arc<Self>,
+        next: Entities,
+        drop_flows: bool,
+    ) -> Result<(), ApplyError> {
+        let mut st = self.config.lock().await;
+        let old = st.entities.clone();
+        let tls_changed = |name: &str| old.tls_profiles.get(name) != next.tls_profiles.get(name);
+
+        // 1. Work out what starts and stops, and bind every new port before changing anything.
+        let mut new_link_listeners = Vec::new();
+        for (n, l) in &next.link_listeners {
+            if old.link_listeners.get(n) != Some(l) || tls_changed(&l.tls_profile) {
+                new_link_listeners.push(l.clone());
+            }
+        }
+        let mut new_links = Vec::new();
+        for (n, l) in &next.links {
+            if old.links.get(n) != Some(l) || tls_changed(&l.tls_profile) {
+                new_links.push(l.clone());
+            }
+        }
+        let mut new_tcp_listeners = Vec::new();
+        for (n, l) in &next.tcp_listeners {
+            if old.tcp_listeners.get(n) != Some(l) {
+                new_tcp_listeners.push(l.clone());
+            }
+        }
+        // A port an entity being replaced still holds is bound after that entity stops.
+        let held = |host: &str, port: u16| {
+            old.link_listeners
+                .values()
+                .any(|o| o.host == host && o.port == port && port != 0)
+                || old
+                    .tcp_listeners
+                    .values()
+                    .any(|o| o.host == host && o.port == port && port != 0)
+        };
+        let mut prebound_links = HashMap::new();
+        for l in &new_link_listeners {
+            if held(&l.host, l.port) {
+                continue;
+            }
+            let s = bind_listener(&l.host, l.port).map_err(|source| ApplyError::Bind {
+                what: format!("link_listeners[{}]", l.name),
+                addr: format!("{}:{}", l.host, l.port),
+                source,
+            })?;
+            prebound_links.insert(l.name.clone(), s);
+        }
+        let mut prebound_tcp = HashMap::new();
+        for l in &new_tcp_listeners {
+            if held(&l.host, l.port) {
+                continue;
+            }
+            let s = tcp::reserve(&l.host, l.port).map_err(|source| ApplyError::Bind {
+                what: format!("tcp_listeners[{}]", l.name),
+                addr: format!("{}:{}", l.host, l.port),
+                source,
+            })?;
+            prebound_tcp.insert(l.name.clone(), s);
+        }
+        let material = |profile: &str| -> Result<TlsMaterial, ApplyError> {
+            TlsMaterial::load(&next.tls_profiles[profile]).map_err(|e| {
+                ApplyError::Config(ConfigError::single(
+                    format!("tls_profiles[{profile}]"),
+                    e.to_string(),
+                ))
+            })
+        };
+        let mut link_tls = HashMap::new();
+        for l in &new_links {
+            link_tls.insert(
+                l.name.clone(),
+                material(&l.tls_profile)?
+                    .client_config()
+                    .map_err(|e| ApplyError::Config(ConfigError::single(
+                        format!("links[{}]", l.name),
+                        e.to_string(),
+                    )))?,
+            );
+        }
+        let mut listener_tls = HashMap::new();
+        for l in &new_link_listeners {
+            listener_tls.insert(
+                l.name.clone(),
+                material(&l.tls_profile)?
+                    .server_config()
+                    .map_err(|e| ApplyError::Config(ConfigError::single(
+                        format!("link_listeners[{}]", l.name),
+                        e.to_string(),
+                    )))?,
+            );
+        }
+
+        // 2. Stop what was removed or replaced.
+        let stop = |st: &mut ConfigState, kind: &'static str, name: &str| {
+            if let Some(h) = st.tasks.remove(&(kind, name.to_string())) {
+                h.abort();
+            }
+        };
+        for (n, l) in &old.link_listeners {
+            if next.link_listeners.get(n) != Some(l) || tls_changed(&l.tls_profile) {
+                stop(&mut st, "link_listener", n);
+            }
+        }
+        for (n, l) in &old.links {
+            if next.links.get(n) != Some(l) || tls_changed(&l.tls_profile) {
+                stop(&mut st, "link", n);
+                self.links.lock().expect("links lock").remove(n);
+            }
+        }
+        for (n, l) in &old.tcp_listeners {
+            if next.tcp_listeners.get(n) != Some(l) {
+                stop(&mut st, "tcp_listener", n);
+                if let Some(rt) = self.listeners.lock().expect("listeners lock").remove(n) {
+                    rt.shut(drop_flows);
+                }
+            }
+        }
+        {
+            let mut conns = self.connectors.write().expect("connectors lock");
+            for (n, c) in &old.tcp_connectors {
+                if next.tcp_connectors.get(n) != Some(c)
+                    && let Some(rt) = conns.remove(n)
+                {
+                    rt.shut(drop_flows);
+                }
+            }
+            for (n, c) in &next.tcp_connectors {
+                if old.tcp_connectors.get(n) != Some(c) {
+                    conns.insert(n.clone(), ConnectorRt::new(c.clone()));
+                }
+            }
+        }
+        // Give aborted tasks a moment to release their sockets before rebinding held ports.
+        tokio::task::yield_now().await;
+
+        // 3. Start what is new or changed.
+        for l in new_link_listeners {
+            let listener = match prebound_links.remove(&l.name) {
+                Some(s) => s,
+                None => match bind_listener_retry(&l.host, l.port).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(listener = %l.name, error = %e, "Cannot rebind link listener");
+                        continue;
+                    }
+                },
+            };
+            let tls = listener_tls.remove(&l.name).expect("built above");
+            let h = tokio::spawn(
+                link::accept_loop(self.clone(), l.clone(), listener, tls)
+                    .instrument(info_span!("link_listener", name = %l.name)),
+            );
+            st.tasks.insert(("link_listener", l.name.clone()), h);
+        }
+        for l in new_links {
+            let status = LinkStatus::new(
+                l.name.clone(),
+                l.role,
+                true,
+                format!("{}:{}", l.host, l.port),
+                l.cost,
+            );
+            self.links
+                .lock()
+                .expect("links lock")
+                .insert(l.name.clone(), status.clone());
+            let tls = link_tls.remove(&l.name).expect("built above");
+            let h = tokio::spawn(
+                link::dial_loop(self.clone(), l.clone(), tls, status)
+                    .instrument(info_span!("link", name = %l.name)),
+            );
+            st.tasks.insert(("link", l.name.clone()), h);
+        }
+        for l in new_tcp_listeners {
+            let rt = ListenerRt::new(l.clone());
+            let reserved = prebound_tcp.remove(&l.name);
+            self.listeners
+                .lock()
+                .expect("listeners lock")
+                .insert(l.name.clone(), rt.clone());
+            let h = tokio::spawn(
+                tcp::listener_task(self.clone(), rt, reserved)
+                    .instrument(info_span!("tcp_listener", name = %l.name)),
+            );
+            st.tasks.insert(("tcp_listener", l.name.clone()), h);
+        }
+        st.entities = next;
+        drop(st);
+        self.publish_addresses();
+        self.changed();
+        info!("Configuration applied");
+        Ok(())
+    }
+
+    /// Tells the routing engine which keys this router's connectors serve.
+    fn publish_addresses(&self) {
+        let mut keys: BTreeMap<String, u32> = BTreeMap::new();
+        for c in self.connectors.read().expect("connectors lock").values() {
+            *keys.entry(c.cfg.routing_key.clone()).or_default() += 1;
+        }
+        let _ = self.engine.send(ControlEvent::LocalAddresses(keys));
+    }
+}
+
+enum ApplyError {
+    Config(ConfigError),
+    Bind {
+        what: String,
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+fn bind_listener(host: &str, port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let s = tcp::reserve(host, port)?;
+    s.listen(1024)?;
+    tokio::net::TcpListener::from_std(std::net::TcpListener::from(s))
+}
+
+async fn bind_listener_retry(host: &str, port: u16) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for _ in 0..20 {
+        match bind_listener(host, port) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(last.expect("tried"))
+}
+
+impl OpenHandler for Router {
+    fn on_open(&self, conn: &Arc<DataConn>, stream: u32, mut open: wire::FlowOpen) {
+        // `on_open` is called through `Arc<dyn OpenHandler>`; recover our Arc for spawning.
+        let Some(me) = self.self_arc() else { return };
+        if open.dest_router == self.id {
+            me.egress(conn, stream, open);
+            return;
+        }
+        if open.ttl <= 1 {
+            conn.reset(stream, ResetCode::TtlExpired, "flow crossed too many routers");
+            return;
+        }
+        open.ttl -= 1;
+        let table = self.table();
+        let next = table
+            .next_hop(&open.dest_router)
+            .and_then(|hop| self.neighbour_conn(hop));
+        let Some(next) = next else {
+            conn.reset(
+                stream,
+                ResetCode::Unreachable,
+                format!("router {} has no route to {}", self.id, open.dest_router),
+            );
+            return;
+        };
+        open.path.push(self.id.clone());
+        if !conn.splice(stream, &next, open) {
+            conn.reset(stream, ResetCode::LinkLost, "next hop closed");
+        }
+    }
+}
+
+impl Router {
+    fn self_arc(&self) -> Option<Arc<Router>> {
+        self.me.upgrade()
+    }
+}

@@ -1,0 +1,239 @@
+//! TCP listeners (ingress) and connectors (egress) of service traffic.
+//!
+//! A listener holds its port from the start but only listens while some connector of its
+//! routing key is reachable; otherwise the port is bound without listening, so clients get
+//! "connection refused" at once instead of a connection that goes nowhere.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use socket2::{Domain, Socket, Type};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::config;
+use crate::flow::FlowRecord;
+use crate::router::Router;
+
+/// Runtime state of a TCP listener.
+#[derive(Debug)]
+pub struct ListenerRt {
+    pub cfg: config::TcpListener,
+    pub state: Mutex<(&'static str, String)>,
+    /// The port actually bound (differs from the configured one when that was 0).
+    pub port: AtomicU16,
+    pub opened: AtomicU64,
+    pub closed: AtomicU64,
+    pub refused: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    /// Fired when the listener is deleted with `drop_flows`.
+    pub drop_flows: Notify,
+}
+
+impl ListenerRt {
+    pub(crate) fn new(cfg: config::TcpListener) -> Arc<ListenerRt> {
+        Arc::new(ListenerRt {
+            port: AtomicU16::new(cfg.port),
+            cfg,
+            state: Mutex::new(("down", "starting".into())),
+            opened: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            drop_flows: Notify::new(),
+        })
+    }
+
+    fn set_state(&self, state: &'static str, detail: impl Into<String>) {
+        *self.state.lock().expect("listener state") = (state, detail.into());
+    }
+
+    pub(crate) fn finish(&self, rec: &FlowRecord) {
+        self.closed.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in
+            .fetch_add(rec.bytes_out.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.bytes_out
+            .fetch_add(rec.bytes_in.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    pub(crate) fn shut(&self, drop_flows: bool) {
+        if drop_flows {
+            self.drop_flows.notify_waiters();
+        }
+    }
+}
+
+/// Runtime state of a TCP connector.
+#[derive(Debug)]
+pub struct ConnectorRt {
+    pub cfg: config::TcpConnector,
+    pub active: AtomicU32,
+    pub opened: AtomicU64,
+    pub closed: AtomicU64,
+    pub failures: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub last_error: Mutex<String>,
+    pub drop_flows: Notify,
+}
+
+impl ConnectorRt {
+    pub(crate) fn new(cfg: config::TcpConnector) -> Arc<ConnectorRt> {
+        Arc::new(ConnectorRt {
+            cfg,
+            active: AtomicU32::new(0),
+            opened: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            last_error: Mutex::new(String::new()),
+            drop_flows: Notify::new(),
+        })
+    }
+
+    pub(crate) fn target(&self) -> String {
+        format!("{}:{}", self.cfg.host, self.cfg.port)
+    }
+
+    /// Connects to the target within `timeout`. The error says what went wrong.
+    pub(crate) async fn connect(&self, timeout: Duration) -> Result<TcpStream, String> {
+        let target = self.target();
+        let r = tokio::time::timeout(timeout, TcpStream::connect(&target)).await;
+        let err = match r {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                self.opened.fetch_add(1, Ordering::Relaxed);
+                return Ok(s);
+            }
+            Ok(Err(e)) => format!("connect to {target} failed: {e}"),
+            Err(_) => format!("connect to {target} timed out after {timeout:?}"),
+        };
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().expect("connector lock") = err.clone();
+        debug!(connector = %self.cfg.name, error = %err, "Connector target unavailable");
+        Err(err)
+    }
+
+    /// Accounts a finished flow; pairs with the increment of `active` in `pick_connector`.
+    pub(crate) fn finish(&self, rec: &FlowRecord) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        self.closed.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in
+            .fetch_add(rec.bytes_in.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.bytes_out
+            .fetch_add(rec.bytes_out.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    pub(crate) fn shut(&self, drop_flows: bool) {
+        if drop_flows {
+            self.drop_flows.notify_waiters();
+        }
+    }
+}
+
+fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{host} has no address")))
+}
+
+/// Binds `host:port` without listening: the port is ours, but connections are refused.
+pub(crate) fn reserve(host: &str, port: u16) -> std::io::Result<Socket> {
+    let addr = resolve(host, port)?;
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
+/// Opens and closes the listening socket as the routing key becomes reachable or not, and
+/// hands accepted connections to the router.
+pub(crate) async fn listener_task(
+    router: Arc<Router>,
+    rt: Arc<ListenerRt>,
+    reserved: Option<Socket>,
+) {
+    let key = rt.cfg.routing_key.clone();
+    let mut table = router.table_rx();
+    let mut reserved = reserved;
+    loop {
+        // Hold the port (bound, not listening).
+        let sock = match reserved.take() {
+            Some(s) => s,
+            None => match reserve(&rt.cfg.host, rt.port.load(Ordering::Relaxed)) {
+                Ok(s) => s,
+                Err(e) => {
+                    rt.set_state("error", format!("cannot bind: {e}"));
+                    router.changed();
+                    warn!(error = %e, "Cannot bind listener port; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+        };
+        if let Ok(a) = sock.local_addr()
+            && let Some(a) = a.as_socket()
+        {
+            rt.port.store(a.port(), Ordering::Relaxed);
+        }
+        rt.set_state("down", format!("no reachable connector for {key:?}"));
+        router.changed();
+        // Wait until some connector of the key is reachable.
+        while !table.borrow_and_update().reachable(&key) {
+            if table.changed().await.is_err() {
+                return;
+            }
+        }
+        if let Err(e) = sock.listen(1024) {
+            rt.set_state("error", format!("cannot listen: {e}"));
+            router.changed();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let listener = match tokio::net::TcpListener::from_std(std::net::TcpListener::from(sock))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                rt.set_state("error", format!("cannot listen: {e}"));
+                continue;
+            }
+        };
+        rt.set_state("up", String::new());
+        router.changed();
+        info!(port = rt.port.load(Ordering::Relaxed), key = %key, "Listener open");
+        loop {
+            tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((s, _)) => {
+                        let _ = s.set_nodelay(true);
+                        let (router2, rt2) = (router.clone(), rt.clone());
+                        tokio::spawn(router2.ingress(s, rt2));
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "Accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                r = table.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    if !table.borrow_and_update().reachable(&key) {
+                        break;
+                    }
+                }
+            }
+        }
+        info!(key = %key, "Listener closed: no reachable connector");
+        drop(listener);
+    }
+}
