@@ -44,6 +44,8 @@ pub struct Router {
     pub(crate) links: Mutex<BTreeMap<String, Arc<LinkStatus>>>,
     pub(crate) pending_links: Mutex<HashMap<(String, u64), PendingData>>,
     pub(crate) listeners: Mutex<BTreeMap<String, Arc<ListenerRt>>>,
+    /// Addresses link listeners are bound to (the port differs from the config when it was 0).
+    link_listener_addrs: Mutex<BTreeMap<String, std::net::SocketAddr>>,
     pub(crate) connectors: RwLock<BTreeMap<String, Arc<ConnectorRt>>>,
     pub(crate) flows: Mutex<HashMap<u64, Arc<FlowRecord>>>,
     /// Ingress flows open toward each destination router (for balancing).
@@ -95,6 +97,7 @@ impl Router {
             links: Mutex::new(BTreeMap::new()),
             pending_links: Mutex::new(HashMap::new()),
             listeners: Mutex::new(BTreeMap::new()),
+            link_listener_addrs: Mutex::new(BTreeMap::new()),
             connectors: RwLock::new(BTreeMap::new()),
             flows: Mutex::new(HashMap::new()),
             open_to: Mutex::new(HashMap::new()),
@@ -151,6 +154,24 @@ impl Router {
 
     pub fn subscribe_changes(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+
+    /// Where a link listener is bound.
+    pub fn link_listener_addr(&self, name: &str) -> Option<std::net::SocketAddr> {
+        self.link_listener_addrs
+            .lock()
+            .expect("addrs lock")
+            .get(name)
+            .copied()
+    }
+
+    /// The port a TCP listener holds.
+    pub fn tcp_listener_port(&self, name: &str) -> Option<u16> {
+        self.listeners
+            .lock()
+            .expect("listeners lock")
+            .get(name)
+            .map(|l| l.port.load(Ordering::Relaxed))
     }
 
     pub fn table(&self) -> Arc<RoutingTable> {
@@ -596,6 +617,7 @@ impl Router {
         for (n, l) in &old.link_listeners {
             if next.link_listeners.get(n) != Some(l) || tls_changed(&l.tls_profile) {
                 stop(&mut st, "link_listener", n);
+                self.link_listener_addrs.lock().expect("addrs lock").remove(n);
             }
         }
         for (n, l) in &old.links {
@@ -642,6 +664,12 @@ impl Router {
                     }
                 },
             };
+            if let Ok(a) = listener.local_addr() {
+                self.link_listener_addrs
+                    .lock()
+                    .expect("addrs lock")
+                    .insert(l.name.clone(), a);
+            }
             let tls = listener_tls.remove(&l.name).expect("built above");
             let h = tokio::spawn(
                 link::accept_loop(self.clone(), l.clone(), listener, tls)

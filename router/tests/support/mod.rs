@@ -1,0 +1,292 @@
+//! Shared helpers for router integration tests: a test PKI, router configs on port 0,
+//! in-process routers, and echo servers.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use van_router::config::{self, TlsProfile};
+use van_router::{Config, Listeners, Router, Running};
+
+/// A certificate authority for tests.
+pub struct Pki {
+    ca_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Pki {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        Pki {
+            ca_pem: cert.pem(),
+            issuer: Issuer::new(p, key),
+        }
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// A leaf certificate for `localhost` and 127.0.0.1, usable as client and server.
+    pub fn issue(&self, cn: &str) -> (String, String) {
+        self.issue_with(cn, |_| {})
+    }
+
+    pub fn issue_with(&self, cn: &str, f: impl FnOnce(&mut CertificateParams)) -> (String, String) {
+        let mut p =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        f(&mut p);
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A TLS profile named "link" holding a fresh certificate from this CA.
+    pub fn profile(&self, cn: &str) -> TlsProfile {
+        let (cert, key) = self.issue(cn);
+        self.profile_from(cert, key)
+    }
+
+    pub fn profile_from(&self, cert: String, key: String) -> TlsProfile {
+        TlsProfile {
+            name: "link".into(),
+            ca_pem: Some(self.ca_pem.clone()),
+            cert_pem: Some(cert),
+            key_pem: Some(key),
+            ..Default::default()
+        }
+    }
+}
+
+/// A router config with the admin API on an OS-chosen port and fast timers.
+pub fn base_config(id: &str, tls: TlsProfile) -> config::FileConfig {
+    let mut f = config::FileConfig::default();
+    f.router.id = id.into();
+    f.admin.listen = "127.0.0.1:0".into();
+    f.timers.hello_interval_ms = 100;
+    f.timers.hello_max_age_ms = 400;
+    f.timers.backoff_min_ms = 50;
+    f.timers.backoff_max_ms = 500;
+    f.flow.connect_timeout_ms = 2000;
+    f.entities.tls_profiles.push(tls);
+    f
+}
+
+pub fn link_listener(f: &mut config::FileConfig) {
+    f.entities.link_listeners.push(config::LinkListener {
+        name: "inter-router".into(),
+        role: config::LinkRole::InterRouter,
+        host: "127.0.0.1".into(),
+        port: 0,
+        cost: 1,
+        tls_profile: "link".into(),
+    });
+}
+
+pub fn link_to(f: &mut config::FileConfig, name: &str, addr: SocketAddr, cost: u32) {
+    f.entities.links.push(link_cfg(name, addr, cost));
+}
+
+pub fn link_cfg(name: &str, addr: SocketAddr, cost: u32) -> config::Link {
+    config::Link {
+        name: name.into(),
+        role: config::LinkRole::InterRouter,
+        host: "127.0.0.1".into(),
+        port: addr.port(),
+        cost,
+        tls_profile: "link".into(),
+        server_name: None,
+    }
+}
+
+pub fn tcp_listener(f: &mut config::FileConfig, name: &str, key: &str) {
+    f.entities.tcp_listeners.push(config::TcpListener {
+        name: name.into(),
+        host: "127.0.0.1".into(),
+        port: 0,
+        routing_key: key.into(),
+    });
+}
+
+pub fn tcp_connector(f: &mut config::FileConfig, name: &str, key: &str, target: SocketAddr) {
+    f.entities.tcp_connectors.push(config::TcpConnector {
+        name: name.into(),
+        host: target.ip().to_string(),
+        port: target.port(),
+        routing_key: key.into(),
+    });
+}
+
+/// An in-process router with its admin address.
+pub struct TestRouter {
+    pub running: Running,
+    pub admin: SocketAddr,
+}
+
+impl TestRouter {
+    pub fn router(&self) -> &Arc<Router> {
+        &self.running.router
+    }
+
+    pub fn link_addr(&self) -> SocketAddr {
+        self.router().link_listener_addr("inter-router").unwrap()
+    }
+
+    pub fn listener_addr(&self, name: &str) -> SocketAddr {
+        let port = self.router().tcp_listener_port(name).unwrap();
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Waits (event-driven, on the routing table) until `key` is reachable.
+    pub async fn wait_reachable(&self, key: &str) {
+        let mut rx = self.router().table_rx();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|t| t.reachable(key)))
+            .await
+            .unwrap_or_else(|_| panic!("{key} not reachable from {}", self.router().id))
+            .unwrap();
+        // The listener task reacts to the same change; wait until it listens.
+        let mut ch = self.router().subscribe_changes();
+        let listening = |r: &Router| {
+            van_router::admin::listeners(r)
+                .listeners
+                .iter()
+                .filter(|l| l.routing_key == key)
+                .all(|l| l.state == "up")
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !listening(self.router()) {
+                ch.changed().await.unwrap();
+            }
+        })
+        .await
+        .expect("listener did not open");
+    }
+
+    /// Waits until `key` is not reachable and its listeners are down.
+    pub async fn wait_unreachable(&self, key: &str) {
+        let mut ch = self.router().subscribe_changes();
+        let down = |r: &Router| {
+            !r.table().reachable(key)
+                && van_router::admin::listeners(r)
+                    .listeners
+                    .iter()
+                    .filter(|l| l.routing_key == key)
+                    .all(|l| l.state != "up")
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !down(self.router()) {
+                ch.changed().await.unwrap();
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{key} still reachable from {}", self.router().id));
+    }
+
+    /// Waits until `peer` is in the routing table with the given next hop.
+    pub async fn wait_route(&self, peer: &str, next_hop: &str) {
+        let mut rx = self.router().table_rx();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            rx.wait_for(|t| t.next_hop(peer) == Some(next_hop)),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} never routed to {peer} via {next_hop}; table: {:?}",
+                self.router().id,
+                self.router().table().nodes
+            )
+        })
+        .unwrap();
+    }
+}
+
+pub async fn start(f: config::FileConfig) -> TestRouter {
+    let cfg = Config::from_file(f).expect("valid test config");
+    let listeners = Listeners::bind(&cfg).await.unwrap();
+    let admin = match &listeners.admin {
+        van_router::admin::AdminBind::Tcp(l) => l.local_addr().unwrap(),
+        _ => unreachable!(),
+    };
+    let running = van_router::start(cfg, listeners).await.unwrap();
+    TestRouter { running, admin }
+}
+
+/// An echo server: writes back everything, and shuts its write side when the client does.
+pub async fn echo_server() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.into_split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A free port with nothing listening (bound then released).
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Sends `data`, shuts the write side, and returns everything read until EOF.
+pub async fn echo_roundtrip(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let data = data.to_vec();
+    let writer = tokio::spawn(async move {
+        w.write_all(&data).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut out = Vec::new();
+    r.read_to_end(&mut out).await.unwrap();
+    writer.await.unwrap();
+    out
+}
+
+/// Deterministic test payload.
+pub fn payload(n: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9 ^ n as u32;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Two routers, A (dials) and B (listens), linked over mTLS.
+pub async fn two_routers(pki: &Pki) -> (TestRouter, TestRouter) {
+    let mut fb = base_config("b", pki.profile("b"));
+    link_listener(&mut fb);
+    let b = start(fb).await;
+    let mut fa = base_config("a", pki.profile("a"));
+    link_to(&mut fa, "to-b", b.link_addr(), 1);
+    let a = start(fa).await;
+    (a, b)
+}
