@@ -3,10 +3,7 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &[
-    "van/admin/v1/router_admin.proto",
-    "van/wire/v1/peer.proto",
-];
+const PROTOS: &[&str] = &["van/admin/v1/router_admin.proto", "van/wire/v1/peer.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in PROTOS {
@@ -22,6 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // The CLI prints admin views as JSON.
+        .type_attribute(".van.admin", "#[derive(serde::Serialize)]")
+        .type_attribute(".van.admin", "#[serde(rename_all = \"camelCase\")]")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -90,7 +90,10 @@ async fn main() -> anyhow::Result<()> {
     println!("6. Fetching http://{addr}/ through west -> east -> backend");
     let body = http_get(addr).await?;
     println!("   response: {}", body.lines().next().unwrap_or(""));
-    println!("   body: {}", body.split("\r\n\r\n").nth(1).unwrap_or("").trim());
+    println!(
+        "   body: {}",
+        body.split("\r\n\r\n").nth(1).unwrap_or("").trim()
+    );
     anyhow::ensure!(
         body.starts_with("HTTP/1.1 200") && body.contains("hello from east"),
         "unexpected response: {body}"

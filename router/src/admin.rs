@@ -77,7 +77,13 @@ pub fn nodes(r: &Router) -> pb::NodeList {
 }
 
 pub fn links(r: &Router) -> pb::LinkList {
-    let links = r.links.lock().expect("links").values().cloned().collect::<Vec<_>>();
+    let links = r
+        .links
+        .lock()
+        .expect("links")
+        .values()
+        .cloned()
+        .collect::<Vec<_>>();
     pb::LinkList {
         links: links
             .iter()
@@ -91,8 +97,14 @@ pub fn links(r: &Router) -> pb::LinkList {
                     peer_router: st.peer_router.clone(),
                     peer_address: l.peer_address.clone(),
                     cost: l.cost.load(Ordering::Relaxed) as u32,
-                    bytes_out: st.conn.as_ref().map_or(0, |c| c.bytes_out.load(Ordering::Relaxed)),
-                    bytes_in: st.conn.as_ref().map_or(0, |c| c.bytes_in.load(Ordering::Relaxed)),
+                    bytes_out: st
+                        .conn
+                        .as_ref()
+                        .map_or(0, |c| c.bytes_out.load(Ordering::Relaxed)),
+                    bytes_in: st
+                        .conn
+                        .as_ref()
+                        .map_or(0, |c| c.bytes_in.load(Ordering::Relaxed)),
                     errors: l.errors.load(Ordering::Relaxed),
                     last_error: st.last_error.clone(),
                     up_seconds: st.up_since.map_or(0, |t| t.elapsed().as_secs()),
@@ -105,7 +117,13 @@ pub fn links(r: &Router) -> pb::LinkList {
 }
 
 pub fn listeners(r: &Router) -> pb::ListenerList {
-    let ls = r.listeners.lock().expect("listeners").values().cloned().collect::<Vec<_>>();
+    let ls = r
+        .listeners
+        .lock()
+        .expect("listeners")
+        .values()
+        .cloned()
+        .collect::<Vec<_>>();
     pb::ListenerList {
         listeners: ls
             .iter()
@@ -130,7 +148,13 @@ pub fn listeners(r: &Router) -> pb::ListenerList {
 }
 
 pub fn connectors(r: &Router) -> pb::ConnectorList {
-    let cs = r.connectors.read().expect("connectors").values().cloned().collect::<Vec<_>>();
+    let cs = r
+        .connectors
+        .read()
+        .expect("connectors")
+        .values()
+        .cloned()
+        .collect::<Vec<_>>();
     pb::ConnectorList {
         connectors: cs
             .iter()
@@ -186,7 +210,13 @@ pub fn addresses(r: &Router) -> pb::AddressList {
 }
 
 pub fn flows(r: &Router) -> pb::FlowList {
-    let fs = r.flows.lock().expect("flows").values().cloned().collect::<Vec<_>>();
+    let fs = r
+        .flows
+        .lock()
+        .expect("flows")
+        .values()
+        .cloned()
+        .collect::<Vec<_>>();
     let mut flows: Vec<pb::Flow> = fs
         .iter()
         .map(|f| pb::Flow {
@@ -311,7 +341,9 @@ pub fn ops_from_pb(change: pb::ConfigChange) -> Result<Vec<EntityOp>, ConfigErro
 }
 
 fn s(p: &Option<std::path::PathBuf>) -> String {
-    p.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+    p.as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
 }
 
 pub async fn config(r: &Router) -> pb::RouterConfig {
@@ -331,7 +363,11 @@ pub async fn config(r: &Router) -> pb::RouterConfig {
                 // Inline material is write-only: the private key never leaves the router.
                 ca_pem: t.ca_pem.clone().unwrap_or_default(),
                 cert_pem: t.cert_pem.clone().unwrap_or_default(),
-                key_pem: if t.key_pem.is_some() { "<redacted>".into() } else { String::new() },
+                key_pem: if t.key_pem.is_some() {
+                    "<redacted>".into()
+                } else {
+                    String::new()
+                },
             })
             .collect(),
         link_listeners: e
@@ -392,10 +428,16 @@ impl RouterAdmin for AdminService {
     ) -> Result<Response<pb::RouterStatus>, Status> {
         Ok(Response::new(status(&self.router)))
     }
-    async fn list_nodes(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::NodeList>, Status> {
+    async fn list_nodes(
+        &self,
+        _: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::NodeList>, Status> {
         Ok(Response::new(nodes(&self.router)))
     }
-    async fn list_links(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::LinkList>, Status> {
+    async fn list_links(
+        &self,
+        _: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::LinkList>, Status> {
         Ok(Response::new(links(&self.router)))
     }
     async fn list_listeners(
@@ -416,7 +458,10 @@ impl RouterAdmin for AdminService {
     ) -> Result<Response<pb::AddressList>, Status> {
         Ok(Response::new(addresses(&self.router)))
     }
-    async fn list_flows(&self, _: Request<pb::ListRequest>) -> Result<Response<pb::FlowList>, Status> {
+    async fn list_flows(
+        &self,
+        _: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::FlowList>, Status> {
         Ok(Response::new(flows(&self.router)))
     }
     async fn get_config(
@@ -479,7 +524,9 @@ impl RouterAdmin for AdminService {
                 last[0] = None;
             }
         });
-        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 
@@ -521,4 +568,50 @@ pub async fn serve(
                 .await
         }
     }
+}
+
+/// Why the admin API could not be reached.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot reach the router admin API at {target}: {source}")]
+pub struct ConnectError {
+    target: String,
+    #[source]
+    source: tonic::transport::Error,
+}
+
+/// Connects to a router's admin API at `host:port` or `unix:/path`.
+pub async fn connect(
+    target: &str,
+) -> Result<pb::router_admin_client::RouterAdminClient<tonic::transport::Channel>, ConnectError> {
+    use tonic::transport::Endpoint;
+    let err = |source| ConnectError {
+        target: target.to_string(),
+        source,
+    };
+    let channel = if let Some(path) = target.strip_prefix("unix:") {
+        let path = path.to_string();
+        Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let path = path.clone();
+                async move {
+                    let s = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                }
+            }))
+            .await
+            .map_err(err)?
+    } else {
+        let uri = if target.starts_with("http://") {
+            target.to_string()
+        } else {
+            format!("http://{target}")
+        };
+        Endpoint::from_shared(uri)
+            .map_err(err)?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(err)?
+    };
+    Ok(pb::router_admin_client::RouterAdminClient::new(channel))
 }

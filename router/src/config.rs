@@ -409,7 +409,10 @@ impl Config {
         if let Some(ep) = &otlp_endpoint
             && !(ep.starts_with("http://") || ep.starts_with("https://"))
         {
-            errs.push("tracing.otlp_endpoint", "must start with http:// or https://");
+            errs.push(
+                "tracing.otlp_endpoint",
+                "must start with http:// or https://",
+            );
         }
         let t = &file.timers;
         if t.hello_interval_ms < 10 {
@@ -422,7 +425,10 @@ impl Config {
             );
         }
         if t.ls_refresh_ms < t.hello_interval_ms {
-            errs.push("timers.ls_refresh_ms", "must not be below the hello interval");
+            errs.push(
+                "timers.ls_refresh_ms",
+                "must not be below the hello interval",
+            );
         }
         if t.ls_max_age_ms <= t.ls_refresh_ms {
             errs.push("timers.ls_max_age_ms", "must be above timers.ls_refresh_ms");
@@ -568,7 +574,10 @@ fn validate_entities(errs: &mut Errors, mode: Mode, e: &Entities) {
         check_name(errs, &format!("{p}.name"), n);
         let has = |file: &Option<PathBuf>, pem: &Option<String>| file.is_some() || pem.is_some();
         if !has(&t.ca_file, &t.ca_pem) {
-            errs.push(format!("{p}.ca_file"), "a CA (ca_file or ca_pem) is required");
+            errs.push(
+                format!("{p}.ca_file"),
+                "a CA (ca_file or ca_pem) is required",
+            );
         }
         if !has(&t.cert_file, &t.cert_pem) {
             errs.push(
@@ -634,7 +643,10 @@ fn validate_entities(errs: &mut Errors, mode: Mode, e: &Entities) {
         if let Some(sn) = &l.server_name
             && rustls::pki_types::ServerName::try_from(sn.as_str()).is_err()
         {
-            errs.push(format!("{p}.server_name"), format!("{sn:?} is not a valid name"));
+            errs.push(
+                format!("{p}.server_name"),
+                format!("{sn:?} is not a valid name"),
+            );
         }
         match (mode, l.role) {
             (Mode::Edge, LinkRole::InterRouter) => errs.push(

@@ -236,7 +236,8 @@ impl Engine {
         for id in lost {
             if let Some(n) = self.neighbours.remove(&id) {
                 info!(peer = %n.peer, link_id = id, "Neighbour silent too long; dropping link");
-                let _ = n.tx.send(ControlOut::Close("no hello within the max age".into()));
+                let _ =
+                    n.tx.send(ControlOut::Close("no hello within the max age".into()));
                 dirty |= n.two_way;
             }
         }

@@ -127,9 +127,7 @@ pub(crate) async fn run_endpoint(
     // Grant the rest of our receive window beyond the initial credit at once.
     if window > INITIAL_WINDOW {
         let extra = window - INITIAL_WINDOW;
-        inbound
-            .budget
-            .fetch_add(i64::from(extra), Ordering::AcqRel);
+        inbound.budget.fetch_add(i64::from(extra), Ordering::AcqRel);
         conn.send(Frame::Window {
             stream,
             increment: extra,
@@ -149,7 +147,10 @@ pub(crate) async fn run_endpoint(
         r
     };
     let down = async {
-        let r = down(&mut wr, &conn, stream, &inbound, &mut rx, received, window, &abort).await;
+        let r = down(
+            &mut wr, &conn, stream, &inbound, &mut rx, received, window, &abort,
+        )
+        .await;
         if r.is_err() {
             abort.fire();
         }
@@ -169,7 +170,11 @@ pub(crate) async fn run_endpoint(
         (Err(e), Ok(())) | (Ok(()), Err(e)) => e,
     };
     if let Outcome::SocketError(e) = &outcome {
-        conn.reset(stream, ResetCode::Aborted, format!("application socket: {e}"));
+        conn.reset(
+            stream,
+            ResetCode::Aborted,
+            format!("application socket: {e}"),
+        );
     }
     // Abort the application's connection so it does not mistake a failure for an end.
     if let Ok(s) = rd.reunite(wr) {
@@ -258,9 +263,7 @@ async fn down(
                 received.fetch_add(n, Ordering::Relaxed);
                 consumed += n;
                 if consumed >= threshold {
-                    inbound
-                        .budget
-                        .fetch_add(consumed as i64, Ordering::AcqRel);
+                    inbound.budget.fetch_add(consumed as i64, Ordering::AcqRel);
                     conn.send(Frame::Window {
                         stream,
                         increment: consumed as u32,

@@ -38,15 +38,15 @@ impl Listeners {
     /// Binds what the configuration names.
     pub async fn bind(cfg: &Config) -> Result<Listeners, StartError> {
         let admin = match &cfg.admin {
-            config::AdminListen::Tcp(a) => admin::AdminBind::Tcp(
-                tokio::net::TcpListener::bind(a)
-                    .await
-                    .map_err(|source| StartError::Bind {
+            config::AdminListen::Tcp(a) => {
+                admin::AdminBind::Tcp(tokio::net::TcpListener::bind(a).await.map_err(|source| {
+                    StartError::Bind {
                         what: "admin.listen".into(),
                         addr: a.to_string(),
                         source,
-                    })?,
-            ),
+                    }
+                })?)
+            }
             config::AdminListen::Unix(p) => {
                 // A stale socket from a previous run would make bind fail.
                 let _ = std::fs::remove_file(p);
@@ -59,16 +59,17 @@ impl Listeners {
                 })?)
             }
         };
-        let metrics = match cfg.metrics {
-            Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|source| {
-                StartError::Bind {
-                    what: "metrics.listen".into(),
-                    addr: a.to_string(),
-                    source,
-                }
-            })?),
-            None => None,
-        };
+        let metrics =
+            match cfg.metrics {
+                Some(a) => Some(tokio::net::TcpListener::bind(a).await.map_err(|source| {
+                    StartError::Bind {
+                        what: "metrics.listen".into(),
+                        addr: a.to_string(),
+                        source,
+                    }
+                })?),
+                None => None,
+            };
         Ok(Listeners { admin, metrics })
     }
 }
@@ -91,10 +92,22 @@ impl Running {
                     let e = self.router.entities().await;
                     let mut ops = Vec::new();
                     use config::{EntityKind as K, EntityOp::Delete};
-                    ops.extend(e.tcp_listeners.into_keys().map(|n| Delete(K::TcpListener, n)));
-                    ops.extend(e.tcp_connectors.into_keys().map(|n| Delete(K::TcpConnector, n)));
+                    ops.extend(
+                        e.tcp_listeners
+                            .into_keys()
+                            .map(|n| Delete(K::TcpListener, n)),
+                    );
+                    ops.extend(
+                        e.tcp_connectors
+                            .into_keys()
+                            .map(|n| Delete(K::TcpConnector, n)),
+                    );
                     ops.extend(e.links.into_keys().map(|n| Delete(K::Link, n)));
-                    ops.extend(e.link_listeners.into_keys().map(|n| Delete(K::LinkListener, n)));
+                    ops.extend(
+                        e.link_listeners
+                            .into_keys()
+                            .map(|n| Delete(K::LinkListener, n)),
+                    );
                     ops.extend(e.tls_profiles.into_keys().map(|n| Delete(K::TlsProfile, n)));
                     ops
                 },

@@ -421,7 +421,13 @@ async fn accept_one(
     }
     if cfg.role != config::LinkRole::InterRouter {
         let reason = "this listener accepts edge links only".to_string();
-        let _ = write_frame(&mut s, &Frame::GoAway(wire::GoAway { reason: reason.clone() })).await;
+        let _ = write_frame(
+            &mut s,
+            &Frame::GoAway(wire::GoAway {
+                reason: reason.clone(),
+            }),
+        )
+        .await;
         return Err(LinkError::Refused { peer, reason });
     }
     let role = Role::try_from(h.role).unwrap_or(Role::Unspecified);
@@ -434,7 +440,11 @@ async fn accept_one(
         })?;
     let key = (h.router_id.clone(), h.link_id);
     if role == Role::InterRouterData {
-        let waiting = router.pending_links.lock().expect("pending lock").remove(&key);
+        let waiting = router
+            .pending_links
+            .lock()
+            .expect("pending lock")
+            .remove(&key);
         return match waiting {
             Some(tx) => {
                 let _ = tx.send((s, buf));
@@ -453,7 +463,11 @@ async fn accept_one(
         .expect("pending lock")
         .insert(key.clone(), tx);
     let data = tokio::time::timeout(HANDSHAKE_TIMEOUT, rx).await;
-    router.pending_links.lock().expect("pending lock").remove(&key);
+    router
+        .pending_links
+        .lock()
+        .expect("pending lock")
+        .remove(&key);
     let Ok(Ok(data)) = data else {
         return Err(LinkError::Closed {
             peer,
@@ -462,7 +476,11 @@ async fn accept_one(
     };
     let name = format!("accepted:{}:{}", h.router_id, addr);
     let status = LinkStatus::new(name.clone(), cfg.role, false, peer.clone(), cost);
-    router.links.lock().expect("links lock").insert(name.clone(), status.clone());
+    router
+        .links
+        .lock()
+        .expect("links lock")
+        .insert(name.clone(), status.clone());
     let agreed = Agreed {
         peer: h.router_id.clone(),
         link_id: h.link_id,
@@ -524,8 +542,13 @@ async fn run_link_inner(
     let (dr, dw) = tokio::io::split(data.0);
     let writer = tokio::spawn(mux::run_writer(conn.clone(), dw, out_rx).in_current_span());
     let reader = tokio::spawn(
-        mux::run_reader(conn.clone(), dr, data.1, router.clone() as Arc<dyn mux::OpenHandler>)
-            .in_current_span(),
+        mux::run_reader(
+            conn.clone(),
+            dr,
+            data.1,
+            router.clone() as Arc<dyn mux::OpenHandler>,
+        )
+        .in_current_span(),
     );
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<ControlOut>();
     let (mut cr, mut cw) = tokio::io::split(control.0);
@@ -552,7 +575,11 @@ async fn run_link_inner(
         router: router.clone(),
         conn: conn.clone(),
         link_id: agreed.link_id,
-        tasks: vec![writer.abort_handle(), reader.abort_handle(), ctl_writer.abort_handle()],
+        tasks: vec![
+            writer.abort_handle(),
+            reader.abort_handle(),
+            ctl_writer.abort_handle(),
+        ],
     };
     router.add_neighbour(conn.clone());
     status.cost.store(u64::from(agreed.cost), Ordering::Relaxed);

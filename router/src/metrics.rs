@@ -30,7 +30,13 @@ struct Counters {
 }
 
 impl Metrics {
-    pub(crate) fn flow_closed(&self, role: &'static str, outcome: &'static str, out: u64, inb: u64) {
+    pub(crate) fn flow_closed(
+        &self,
+        role: &'static str,
+        outcome: &'static str,
+        out: u64,
+        inb: u64,
+    ) {
         let mut c = self.inner.lock().expect("metrics lock");
         *c.flows_closed.entry((role, outcome)).or_default() += 1;
         *c.flow_bytes.entry((role, "out")).or_default() += out;
@@ -65,39 +71,112 @@ pub fn render(r: &Router) -> String {
     let id = &r.id;
     let table = r.table();
     let g = |s: &mut String, name: &str, help: &str, v: u64| {
-        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{router=\"{id}\"}} {v}");
+        let _ = writeln!(
+            s,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{router=\"{id}\"}} {v}"
+        );
     };
-    g(&mut s, "van_uptime_seconds", "Seconds since the router started.", r.started.elapsed().as_secs());
-    g(&mut s, "van_routers_reachable", "Routers reachable, this one included.", table.nodes.len() as u64);
-    g(&mut s, "van_addresses", "Routing keys with a reachable connector.", table.addresses.len() as u64);
-    g(&mut s, "van_flows_active", "Flows open on this router.", r.flows.lock().expect("flows").len() as u64);
-    let _ = writeln!(s, "# HELP van_flows_total Flows started on this router.\n# TYPE van_flows_total counter\nvan_flows_total{{router=\"{id}\"}} {}", r.flows_total.load(Ordering::Relaxed));
-    let links = r.links.lock().expect("links").values().cloned().collect::<Vec<_>>();
-    let _ = writeln!(s, "# HELP van_link_up Whether a link is up.\n# TYPE van_link_up gauge");
+    g(
+        &mut s,
+        "van_uptime_seconds",
+        "Seconds since the router started.",
+        r.started.elapsed().as_secs(),
+    );
+    g(
+        &mut s,
+        "van_routers_reachable",
+        "Routers reachable, this one included.",
+        table.nodes.len() as u64,
+    );
+    g(
+        &mut s,
+        "van_addresses",
+        "Routing keys with a reachable connector.",
+        table.addresses.len() as u64,
+    );
+    g(
+        &mut s,
+        "van_flows_active",
+        "Flows open on this router.",
+        r.flows.lock().expect("flows").len() as u64,
+    );
+    let _ = writeln!(
+        s,
+        "# HELP van_flows_total Flows started on this router.\n# TYPE van_flows_total counter\nvan_flows_total{{router=\"{id}\"}} {}",
+        r.flows_total.load(Ordering::Relaxed)
+    );
+    let links = r
+        .links
+        .lock()
+        .expect("links")
+        .values()
+        .cloned()
+        .collect::<Vec<_>>();
+    let _ = writeln!(
+        s,
+        "# HELP van_link_up Whether a link is up.\n# TYPE van_link_up gauge"
+    );
     for l in &links {
         let st = l.inner.lock().expect("link");
-        let _ = writeln!(s, "van_link_up{{router=\"{id}\",link=\"{}\",peer=\"{}\"}} {}", l.name, st.peer_router, u8::from(st.state == "up"));
+        let _ = writeln!(
+            s,
+            "van_link_up{{router=\"{id}\",link=\"{}\",peer=\"{}\"}} {}",
+            l.name,
+            st.peer_router,
+            u8::from(st.state == "up")
+        );
     }
-    let _ = writeln!(s, "# HELP van_link_bytes_total Bytes on a link's data connection.\n# TYPE van_link_bytes_total counter");
+    let _ = writeln!(
+        s,
+        "# HELP van_link_bytes_total Bytes on a link's data connection.\n# TYPE van_link_bytes_total counter"
+    );
     for l in &links {
         let st = l.inner.lock().expect("link");
         if let Some(c) = &st.conn {
-            let _ = writeln!(s, "van_link_bytes_total{{router=\"{id}\",link=\"{}\",direction=\"out\"}} {}", l.name, c.bytes_out.load(Ordering::Relaxed));
-            let _ = writeln!(s, "van_link_bytes_total{{router=\"{id}\",link=\"{}\",direction=\"in\"}} {}", l.name, c.bytes_in.load(Ordering::Relaxed));
+            let _ = writeln!(
+                s,
+                "van_link_bytes_total{{router=\"{id}\",link=\"{}\",direction=\"out\"}} {}",
+                l.name,
+                c.bytes_out.load(Ordering::Relaxed)
+            );
+            let _ = writeln!(
+                s,
+                "van_link_bytes_total{{router=\"{id}\",link=\"{}\",direction=\"in\"}} {}",
+                l.name,
+                c.bytes_in.load(Ordering::Relaxed)
+            );
         }
     }
     let c = r.metrics.inner.lock().expect("metrics lock");
-    let _ = writeln!(s, "# HELP van_link_failures_total Failed or refused link attempts by cause.\n# TYPE van_link_failures_total counter");
+    let _ = writeln!(
+        s,
+        "# HELP van_link_failures_total Failed or refused link attempts by cause.\n# TYPE van_link_failures_total counter"
+    );
     for (k, v) in &c.link_failures {
-        let _ = writeln!(s, "van_link_failures_total{{router=\"{id}\",kind=\"{k}\"}} {v}");
+        let _ = writeln!(
+            s,
+            "van_link_failures_total{{router=\"{id}\",kind=\"{k}\"}} {v}"
+        );
     }
-    let _ = writeln!(s, "# HELP van_flows_closed_total Flows ended, by role and outcome.\n# TYPE van_flows_closed_total counter");
+    let _ = writeln!(
+        s,
+        "# HELP van_flows_closed_total Flows ended, by role and outcome.\n# TYPE van_flows_closed_total counter"
+    );
     for ((role, outcome), v) in &c.flows_closed {
-        let _ = writeln!(s, "van_flows_closed_total{{router=\"{id}\",role=\"{role}\",outcome=\"{outcome}\"}} {v}");
+        let _ = writeln!(
+            s,
+            "van_flows_closed_total{{router=\"{id}\",role=\"{role}\",outcome=\"{outcome}\"}} {v}"
+        );
     }
-    let _ = writeln!(s, "# HELP van_flow_bytes_total Bytes of ended flows (out: client to server).\n# TYPE van_flow_bytes_total counter");
+    let _ = writeln!(
+        s,
+        "# HELP van_flow_bytes_total Bytes of ended flows (out: client to server).\n# TYPE van_flow_bytes_total counter"
+    );
     for ((role, dir), v) in &c.flow_bytes {
-        let _ = writeln!(s, "van_flow_bytes_total{{router=\"{id}\",role=\"{role}\",direction=\"{dir}\"}} {v}");
+        let _ = writeln!(
+            s,
+            "van_flow_bytes_total{{router=\"{id}\",role=\"{role}\",direction=\"{dir}\"}} {v}"
+        );
     }
     s
 }
@@ -108,7 +187,11 @@ pub fn app(router: Arc<Router>) -> Http {
         .route(
             "/metrics",
             get(|State(r): State<Arc<Router>>| async move {
-                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render(&r)).into_response()
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    render(&r),
+                )
+                    .into_response()
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))

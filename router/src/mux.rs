@@ -234,12 +234,8 @@ impl DataConn {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        let streams: Vec<(u32, Entry)> = self
-            .streams
-            .lock()
-            .expect("streams lock")
-            .drain()
-            .collect();
+        let streams: Vec<(u32, Entry)> =
+            self.streams.lock().expect("streams lock").drain().collect();
         debug!(peer = %self.peer, flows = streams.len(), reason, "Data connection closed");
         for (_, e) in streams {
             match e {
@@ -250,8 +246,11 @@ impl DataConn {
                 }
                 Entry::Transit(t) => {
                     t.other.remove(t.other_stream);
-                    t.other
-                        .reset(t.other_stream, ResetCode::LinkLost, format!("link lost: {reason}"));
+                    t.other.reset(
+                        t.other_stream,
+                        ResetCode::LinkLost,
+                        format!("link lost: {reason}"),
+                    );
                 }
             }
         }
@@ -269,7 +268,12 @@ impl DataConn {
                         reason: "peer opened a stream with our parity",
                     });
                 }
-                if self.streams.lock().expect("streams lock").contains_key(&stream) {
+                if self
+                    .streams
+                    .lock()
+                    .expect("streams lock")
+                    .contains_key(&stream)
+                {
                     return Err(WireError::BadStream {
                         ty: crate::wire::ty::OPEN,
                         stream,
@@ -322,9 +326,10 @@ impl DataConn {
                     drop(streams);
                     warn!(peer = %self.peer, stream, "Flow window overrun; resetting flow");
                     self.reset(stream, ResetCode::Protocol, "window exceeded");
-                    let _ = fi
-                        .tx
-                        .send(Inbound::Reset(ResetCode::Protocol, "window exceeded".into()));
+                    let _ = fi.tx.send(Inbound::Reset(
+                        ResetCode::Protocol,
+                        "window exceeded".into(),
+                    ));
                 } else {
                     let _ = fi.tx.send(Inbound::Data(data));
                 }
@@ -356,8 +361,7 @@ impl DataConn {
         let streams = self.streams.lock().expect("streams lock");
         match streams.get(&stream) {
             Some(Entry::Local(fi)) => {
-                fi.credit
-                    .fetch_add(i64::from(increment), Ordering::AcqRel);
+                fi.credit.fetch_add(i64::from(increment), Ordering::AcqRel);
                 fi.credit_notify.notify_one();
             }
             Some(Entry::Transit(t)) => {

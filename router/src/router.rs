@@ -80,7 +80,12 @@ impl Router {
             .unwrap_or(1);
         let (table_tx, table_rx) = watch::channel(Arc::new(RoutingTable::default()));
         let (engine_tx, engine_rx) = mpsc::unbounded_channel();
-        let engine = Engine::new(cfg.router_id.clone(), instance, cfg.timers.clone(), table_tx);
+        let engine = Engine::new(
+            cfg.router_id.clone(),
+            instance,
+            cfg.timers.clone(),
+            table_tx,
+        );
         tokio::spawn(engine.run(engine_rx).instrument(info_span!("routing")));
         let r = Arc::new_cyclic(|me| Router {
             me: me.clone(),
@@ -399,7 +404,10 @@ impl Router {
         let c = self.connectors.read().expect("connectors lock");
         let cands: Vec<&Arc<ConnectorRt>> =
             c.values().filter(|c| c.cfg.routing_key == key).collect();
-        let min = cands.iter().map(|c| c.active.load(Ordering::Relaxed)).min()?;
+        let min = cands
+            .iter()
+            .map(|c| c.active.load(Ordering::Relaxed))
+            .min()?;
         let tied: Vec<_> = cands
             .into_iter()
             .filter(|c| c.active.load(Ordering::Relaxed) == min)
@@ -415,7 +423,10 @@ impl Router {
             conn.reset(
                 stream,
                 ResetCode::NoConnector,
-                format!("router {} has no connector for {:?}", self.id, open.routing_key),
+                format!(
+                    "router {} has no connector for {:?}",
+                    self.id, open.routing_key
+                ),
             );
             return;
         };
@@ -587,24 +598,24 @@ impl Router {
         for l in &new_links {
             link_tls.insert(
                 l.name.clone(),
-                material(&l.tls_profile)?
-                    .client_config()
-                    .map_err(|e| ApplyError::Config(ConfigError::single(
+                material(&l.tls_profile)?.client_config().map_err(|e| {
+                    ApplyError::Config(ConfigError::single(
                         format!("links[{}]", l.name),
                         e.to_string(),
-                    )))?,
+                    ))
+                })?,
             );
         }
         let mut listener_tls = HashMap::new();
         for l in &new_link_listeners {
             listener_tls.insert(
                 l.name.clone(),
-                material(&l.tls_profile)?
-                    .server_config()
-                    .map_err(|e| ApplyError::Config(ConfigError::single(
+                material(&l.tls_profile)?.server_config().map_err(|e| {
+                    ApplyError::Config(ConfigError::single(
                         format!("link_listeners[{}]", l.name),
                         e.to_string(),
-                    )))?,
+                    ))
+                })?,
             );
         }
 
@@ -617,7 +628,10 @@ impl Router {
         for (n, l) in &old.link_listeners {
             if next.link_listeners.get(n) != Some(l) || tls_changed(&l.tls_profile) {
                 stop(&mut st, "link_listener", n);
-                self.link_listener_addrs.lock().expect("addrs lock").remove(n);
+                self.link_listener_addrs
+                    .lock()
+                    .expect("addrs lock")
+                    .remove(n);
             }
         }
         for (n, l) in &old.links {
@@ -699,6 +713,13 @@ impl Router {
         for l in new_tcp_listeners {
             let rt = ListenerRt::new(l.clone());
             let reserved = prebound_tcp.remove(&l.name);
+            if let Some(a) = reserved
+                .as_ref()
+                .and_then(|s| s.local_addr().ok())
+                .and_then(|a| a.as_socket())
+            {
+                rt.port.store(a.port(), Ordering::Relaxed);
+            }
             self.listeners
                 .lock()
                 .expect("listeners lock")
@@ -763,7 +784,11 @@ impl OpenHandler for Router {
             return;
         }
         if open.ttl <= 1 {
-            conn.reset(stream, ResetCode::TtlExpired, "flow crossed too many routers");
+            conn.reset(
+                stream,
+                ResetCode::TtlExpired,
+                "flow crossed too many routers",
+            );
             return;
         }
         open.ttl -= 1;

@@ -90,13 +90,8 @@ impl Lsdb {
                 false
             }
             _ => {
-                self.entries.insert(
-                    ls.origin.clone(),
-                    LsEntry {
-                        ls,
-                        received: now,
-                    },
-                );
+                self.entries
+                    .insert(ls.origin.clone(), LsEntry { ls, received: now });
                 true
             }
         }
@@ -217,7 +212,11 @@ impl Lsdb {
                     });
             }
             for t in &ls.topics {
-                table.topics.entry(t.clone()).or_default().push(id.to_string());
+                table
+                    .topics
+                    .entry(t.clone())
+                    .or_default()
+                    .push(id.to_string());
             }
         }
         for d in table.addresses.values_mut() {

@@ -199,8 +199,7 @@ pub(crate) async fn listener_task(
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        let listener = match tokio::net::TcpListener::from_std(std::net::TcpListener::from(sock))
-        {
+        let listener = match tokio::net::TcpListener::from_std(std::net::TcpListener::from(sock)) {
             Ok(l) => l,
             Err(e) => {
                 rt.set_state("error", format!("cannot listen: {e}"));

@@ -80,7 +80,10 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 impl TlsMaterial {
     pub fn load(p: &TlsProfile) -> Result<TlsMaterial, TlsError> {
         let ca = certs("ca", &read("ca", &p.ca_file, &p.ca_pem)?)?;
-        let chain = certs("certificate", &read("certificate", &p.cert_file, &p.cert_pem)?)?;
+        let chain = certs(
+            "certificate",
+            &read("certificate", &p.cert_file, &p.cert_pem)?,
+        )?;
         let key_pem = read("private key", &p.key_file, &p.key_pem)?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
             what: "private key",
@@ -105,10 +108,9 @@ impl TlsMaterial {
 
     /// Server side of a link: requires and verifies a client certificate.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
-                .build()
-                .map_err(|e| TlsError::Rustls(format!("client verifier: {e}")))?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider())
+            .build()
+            .map_err(|e| TlsError::Rustls(format!("client verifier: {e}")))?;
         let cfg = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Rustls(e.to_string()))?
@@ -132,7 +134,10 @@ impl TlsMaterial {
 
 /// Turns a handshake failure into a line that says what the operator must fix.
 pub(crate) fn explain(err: &std::io::Error) -> String {
-    let Some(inner) = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
+    let Some(inner) = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    else {
         return err.to_string();
     };
     use rustls::{CertificateError as C, Error as E};

@@ -6,7 +6,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(version, about = "VAN router: carries TCP services between sites over mutual TLS")]
+#[command(
+    version,
+    about = "VAN router: carries TCP services between sites over mutual TLS"
+)]
 struct Args {
     /// Configuration file (YAML).
     #[arg(short, long, env = "VAN_ROUTER_CONFIG")]
@@ -30,7 +33,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     van_router::init_logging(&cfg.log);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("van-router: cannot start the runtime: {e}");

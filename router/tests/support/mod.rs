@@ -201,10 +201,19 @@ impl TestRouter {
 
     /// Waits until `peer` is in the routing table with the given next hop.
     pub async fn wait_route(&self, peer: &str, next_hop: &str) {
+        self.wait_route_cost(peer, next_hop, None).await
+    }
+
+    /// Waits until `peer` is routed through `next_hop`, at `cost` if given.
+    pub async fn wait_route_cost(&self, peer: &str, next_hop: &str, cost: Option<u64>) {
         let mut rx = self.router().table_rx();
         tokio::time::timeout(
             Duration::from_secs(10),
-            rx.wait_for(|t| t.next_hop(peer) == Some(next_hop)),
+            rx.wait_for(|t| {
+                t.nodes
+                    .get(peer)
+                    .is_some_and(|n| n.next_hop == next_hop && cost.is_none_or(|c| n.cost == c))
+            }),
         )
         .await
         .unwrap_or_else(|_| {
