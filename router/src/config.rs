@@ -415,10 +415,19 @@ impl Config {
             );
         }
         let t = &file.timers;
-        if t.hello_interval_ms < 10 {
-            errs.push("timers.hello_interval_ms", "must be at least 10");
+        if !(10..=60_000).contains(&t.hello_interval_ms) {
+            errs.push("timers.hello_interval_ms", "must be between 10 and 60000");
         }
-        if t.hello_max_age_ms < 2 * t.hello_interval_ms {
+        if t.hello_max_age_ms > 600_000 {
+            errs.push("timers.hello_max_age_ms", "must be at most 600000");
+        }
+        if t.ls_max_age_ms > 86_400_000 {
+            errs.push("timers.ls_max_age_ms", "must be at most 86400000 (a day)");
+        }
+        if t.backoff_max_ms > 600_000 {
+            errs.push("timers.backoff_max_ms", "must be at most 600000");
+        }
+        if t.hello_max_age_ms < t.hello_interval_ms.saturating_mul(2) {
             errs.push(
                 "timers.hello_max_age_ms",
                 "must be at least twice timers.hello_interval_ms",
@@ -439,8 +448,12 @@ impl Config {
                 "must be positive and at most timers.backoff_max_ms",
             );
         }
-        if !(64 * 1024..=256 * 1024 * 1024).contains(&file.flow.window_bytes) {
-            errs.push("flow.window_bytes", "must be between 65536 and 268435456");
+        let min_window = crate::mux::INITIAL_WINDOW;
+        if !(min_window..=256 * 1024 * 1024).contains(&file.flow.window_bytes) {
+            errs.push(
+                "flow.window_bytes",
+                format!("must be between {min_window} and 268435456"),
+            );
         }
         if file.flow.connect_timeout_ms == 0 {
             errs.push("flow.connect_timeout_ms", "must be positive");
