@@ -563,10 +563,14 @@ fn entities_from_lists(errs: &mut Errors, lists: EntityLists) -> Entities {
         let mut map = BTreeMap::new();
         for (i, item) in items.into_iter().enumerate() {
             let n = name(&item).to_string();
-            if map.contains_key(&n) {
-                errs.push(format!("{kind}[{i}].name"), format!("duplicate name {n:?}"));
-            } else {
-                map.insert(n, item);
+            match map.entry(n) {
+                std::collections::btree_map::Entry::Occupied(e) => errs.push(
+                    format!("{kind}[{i}].name"),
+                    format!("duplicate name {:?}", e.key()),
+                ),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(item);
+                }
             }
         }
         map

@@ -160,7 +160,7 @@ impl Engine {
                 n.last_hello = Instant::now();
                 let first = !n.heard;
                 n.heard = true;
-                let two_way = hello.seen.iter().any(|s| *s == me);
+                let two_way = hello.seen.contains(&me);
                 let changed = two_way != n.two_way;
                 n.two_way = two_way;
                 if first {

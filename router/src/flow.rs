@@ -113,17 +113,28 @@ pub(crate) enum Side {
     Egress,
 }
 
+/// The link side of a flow endpoint: its stream on a data connection.
+pub(crate) struct StreamEnd {
+    pub(crate) conn: Arc<DataConn>,
+    pub(crate) stream: u32,
+    pub(crate) inbound: Arc<FlowInbound>,
+    pub(crate) rx: mpsc::UnboundedReceiver<Inbound>,
+}
+
 /// Runs a flow endpoint to completion.
 pub(crate) async fn run_endpoint(
     sock: TcpStream,
-    conn: Arc<DataConn>,
-    stream: u32,
-    inbound: Arc<FlowInbound>,
-    mut rx: mpsc::UnboundedReceiver<Inbound>,
+    end: StreamEnd,
     record: Arc<FlowRecord>,
     side: Side,
     window: u32,
 ) -> Outcome {
+    let StreamEnd {
+        conn,
+        stream,
+        inbound,
+        mut rx,
+    } = end;
     // Grant the rest of our receive window beyond the initial credit at once.
     if window > INITIAL_WINDOW {
         let extra = window - INITIAL_WINDOW;

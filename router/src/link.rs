@@ -432,13 +432,32 @@ async fn accept_one(
     }
     let role = Role::try_from(h.role).unwrap_or(Role::Unspecified);
     let cost = cfg.cost.max(h.cost).max(1);
-    write_frame(&mut s, &our_handshake(router, role, h.link_id, cost))
-        .await
-        .map_err(|source| LinkError::Io {
+    let key = (h.router_id.clone(), h.link_id);
+    // Register the control connection before answering it: the dialer opens the data
+    // connection as soon as it reads our answer.
+    let pending = if role == Role::InterRouterControl {
+        let (tx, rx) = oneshot::channel();
+        router
+            .pending_links
+            .lock()
+            .expect("pending lock")
+            .insert(key.clone(), tx);
+        Some(rx)
+    } else {
+        None
+    };
+    let reply = write_frame(&mut s, &our_handshake(router, role, h.link_id, cost)).await;
+    if let Err(source) = reply {
+        router
+            .pending_links
+            .lock()
+            .expect("pending lock")
+            .remove(&key);
+        return Err(LinkError::Io {
             peer: peer.clone(),
             source,
-        })?;
-    let key = (h.router_id.clone(), h.link_id);
+        });
+    }
     if role == Role::InterRouterData {
         let waiting = router
             .pending_links
@@ -456,12 +475,7 @@ async fn accept_one(
             }),
         };
     }
-    let (tx, rx) = oneshot::channel();
-    router
-        .pending_links
-        .lock()
-        .expect("pending lock")
-        .insert(key.clone(), tx);
+    let rx = pending.expect("control connections register above");
     let data = tokio::time::timeout(HANDSHAKE_TIMEOUT, rx).await;
     router
         .pending_links

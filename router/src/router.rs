@@ -20,7 +20,7 @@ use crate::link::{self, LinkStatus};
 use crate::metrics::Metrics;
 use crate::mux::{DataConn, FlowInbound, OpenHandler};
 use crate::routing::{self, RoutingTable, TableRx};
-use crate::tcp::{self, ConnectorRt, ListenerRt};
+use crate::tcp::{self, ConnectorRt, LISTEN_BACKLOG, ListenerRt};
 use crate::tls::TlsMaterial;
 
 /// Hops a flow may cross before it is reset (guards against transient routing loops).
@@ -371,12 +371,15 @@ impl Router {
             .expect("open_to lock")
             .entry(dest.clone())
             .or_default() += 1;
-        let outcome = flow::run_endpoint(
-            client,
+        let end = flow::StreamEnd {
             conn,
             stream,
             inbound,
             rx,
+        };
+        let outcome = flow::run_endpoint(
+            client,
+            end,
             rec.clone(),
             Side::Ingress,
             self.flow_cfg.window_bytes,
@@ -402,17 +405,17 @@ impl Router {
     /// The connector of `key` with the fewest open flows (rotating among equals).
     pub(crate) fn pick_connector(&self, key: &str) -> Option<Arc<ConnectorRt>> {
         let c = self.connectors.read().expect("connectors lock");
-        let cands: Vec<&Arc<ConnectorRt>> =
-            c.values().filter(|c| c.cfg.routing_key == key).collect();
-        let min = cands
-            .iter()
-            .map(|c| c.active.load(Ordering::Relaxed))
-            .min()?;
-        let tied: Vec<_> = cands
-            .into_iter()
-            .filter(|c| c.active.load(Ordering::Relaxed) == min)
+        // Snapshot the counts once: other flows change them concurrently.
+        let cands: Vec<(&Arc<ConnectorRt>, u32)> = c
+            .values()
+            .filter(|c| c.cfg.routing_key == key)
+            .map(|c| (c, c.active.load(Ordering::Relaxed)))
             .collect();
-        let pick = tied[self.rotate.fetch_add(1, Ordering::Relaxed) % tied.len()].clone();
+        let min = cands.iter().map(|(_, n)| *n).min()?;
+        let tied: Vec<_> = cands.into_iter().filter(|(_, n)| *n == min).collect();
+        let pick = tied[self.rotate.fetch_add(1, Ordering::Relaxed) % tied.len()]
+            .0
+            .clone();
         pick.active.fetch_add(1, Ordering::Relaxed);
         Some(pick)
     }
@@ -455,12 +458,15 @@ impl Router {
             async move {
                 let outcome = match connector.connect(router.connect_timeout()).await {
                     Ok(server) => {
-                        flow::run_endpoint(
-                            server,
+                        let end = flow::StreamEnd {
                             conn,
                             stream,
                             inbound,
                             rx,
+                        };
+                        flow::run_endpoint(
+                            server,
+                            end,
                             rec.clone(),
                             Side::Egress,
                             router.flow_cfg.window_bytes,
@@ -759,7 +765,7 @@ enum ApplyError {
 
 fn bind_listener(host: &str, port: u16) -> std::io::Result<tokio::net::TcpListener> {
     let s = tcp::reserve(host, port)?;
-    s.listen(1024)?;
+    s.listen(LISTEN_BACKLOG)?;
     tokio::net::TcpListener::from_std(std::net::TcpListener::from(s))
 }
 

@@ -229,11 +229,11 @@ impl Lsdb {
 /// Picks the destination for a new flow: the lowest `open flows + path cost`, where open
 /// flows are spread over the destination's connectors. Ties go to the cheaper path, then
 /// rotate with `tiebreak` so equal destinations share new flows.
-pub fn choose<'a>(
-    dests: &'a [Destination],
+pub fn choose(
+    dests: &[Destination],
     open_flows: impl Fn(&str) -> u32,
     tiebreak: usize,
-) -> Option<&'a Destination> {
+) -> Option<&Destination> {
     let score = |d: &Destination| {
         let per = u64::from(open_flows(&d.router)) / u64::from(d.connectors.max(1));
         (per + d.cost, d.cost)

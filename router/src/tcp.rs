@@ -18,6 +18,10 @@ use crate::config;
 use crate::flow::FlowRecord;
 use crate::router::Router;
 
+/// Accept queue length of listeners (the kernel caps it at `net.core.somaxconn`). Bursts of
+/// new connections are normal for a proxy; a short queue turns them into resets.
+pub(crate) const LISTEN_BACKLOG: i32 = 4096;
+
 /// Runtime state of a TCP listener.
 #[derive(Debug)]
 pub struct ListenerRt {
@@ -193,7 +197,7 @@ pub(crate) async fn listener_task(
                 return;
             }
         }
-        if let Err(e) = sock.listen(1024) {
+        if let Err(e) = sock.listen(LISTEN_BACKLOG) {
             rt.set_state("error", format!("cannot listen: {e}"));
             router.changed();
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -9,25 +9,7 @@ use std::time::Duration;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use van_router::config::{EntityKind, EntityOp, TcpConnector, TcpListener};
-
-fn listener_op(name: &str, key: &str) -> EntityOp {
-    EntityOp::PutTcpListener(TcpListener {
-        name: name.into(),
-        host: "127.0.0.1".into(),
-        port: 0,
-        routing_key: key.into(),
-    })
-}
-
-fn connector_op(name: &str, key: &str, target: std::net::SocketAddr) -> EntityOp {
-    EntityOp::PutTcpConnector(TcpConnector {
-        name: name.into(),
-        host: target.ip().to_string(),
-        port: target.port(),
-        routing_key: key.into(),
-    })
-}
+use van_router::config::{EntityKind, EntityOp};
 
 /// A router with a link listener plus outbound links to `peers` (name, router, cost).
 async fn router(pki: &Pki, id: &str, peers: &[(&str, &TestRouter, u32)]) -> TestRouter {

@@ -7,42 +7,21 @@ use std::time::Duration;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use van_router::config::{EntityOp, TcpConnector, TcpListener};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn carries_byte_exact_payloads_from_1_byte_to_16_mib() {
+/// Two linked routers with an echo service behind b and a listener for it on a.
+async fn echo_pair() -> (TestRouter, TestRouter) {
     let pki = Pki::new("ca");
     let (a, b) = two_routers(&pki).await;
     let echo = echo_server().await;
-    a.running
-        .router
-        .apply_ops(
-            vec![EntityOp::PutTcpListener(TcpListener {
-                name: "echo".into(),
-                host: "127.0.0.1".into(),
-                port: 0,
-                routing_key: "echo".into(),
-            })],
-            false,
-            false,
-        )
-        .await
-        .unwrap();
-    b.running
-        .router
-        .apply_ops(
-            vec![EntityOp::PutTcpConnector(TcpConnector {
-                name: "echo".into(),
-                host: "127.0.0.1".into(),
-                port: echo.port(),
-                routing_key: "echo".into(),
-            })],
-            false,
-            false,
-        )
-        .await
-        .unwrap();
+    a.apply(vec![listener_op("echo", "echo")]).await;
+    b.apply(vec![connector_op("echo", "echo", echo)]).await;
     a.wait_reachable("echo").await;
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carries_byte_exact_payloads_from_1_byte_to_16_mib() {
+    let (a, _b) = echo_pair().await;
     let addr = a.listener_addr("echo");
     for n in [1usize, 100, 1024, 65_537, 500_000, 2 << 20, 16 << 20] {
         let data = payload(n);
@@ -54,34 +33,10 @@ async fn carries_byte_exact_payloads_from_1_byte_to_16_mib() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_delivers_the_whole_reply_then_eof() {
-    let pki = Pki::new("ca");
-    let (a, b) = two_routers(&pki).await;
-    let echo = echo_server().await;
-    let mut fa_ops = vec![];
-    fa_ops.push(EntityOp::PutTcpListener(TcpListener {
-        name: "svc".into(),
-        host: "127.0.0.1".into(),
-        port: 0,
-        routing_key: "svc".into(),
-    }));
-    a.router().apply_ops(fa_ops, false, false).await.unwrap();
-    b.router()
-        .apply_ops(
-            vec![EntityOp::PutTcpConnector(TcpConnector {
-                name: "svc".into(),
-                host: "127.0.0.1".into(),
-                port: echo.port(),
-                routing_key: "svc".into(),
-            })],
-            false,
-            false,
-        )
-        .await
-        .unwrap();
-    a.wait_reachable("svc").await;
+    let (a, _b) = echo_pair().await;
     for n in [4usize, 40_019] {
         let data = payload(n);
-        let mut s = TcpStream::connect(a.listener_addr("svc")).await.unwrap();
+        let mut s = TcpStream::connect(a.listener_addr("echo")).await.unwrap();
         s.write_all(&data).await.unwrap();
         s.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -94,41 +49,97 @@ async fn half_close_delivers_the_whole_reply_then_eof() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zero_byte_connections_open_and_close_cleanly() {
+async fn server_side_half_close_reaches_the_client_while_it_keeps_sending() {
     let pki = Pki::new("ca");
     let (a, b) = two_routers(&pki).await;
-    let echo = echo_server().await;
-    a.router()
-        .apply_ops(
-            vec![EntityOp::PutTcpListener(TcpListener {
-                name: "svc".into(),
-                host: "127.0.0.1".into(),
-                port: 0,
-                routing_key: "svc".into(),
-            })],
-            false,
-            false,
-        )
-        .await
-        .unwrap();
-    b.router()
-        .apply_ops(
-            vec![EntityOp::PutTcpConnector(TcpConnector {
-                name: "svc".into(),
-                host: "127.0.0.1".into(),
-                port: echo.port(),
-                routing_key: "svc".into(),
-            })],
-            false,
-            false,
-        )
-        .await
-        .unwrap();
+    // A server that greets, shuts its write side, then reads until the client is done.
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = server.local_addr().unwrap();
+    let received = tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.unwrap();
+        s.write_all(b"hello").await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        got
+    });
+    a.apply(vec![listener_op("svc", "svc")]).await;
+    b.apply(vec![connector_op("svc", "svc", target)]).await;
     a.wait_reachable("svc").await;
+    let mut s = TcpStream::connect(a.listener_addr("svc")).await.unwrap();
+    let mut greeting = Vec::new();
+    s.read_to_end(&mut greeting).await.unwrap();
+    assert_eq!(greeting, b"hello");
+    // The client's direction is still open after the server's FIN.
+    let data = payload(300_000);
+    s.write_all(&data).await.unwrap();
+    s.shutdown().await.unwrap();
+    assert!(received.await.unwrap() == data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_byte_connections_open_and_close_cleanly() {
+    let (a, b) = echo_pair().await;
     for _ in 0..20 {
-        let got = echo_roundtrip(a.listener_addr("svc"), &[]).await;
+        let got = echo_roundtrip(a.listener_addr("echo"), &[]).await;
         assert!(got.is_empty());
     }
-    // The router still carries data afterwards.
-    assert_eq!(echo_roundtrip(a.listener_addr("svc"), b"ok").await, b"ok");
+    // The router still carries data afterwards, and every flow was accounted for.
+    assert_eq!(echo_roundtrip(a.listener_addr("echo"), b"ok").await, b"ok");
+    let l = &van_router::admin::listeners(a.router()).listeners[0];
+    assert_eq!(l.connections_opened, 21);
+    let wait_closed = async {
+        loop {
+            let l = &van_router::admin::listeners(a.router()).listeners[0];
+            let c = &van_router::admin::connectors(b.router()).connectors[0];
+            if l.connections_closed == 21 && c.connections_closed == 21 {
+                return (l.clone(), c.clone());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let (l, c) = tokio::time::timeout(Duration::from_secs(5), wait_closed)
+        .await
+        .expect("all flows closed");
+    assert_eq!(l.bytes_in, 2);
+    assert_eq!(l.bytes_out, 2);
+    assert_eq!(c.bytes_in, 2);
+    assert_eq!(c.bytes_out, 2);
+    assert_eq!(c.active_flows, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_flows_through_two_routers() {
+    let (a, b) = echo_pair().await;
+    let addr = a.listener_addr("echo");
+    // Open all thousand and send on each before finishing any.
+    let mut conns = Vec::new();
+    for i in 0..1000usize {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&payload(1000 + i)).await.unwrap();
+        conns.push(s);
+    }
+    let open = async {
+        while van_router::admin::flows(b.router()).flows.len() < 1000 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), open)
+        .await
+        .expect("1000 flows open at the egress router at once");
+    assert_eq!(van_router::admin::flows(a.router()).flows.len(), 1000);
+    let mut tasks = Vec::new();
+    for (i, mut s) in conns.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            s.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            got == payload(1000 + i)
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.unwrap());
+    }
+    assert_eq!(ok, 1000);
 }

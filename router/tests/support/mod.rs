@@ -134,6 +134,24 @@ pub fn tcp_connector(f: &mut config::FileConfig, name: &str, key: &str, target: 
     });
 }
 
+pub fn listener_op(name: &str, key: &str) -> van_router::config::EntityOp {
+    van_router::config::EntityOp::PutTcpListener(config::TcpListener {
+        name: name.into(),
+        host: "127.0.0.1".into(),
+        port: 0,
+        routing_key: key.into(),
+    })
+}
+
+pub fn connector_op(name: &str, key: &str, target: SocketAddr) -> van_router::config::EntityOp {
+    van_router::config::EntityOp::PutTcpConnector(config::TcpConnector {
+        name: name.into(),
+        host: target.ip().to_string(),
+        port: target.port(),
+        routing_key: key.into(),
+    })
+}
+
 /// An in-process router with its admin address.
 pub struct TestRouter {
     pub running: Running,
@@ -143,6 +161,11 @@ pub struct TestRouter {
 impl TestRouter {
     pub fn router(&self) -> &Arc<Router> {
         &self.running.router
+    }
+
+    /// Applies configuration operations, panicking on error.
+    pub async fn apply(&self, ops: Vec<van_router::config::EntityOp>) {
+        self.router().apply_ops(ops, false, false).await.unwrap();
     }
 
     pub fn link_addr(&self) -> SocketAddr {
@@ -227,7 +250,22 @@ impl TestRouter {
     }
 }
 
+/// Logs to stderr when VAN_TEST_LOG is set (an EnvFilter directive).
+fn init_test_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("VAN_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .with_ansi(false)
+                .try_init();
+        }
+    });
+}
+
 pub async fn start(f: config::FileConfig) -> TestRouter {
+    init_test_logging();
     let cfg = Config::from_file(f).expect("valid test config");
     let listeners = Listeners::bind(&cfg).await.unwrap();
     let admin = match &listeners.admin {
@@ -240,11 +278,17 @@ pub async fn start(f: config::FileConfig) -> TestRouter {
 
 /// An echo server: writes back everything, and shuts its write side when the client does.
 pub async fn echo_server() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    // Tests open up to a thousand connections at once.
+    let l = sock.listen(4096).unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = l.accept().await else { return };
+            // Accept errors (a connection aborted in the backlog) are not fatal.
+            let Ok((s, _)) = l.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let (mut r, mut w) = s.into_split();
                 let _ = tokio::io::copy(&mut r, &mut w).await;
