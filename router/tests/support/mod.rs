@@ -11,7 +11,7 @@ use rcgen::{
     KeyUsagePurpose,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use van_router::config::{self, TlsProfile};
 use van_router::{Config, Listeners, Router, Running};
 
