@@ -84,6 +84,7 @@ pub fn links(r: &Router) -> pb::LinkList {
         .values()
         .cloned()
         .collect::<Vec<_>>();
+    let active_uplink = r.active_uplink().map(|u| u.name.clone());
     pb::LinkList {
         links: links
             .iter()
@@ -109,7 +110,11 @@ pub fn links(r: &Router) -> pb::LinkList {
                     last_error: st.last_error.clone(),
                     up_seconds: st.up_since.map_or(0, |t| t.elapsed().as_secs()),
                     active_flows: st.conn.as_ref().map_or(0, |c| c.active_streams() as u32),
-                    active: st.state == "up",
+                    // An edge uses one uplink at a time; other links are active while up.
+                    active: st.state == "up"
+                        && (l.role != LinkRole::Edge
+                            || !l.outbound
+                            || active_uplink.as_deref() == Some(l.name.as_str())),
                 }
             })
             .collect(),

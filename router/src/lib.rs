@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 mod control;
+pub mod edge;
 pub mod error;
 pub mod flow;
 pub mod link;

@@ -18,6 +18,7 @@ use van_proto::wire::{self, Role};
 
 use crate::config;
 use crate::control::{ControlEvent, ControlOut};
+use crate::edge::{self, EdgePeer};
 use crate::error::LinkError;
 use crate::mux::{self, DataConn};
 use crate::router::Router;
@@ -76,12 +77,24 @@ impl LinkStatus {
     }
 }
 
+/// What a link is, seen from this router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinkKind {
+    /// Between interior routers: takes part in link-state routing.
+    InterRouter,
+    /// This edge router's uplink to an interior router.
+    EdgeUp,
+    /// An edge router attached to this interior router.
+    EdgeDown,
+}
+
 /// What both ends agreed on in the handshake.
 #[derive(Debug, Clone)]
 struct Agreed {
     peer: String,
     link_id: u64,
     cost: u32,
+    kind: LinkKind,
 }
 
 async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, f: &Frame) -> std::io::Result<()> {
@@ -299,11 +312,18 @@ async fn dial_handshake(
         .map_err(|_| LinkError::ConnectTimeout { addr: peer.clone() })??;
     match f {
         Frame::Handshake(h) => {
-            let want = match role {
-                Role::InterRouterData => Role::InterRouterData,
-                _ => Role::InterRouterControl,
-            };
-            check_handshake(router, &h, &[want])
+            // The answer repeats our role; an edge must reach an interior router.
+            check_handshake(router, &h, &[role])
+                .and_then(|()| {
+                    if cfg.role == config::LinkRole::Edge && h.mode != "interior" {
+                        Err(format!(
+                            "{} is not an interior router (mode {:?})",
+                            h.router_id, h.mode
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                })
                 .map_err(|reason| LinkError::Refused { peer, reason })?;
             Ok((s, buf, h))
         }
@@ -325,13 +345,21 @@ async fn dial_once(
     status: &Arc<LinkStatus>,
 ) -> Result<String, LinkError> {
     let link_id = u64::from(router.random_u32()) << 32 | u64::from(router.random_u32());
-    let (control, cbuf, h) =
-        dial_handshake(router, cfg, tls, Role::InterRouterControl, link_id).await?;
-    let (data, dbuf, _) = dial_handshake(router, cfg, tls, Role::InterRouterData, link_id).await?;
+    let (control_role, data_role, kind) = match cfg.role {
+        config::LinkRole::InterRouter => (
+            Role::InterRouterControl,
+            Role::InterRouterData,
+            LinkKind::InterRouter,
+        ),
+        config::LinkRole::Edge => (Role::EdgeControl, Role::EdgeData, LinkKind::EdgeUp),
+    };
+    let (control, cbuf, h) = dial_handshake(router, cfg, tls, control_role, link_id).await?;
+    let (data, dbuf, _) = dial_handshake(router, cfg, tls, data_role, link_id).await?;
     let agreed = Agreed {
         peer: h.router_id.clone(),
         link_id,
         cost: cfg.cost.max(h.cost).max(1),
+        kind,
     };
     Ok(run_link(
         router.clone(),
@@ -354,8 +382,14 @@ pub(crate) async fn accept_loop(
     tls: Arc<rustls::ServerConfig>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    // Accepted links live in this set, so deleting the listener closes them too.
+    let mut links = tokio::task::JoinSet::new();
     loop {
-        let (tcp, addr) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = links.join_next() => continue,
+        };
+        let (tcp, addr) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 warn!(listener = %cfg.name, error = %e, "Accept failed");
@@ -367,7 +401,7 @@ pub(crate) async fn accept_loop(
         let router = router.clone();
         let acceptor = acceptor.clone();
         let cfg = cfg.clone();
-        tokio::spawn(
+        links.spawn(
             async move {
                 if let Err(e) = accept_one(&router, &cfg, acceptor, tcp, addr).await {
                     router.metrics.link_failures(e.kind());
@@ -405,22 +439,18 @@ async fn accept_one(
             reason: "first frame is not a handshake".into(),
         });
     };
-    if let Err(reason) = check_handshake(
-        router,
-        &h,
-        &[Role::InterRouterControl, Role::InterRouterData],
-    ) {
-        let _ = write_frame(
-            &mut s,
-            &Frame::GoAway(wire::GoAway {
-                reason: reason.clone(),
-            }),
+    // A listener takes the links of its role only.
+    let accepted: &[Role] = match cfg.role {
+        config::LinkRole::InterRouter => &[Role::InterRouterControl, Role::InterRouterData],
+        config::LinkRole::Edge => &[Role::EdgeControl, Role::EdgeData],
+    };
+    if let Err(reason) = check_handshake(router, &h, accepted).map_err(|r| {
+        format!(
+            "{r} (listener {} takes {} links)",
+            cfg.name,
+            cfg.role.as_str()
         )
-        .await;
-        return Err(LinkError::Refused { peer, reason });
-    }
-    if cfg.role != config::LinkRole::InterRouter {
-        let reason = "this listener accepts edge links only".to_string();
+    }) {
         let _ = write_frame(
             &mut s,
             &Frame::GoAway(wire::GoAway {
@@ -435,7 +465,8 @@ async fn accept_one(
     let key = (h.router_id.clone(), h.link_id);
     // Register the control connection before answering it: the dialer opens the data
     // connection as soon as it reads our answer.
-    let pending = if role == Role::InterRouterControl {
+    let is_data = matches!(role, Role::InterRouterData | Role::EdgeData);
+    let pending = if !is_data {
         let (tx, rx) = oneshot::channel();
         router
             .pending_links
@@ -458,7 +489,7 @@ async fn accept_one(
             source,
         });
     }
-    if role == Role::InterRouterData {
+    if is_data {
         let waiting = router
             .pending_links
             .lock()
@@ -495,13 +526,26 @@ async fn accept_one(
         .lock()
         .expect("links lock")
         .insert(name.clone(), status.clone());
+    // Unlisted when the link ends, or when its task is aborted.
+    struct Unlist(Arc<Router>, String);
+    impl Drop for Unlist {
+        fn drop(&mut self) {
+            self.0.links.lock().expect("links lock").remove(&self.1);
+            self.0.changed();
+        }
+    }
+    let _unlist = Unlist(router.clone(), name.clone());
     let agreed = Agreed {
         peer: h.router_id.clone(),
         link_id: h.link_id,
         cost,
+        kind: if cfg.role == config::LinkRole::Edge {
+            LinkKind::EdgeDown
+        } else {
+            LinkKind::InterRouter
+        },
     };
     let reason = run_link(router.clone(), agreed, false, status, (s, buf), data).await;
-    router.links.lock().expect("links lock").remove(&name);
     info!(peer_router = %h.router_id, %reason, "Inbound link ended");
     Ok(())
 }
@@ -513,14 +557,22 @@ struct LinkGuard {
     router: Arc<Router>,
     conn: Arc<DataConn>,
     link_id: u64,
+    kind: LinkKind,
+    edge: Option<Arc<EdgePeer>>,
     tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl Drop for LinkGuard {
     fn drop(&mut self) {
-        let _ = self.router.engine.send(ControlEvent::LinkDown {
-            link_id: self.link_id,
-        });
+        match (self.kind, &self.edge) {
+            (LinkKind::EdgeUp, Some(e)) => self.router.remove_uplink(e),
+            (LinkKind::EdgeDown, Some(e)) => self.router.remove_edge(e),
+            _ => {
+                let _ = self.router.engine.send(ControlEvent::LinkDown {
+                    link_id: self.link_id,
+                });
+            }
+        }
         self.router.remove_neighbour(&self.conn);
         self.conn.close("link closed");
         for t in &self.tasks {
@@ -552,7 +604,13 @@ async fn run_link_inner(
     control: (Tls, BytesMut),
     data: (Tls, BytesMut),
 ) -> String {
-    let (conn, out_rx) = DataConn::new(agreed.peer.clone(), agreed.link_id, agreed.cost, dialer);
+    let (conn, out_rx) = DataConn::new(
+        agreed.peer.clone(),
+        agreed.link_id,
+        agreed.cost,
+        dialer,
+        agreed.kind == LinkKind::EdgeDown,
+    );
     let (dr, dw) = tokio::io::split(data.0);
     let writer = tokio::spawn(mux::run_writer(conn.clone(), dw, out_rx).in_current_span());
     let reader = tokio::spawn(
@@ -585,10 +643,12 @@ async fn run_link_inner(
         }
         .in_current_span(),
     );
-    let guard = LinkGuard {
+    let mut guard = LinkGuard {
         router: router.clone(),
         conn: conn.clone(),
         link_id: agreed.link_id,
+        kind: agreed.kind,
+        edge: None,
         tasks: vec![
             writer.abort_handle(),
             reader.abort_handle(),
@@ -604,33 +664,97 @@ async fn run_link_inner(
         s.up_since = Some(Instant::now());
         s.conn = Some(conn.clone());
     });
-    let _ = router.engine.send(ControlEvent::LinkUp {
-        link_id: agreed.link_id,
-        peer: agreed.peer.clone(),
-        cost: agreed.cost,
-        tx: ctl_tx,
-    });
+    let edge = match agreed.kind {
+        LinkKind::InterRouter => {
+            let _ = router.engine.send(ControlEvent::LinkUp {
+                link_id: agreed.link_id,
+                peer: agreed.peer.clone(),
+                cost: agreed.cost,
+                tx: ctl_tx.clone(),
+            });
+            None
+        }
+        LinkKind::EdgeUp | LinkKind::EdgeDown => {
+            let e = EdgePeer::new(
+                status.name.clone(),
+                agreed.peer.clone(),
+                agreed.cost,
+                conn.clone(),
+                ctl_tx.clone(),
+            );
+            if agreed.kind == LinkKind::EdgeUp {
+                router.add_uplink(e.clone());
+            } else {
+                router.add_edge(e.clone());
+                guard.tasks.push(
+                    tokio::spawn(edge::feed_edge(router.clone(), e.clone()).in_current_span())
+                        .abort_handle(),
+                );
+            }
+            // Edge links have no routing protocol; hellos only prove the peer is alive.
+            let hello_tx = ctl_tx.clone();
+            let (id, instance, every) = (
+                router.id.clone(),
+                router.instance,
+                router.timers.hello_interval(),
+            );
+            guard.tasks.push(
+                tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(every);
+                    loop {
+                        tick.tick().await;
+                        let hello = wire::Hello {
+                            router_id: id.clone(),
+                            instance,
+                            seen: Vec::new(),
+                        };
+                        if hello_tx
+                            .send(ControlOut::Frame(Frame::Hello(hello)))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                })
+                .abort_handle(),
+            );
+            guard.edge = Some(e.clone());
+            Some(e)
+        }
+    };
+    drop(ctl_tx);
     router.changed();
-    info!(cost = agreed.cost, "Link up");
+    info!(cost = agreed.cost, kind = ?agreed.kind, "Link up");
     let mut buf = control.1;
     let peer = agreed.peer.clone();
     let link_id = agreed.link_id;
-    let engine = router.engine.clone();
+    let max_age = router.timers.hello_max_age();
+    let control_router = router.clone();
     let control_loop = async move {
         loop {
-            let f = match read_frame(&mut cr, &mut buf, &peer).await {
-                Ok(f) => f,
-                Err(e) => return e.to_string(),
+            let f = match tokio::time::timeout(max_age, read_frame(&mut cr, &mut buf, &peer)).await
+            {
+                Ok(Ok(f)) => f,
+                Ok(Err(e)) => return e.to_string(),
+                Err(_) if edge.is_some() => return "no hello within the max age".to_string(),
+                // Inter-router liveness is the routing engine's job.
+                Err(_) => continue,
             };
-            match f {
-                Frame::Hello(hello) => {
-                    let _ = engine.send(ControlEvent::Hello { link_id, hello });
+            match (f, &edge) {
+                (Frame::Hello(hello), None) => {
+                    let _ = control_router
+                        .engine
+                        .send(ControlEvent::Hello { link_id, hello });
                 }
-                Frame::LinkState(ls) => {
-                    let _ = engine.send(ControlEvent::LinkState { link_id, ls });
+                (Frame::LinkState(ls), None) => {
+                    let _ = control_router
+                        .engine
+                        .send(ControlEvent::LinkState { link_id, ls });
                 }
-                Frame::GoAway(g) => return format!("peer closed the link: {}", g.reason),
-                other => {
+                (Frame::Hello(_), Some(_)) => {}
+                (Frame::AddressSet(set), Some(e)) => control_router.edge_addresses(e, set),
+                (Frame::GoAway(g), _) => return format!("peer closed the link: {}", g.reason),
+                (other, _) => {
                     return format!(
                         "protocol error: unexpected frame on the control connection: type {:#04x}",
                         other.encode().0[0]

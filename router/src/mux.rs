@@ -91,6 +91,8 @@ pub struct DataConn {
     pub peer: String,
     pub link_id: u64,
     pub cost: u32,
+    /// The peer is an edge router attached to us; it may ask us to route its flows.
+    pub from_edge: bool,
     tx: mpsc::UnboundedSender<Out>,
     streams: Mutex<HashMap<u32, Entry>>,
     next_stream: AtomicU32,
@@ -108,12 +110,14 @@ impl DataConn {
         link_id: u64,
         cost: u32,
         dialer: bool,
+        from_edge: bool,
     ) -> (Arc<DataConn>, mpsc::UnboundedReceiver<Out>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let c = DataConn {
             peer,
             link_id,
             cost,
+            from_edge,
             tx,
             streams: Mutex::new(HashMap::new()),
             next_stream: AtomicU32::new(if dialer { 1 } else { 2 }),

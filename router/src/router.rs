@@ -14,6 +14,7 @@ use van_proto::wire::{self, ResetCode};
 
 use crate::config::{Config, Entities, EntityOp, FlowSection, Mode, Timers};
 use crate::control::{ControlEvent, Engine};
+use crate::edge::EdgePeer;
 use crate::error::{AdminError, ConfigError, StartError};
 use crate::flow::{self, FlowRecord, Outcome, Side};
 use crate::link::{self, LinkStatus};
@@ -57,6 +58,12 @@ pub struct Router {
     config: tokio::sync::Mutex<ConfigState>,
     generation: watch::Sender<u64>,
     me: std::sync::Weak<Router>,
+    /// Edge mode: uplinks to interior routers.
+    pub(crate) uplinks: Mutex<Vec<Arc<EdgePeer>>>,
+    /// Interior mode: edge routers attached to this one.
+    pub(crate) edges: Mutex<Vec<Arc<EdgePeer>>>,
+    /// Edge mode: the table is computed here rather than by the routing engine.
+    pub(crate) edge_table: Option<watch::Sender<Arc<RoutingTable>>>,
 }
 
 /// Entities in force and the tasks that serve them.
@@ -80,15 +87,25 @@ impl Router {
             .unwrap_or(1);
         let (table_tx, table_rx) = watch::channel(Arc::new(RoutingTable::default()));
         let (engine_tx, engine_rx) = mpsc::unbounded_channel();
-        let engine = Engine::new(
-            cfg.router_id.clone(),
-            instance,
-            cfg.timers.clone(),
-            table_tx,
-        );
-        tokio::spawn(engine.run(engine_rx).instrument(info_span!("routing")));
+        let edge_table = match cfg.mode {
+            Mode::Interior => {
+                let engine = Engine::new(
+                    cfg.router_id.clone(),
+                    instance,
+                    cfg.timers.clone(),
+                    table_tx,
+                );
+                tokio::spawn(engine.run(engine_rx).instrument(info_span!("routing")));
+                None
+            }
+            // Edges run no routing protocol.
+            Mode::Edge => Some(table_tx),
+        };
         let r = Arc::new_cyclic(|me| Router {
             me: me.clone(),
+            uplinks: Mutex::new(Vec::new()),
+            edges: Mutex::new(Vec::new()),
+            edge_table,
             id: cfg.router_id.clone(),
             site: cfg.site_id.clone(),
             mode: cfg.mode,
@@ -116,6 +133,7 @@ impl Router {
             }),
             generation: watch::channel(0).0,
         });
+        r.recompute_edge_table();
         // Any routing change is a change of the admin views.
         let weak = Arc::downgrade(&r);
         let mut t = r.table.clone();
@@ -261,6 +279,7 @@ impl Router {
         });
         let Some(dest) = dest else {
             // Raced with a withdrawal: refuse this client the way a closed listener would.
+            debug!(key = %key, "No destination for a new connection; refusing it");
             listener.refused.fetch_add(1, Ordering::Relaxed);
             flow::set_reset_on_close(&client);
             return;
@@ -268,11 +287,28 @@ impl Router {
         let id = self.random_u64();
         let span = info_span!("flow", id, key = %key, dest = %dest);
         async move {
-            if dest == self.id {
-                self.local_flow(client, client_addr, listener, id).await;
-            } else {
-                self.remote_flow(client, client_addr, listener, id, dest, &table)
+            if dest != self.id {
+                let next = table
+                    .next_hop(&dest)
+                    .and_then(|hop| self.neighbour_conn(hop));
+                self.remote_flow(client, client_addr, listener, id, dest, next)
                     .await;
+            } else if let Some(e) = self.edge_for(&listener.cfg.routing_key, "")
+                && self.pick_connector_count(&listener.cfg.routing_key) == 0
+            {
+                // Served by an attached edge on our behalf.
+                let conn = e.conn.clone();
+                self.remote_flow(
+                    client,
+                    client_addr,
+                    listener,
+                    id,
+                    e.peer.clone(),
+                    Some(conn),
+                )
+                .await;
+            } else {
+                self.local_flow(client, client_addr, listener, id).await;
             }
         }
         .instrument(span)
@@ -288,6 +324,8 @@ impl Router {
     ) {
         let key = &listener.cfg.routing_key;
         let Some(conn) = self.pick_connector(key) else {
+            debug!(key = %key, "No local connector; refusing");
+            listener.refused.fetch_add(1, Ordering::Relaxed);
             flow::set_reset_on_close(&client);
             return;
         };
@@ -325,12 +363,10 @@ impl Router {
         listener: Arc<ListenerRt>,
         id: u64,
         dest: String,
-        table: &RoutingTable,
+        next: Option<Arc<DataConn>>,
     ) {
-        let next = table
-            .next_hop(&dest)
-            .and_then(|hop| self.neighbour_conn(hop));
         let Some(conn) = next else {
+            debug!(dest = %dest, "No open link toward the destination; refusing");
             listener.refused.fetch_add(1, Ordering::Relaxed);
             flow::set_reset_on_close(&client);
             return;
@@ -345,7 +381,12 @@ impl Router {
             stream,
             open: wire::FlowOpen {
                 routing_key: key.clone(),
-                dest_router: dest.clone(),
+                // An edge lets its interior router pick the destination.
+                dest_router: if self.mode == Mode::Edge {
+                    String::new()
+                } else {
+                    dest.clone()
+                },
                 origin_router: self.id.clone(),
                 flow_id: id,
                 client_addr: client_addr.clone(),
@@ -402,6 +443,15 @@ impl Router {
         Duration::from_millis(self.flow_cfg.connect_timeout_ms)
     }
 
+    fn pick_connector_count(&self, key: &str) -> usize {
+        self.connectors
+            .read()
+            .expect("connectors lock")
+            .values()
+            .filter(|c| c.cfg.routing_key == key)
+            .count()
+    }
+
     /// The connector of `key` with the fewest open flows (rotating among equals).
     pub(crate) fn pick_connector(&self, key: &str) -> Option<Arc<ConnectorRt>> {
         let c = self.connectors.read().expect("connectors lock");
@@ -423,6 +473,15 @@ impl Router {
     /// Egress: a flow for one of our connectors arrived on `conn`.
     fn egress(self: &Arc<Self>, conn: &Arc<DataConn>, stream: u32, open: wire::FlowOpen) {
         let Some(connector) = self.pick_connector(&open.routing_key) else {
+            // An attached edge may serve the key on our behalf.
+            if let Some(e) = self.edge_for(&open.routing_key, &conn.peer) {
+                let mut fwd = open.clone();
+                fwd.dest_router = e.peer.clone();
+                fwd.path.push(self.id.clone());
+                if conn.splice(stream, &e.conn, fwd) {
+                    return;
+                }
+            }
             conn.reset(
                 stream,
                 ResetCode::NoConnector,
@@ -626,9 +685,11 @@ impl Router {
         }
 
         // 2. Stop what was removed or replaced.
-        let stop = |st: &mut ConfigState, kind: &'static str, name: &str| {
+        let mut stopped = Vec::new();
+        let mut stop = |st: &mut ConfigState, kind: &'static str, name: &str| {
             if let Some(h) = st.tasks.remove(&(kind, name.to_string())) {
                 h.abort();
+                stopped.push(h);
             }
         };
         for (n, l) in &old.link_listeners {
@@ -669,8 +730,11 @@ impl Router {
                 }
             }
         }
-        // Give aborted tasks a moment to release their sockets before rebinding held ports.
-        tokio::task::yield_now().await;
+        // Wait until the stopped tasks are gone: their links are closed, their ports free,
+        // and a deleted entity no longer shows when this call returns.
+        for h in stopped {
+            let _ = h.await;
+        }
 
         // 3. Start what is new or changed.
         for l in new_link_listeners {
@@ -744,11 +808,25 @@ impl Router {
         Ok(())
     }
 
-    /// Tells the routing engine which keys this router's connectors serve.
-    fn publish_addresses(&self) {
+    /// Keys of this router's own connectors, with connector counts.
+    pub(crate) fn local_keys(&self) -> BTreeMap<String, u32> {
         let mut keys: BTreeMap<String, u32> = BTreeMap::new();
         for c in self.connectors.read().expect("connectors lock").values() {
             *keys.entry(c.cfg.routing_key.clone()).or_default() += 1;
+        }
+        keys
+    }
+
+    /// Tells the network which keys this router serves: its own connectors, and on an
+    /// interior router those of its attached edges.
+    pub(crate) fn publish_addresses(&self) {
+        if self.mode == Mode::Edge {
+            self.announce_to_uplinks();
+            return;
+        }
+        let mut keys = self.local_keys();
+        for (k, n) in self.edge_keys() {
+            *keys.entry(k).or_default() += n;
         }
         let _ = self.engine.send(ControlEvent::LocalAddresses(keys));
     }
@@ -785,8 +863,40 @@ impl OpenHandler for Router {
     fn on_open(&self, conn: &Arc<DataConn>, stream: u32, mut open: wire::FlowOpen) {
         // `on_open` is called through `Arc<dyn OpenHandler>`; recover our Arc for spawning.
         let Some(me) = self.self_arc() else { return };
+        if open.dest_router.is_empty() && conn.from_edge {
+            // An attached edge asks us to route its flow.
+            let table = self.table();
+            let dest = table.addresses.get(&open.routing_key).and_then(|d| {
+                let open_to = self.open_to.lock().expect("open_to lock");
+                routing::choose(
+                    d,
+                    |r| open_to.get(r).copied().unwrap_or(0),
+                    self.rotate.fetch_add(1, Ordering::Relaxed),
+                )
+                .map(|d| d.router.clone())
+            });
+            match dest {
+                Some(d) => open.dest_router = d,
+                None => {
+                    conn.reset(
+                        stream,
+                        ResetCode::NoConnector,
+                        format!("no reachable connector for {:?}", open.routing_key),
+                    );
+                    return;
+                }
+            }
+        }
         if open.dest_router == self.id {
             me.egress(conn, stream, open);
+            return;
+        }
+        if self.mode == Mode::Edge {
+            conn.reset(
+                stream,
+                ResetCode::Unreachable,
+                format!("edge router {} carries no transit flows", self.id),
+            );
             return;
         }
         if open.ttl <= 1 {

@@ -144,7 +144,20 @@ async fn views_and_live_configuration_over_grpc() {
         (flows[0].role.as_str(), flows[0].routing_key.as_str()),
         ("ingress", "echo")
     );
-    assert_eq!((flows[0].bytes_out, flows[0].bytes_in), (1, 1));
+    // The router counts a byte once its write to the client returned; the client may see it
+    // a moment earlier.
+    let counted = async {
+        loop {
+            let f = &van_router::admin::flows(a.router()).flows[0];
+            if (f.bytes_out, f.bytes_in) == (1, 1) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), counted)
+        .await
+        .expect("one byte each way");
     let egress = cb
         .list_flows(pb::ListRequest {})
         .await

@@ -100,6 +100,30 @@ pub fn link_listener(f: &mut config::FileConfig) {
     });
 }
 
+/// A listener for edge routers, named "edge".
+pub fn edge_listener(f: &mut config::FileConfig) {
+    f.entities.link_listeners.push(config::LinkListener {
+        name: "edge".into(),
+        role: config::LinkRole::Edge,
+        host: "127.0.0.1".into(),
+        port: 0,
+        cost: 1,
+        tls_profile: "link".into(),
+    });
+}
+
+/// An edge router with uplinks (name, interior, cost).
+pub async fn edge_router(pki: &Pki, id: &str, uplinks: &[(&str, &TestRouter, u32)]) -> TestRouter {
+    let mut f = base_config(id, pki.profile(id));
+    f.router.mode = config::Mode::Edge;
+    for (name, up, cost) in uplinks {
+        let mut l = link_cfg(name, up.router().link_listener_addr("edge").unwrap(), *cost);
+        l.role = config::LinkRole::Edge;
+        f.entities.links.push(l);
+    }
+    start(f).await
+}
+
 pub fn link_to(f: &mut config::FileConfig, name: &str, addr: SocketAddr, cost: u32) {
     f.entities.links.push(link_cfg(name, addr, cost));
 }
