@@ -121,6 +121,27 @@ pub fn links(r: &Router) -> pb::LinkList {
     }
 }
 
+pub async fn link_listeners(r: &Router) -> pb::LinkListenerList {
+    let e = r.entities().await;
+    pb::LinkListenerList {
+        link_listeners: e
+            .link_listeners
+            .values()
+            .map(|l| {
+                let bound = r.link_listener_addr(&l.name);
+                pb::LinkListener {
+                    name: l.name.clone(),
+                    role: l.role.as_str().into(),
+                    host: l.host.clone(),
+                    port: u32::from(bound.map_or(l.port, |a| a.port())),
+                    cost: l.cost,
+                    state: if bound.is_some() { "up" } else { "down" }.into(),
+                }
+            })
+            .collect(),
+    }
+}
+
 pub fn listeners(r: &Router) -> pb::ListenerList {
     let ls = r
         .listeners
@@ -444,6 +465,12 @@ impl RouterAdmin for AdminService {
         _: Request<pb::ListRequest>,
     ) -> Result<Response<pb::LinkList>, Status> {
         Ok(Response::new(links(&self.router)))
+    }
+    async fn list_link_listeners(
+        &self,
+        _: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::LinkListenerList>, Status> {
+        Ok(Response::new(link_listeners(&self.router).await))
     }
     async fn list_listeners(
         &self,

@@ -16,6 +16,7 @@ pub mod mux;
 pub mod router;
 pub mod routing;
 pub mod tcp;
+pub mod telemetry;
 pub mod tls;
 pub mod wire;
 
@@ -158,20 +159,4 @@ pub async fn run(
     info!("Shutting down");
     running.shutdown().await;
     Ok(())
-}
-
-/// Installs the global tracing subscriber (plain or JSON lines on stderr).
-pub fn init_logging(log: &config::LogSection) {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("VAN_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::new(&log.level));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match log.format {
-        config::LogFormat::Json => b.json().init(),
-        config::LogFormat::Plain => b.init(),
-    }
 }

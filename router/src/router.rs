@@ -242,8 +242,18 @@ impl Router {
         rec
     }
 
+    /// Accounts a finished flow. Runs inside the flow's span, whose fields it fills in.
     fn finish_flow(&self, rec: &FlowRecord, outcome: &Outcome) {
         self.flows.lock().expect("flows lock").remove(&rec.id);
+        let span = tracing::Span::current();
+        span.record("path", rec.path.join(" > "));
+        span.record("role", rec.role);
+        span.record("bytes_out", rec.bytes_out.load(Ordering::Relaxed));
+        span.record("bytes_in", rec.bytes_in.load(Ordering::Relaxed));
+        span.record("outcome", outcome.label());
+        if !matches!(outcome, Outcome::Closed) {
+            span.record("error", outcome.to_string());
+        }
         self.metrics.flow_closed(
             rec.role,
             outcome.label(),
@@ -285,7 +295,7 @@ impl Router {
             return;
         };
         let id = self.random_u64();
-        let span = info_span!("flow", id, key = %key, dest = %dest);
+        let span = flow_span(id, &key, "ingress", &self.id, &dest);
         async move {
             if dest != self.id {
                 let next = table
@@ -512,7 +522,13 @@ impl Router {
         });
         let router = self.clone();
         let conn = conn.clone();
-        let span = info_span!("flow", id = open.flow_id, key = %open.routing_key, origin = %open.origin_router);
+        let span = flow_span(
+            open.flow_id,
+            &open.routing_key,
+            "egress",
+            &open.origin_router,
+            &self.id,
+        );
         tokio::spawn(
             async move {
                 let outcome = match connector.connect(router.connect_timeout()).await {
@@ -830,6 +846,24 @@ impl Router {
         }
         let _ = self.engine.send(ControlEvent::LocalAddresses(keys));
     }
+}
+
+/// The span of one flow at one router; `finish_flow` records how it went.
+fn flow_span(id: u64, key: &str, role: &str, origin: &str, dest: &str) -> tracing::Span {
+    use tracing::field::Empty;
+    info_span!(
+        "flow",
+        flow_id = %format_args!("{id:016x}"),
+        routing_key = %key,
+        role,
+        origin = %origin,
+        dest = %dest,
+        path = Empty,
+        bytes_out = Empty,
+        bytes_in = Empty,
+        outcome = Empty,
+        error = Empty,
+    )
 }
 
 enum ApplyError {

@@ -4,196 +4,57 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use support::procs::*;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A scratch directory removed on drop.
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(tag: &str) -> Dir {
-        let p =
-            std::env::temp_dir().join(format!("van-{tag}-{}-{}", std::process::id(), rand_u32()));
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn rand_u32() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-}
-
-fn free_port() -> u16 {
-    closed_port().port()
-}
-
-/// A router process; killed on drop.
-struct Proc {
-    child: Child,
-    admin: SocketAddr,
-    name: String,
-    log: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
-}
-
-/// Writes the router's PEM files and YAML config, and starts `van-router` on it.
-fn spawn(dir: &Path, pki: &Pki, id: &str, body: &str) -> Proc {
-    let (cert, key) = pki.issue(id);
-    let (ca_f, cert_f, key_f) = (
-        dir.join("ca.pem"),
-        dir.join(format!("{id}.pem")),
-        dir.join(format!("{id}.key")),
-    );
-    std::fs::write(&ca_f, pki.ca_pem()).unwrap();
-    std::fs::write(&cert_f, cert).unwrap();
-    std::fs::write(&key_f, key).unwrap();
-    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let cfg = format!(
-        "router: {{id: {id}}}\nadmin: {{listen: \"{admin}\"}}\nlog: {{level: info, format: json}}\n\
-         timers: {{hello_interval_ms: 200, hello_max_age_ms: 1000}}\n\
-         tls_profiles:\n  - {{name: link, ca_file: {}, cert_file: {}, key_file: {}}}\n{body}",
-        ca_f.display(),
-        cert_f.display(),
-        key_f.display()
-    );
-    let cfg_path = dir.join(format!("{id}.yaml"));
-    std::fs::write(&cfg_path, cfg).unwrap();
-    let log = dir.join(format!("{id}.log"));
-    let child = Command::new(env!("CARGO_BIN_EXE_van-router"))
-        .arg("--config")
-        .arg(&cfg_path)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    Proc {
-        child,
-        admin,
-        name: id.into(),
-        log,
-    }
-}
-
-/// Polls the admin API until `ok` holds for the listener view.
-async fn wait_for<F: Fn(&van_proto::admin::ListenerList) -> bool>(p: &Proc, what: &str, ok: F) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut c) = van_router::admin::connect(&p.admin.to_string()).await
-            && let Ok(l) = c.list_listeners(van_proto::admin::ListRequest {}).await
-            && ok(&l.into_inner())
-        {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {what} not reached; log:\n{}",
-            p.name,
-            std::fs::read_to_string(&p.log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn listener_up(l: &van_proto::admin::ListenerList) -> bool {
-    l.listeners.iter().all(|l| l.state == "up") && !l.listeners.is_empty()
-}
-
-fn link_listener_yaml(port: u16) -> String {
-    format!("link_listeners:\n  - {{name: ir, host: 127.0.0.1, port: {port}, tls_profile: link}}\n")
-}
-
-fn links_yaml(links: &[(&str, u16, u32)]) -> String {
-    let mut s = "links:\n".to_string();
-    for (name, port, cost) in links {
-        s += &format!(
-            "  - {{name: {name}, host: 127.0.0.1, port: {port}, cost: {cost}, tls_profile: link}}\n"
-        );
-    }
-    s
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_transit_router_moves_new_connections_to_the_other_path() {
     let dir = Dir::new("kill");
     let pki = Pki::new("ca");
     let echo = echo_server().await;
-    let (pb, pc, pd, svc) = (free_port(), free_port(), free_port(), free_port());
     let d = spawn(
         &dir.0,
         &pki,
         "d",
         &format!(
             "{}tcp_connectors:\n  - {{name: echo, host: 127.0.0.1, port: {}, routing_key: echo}}\n",
-            link_listener_yaml(pd),
+            link_listener_yaml(),
             echo.port()
         ),
     );
+    let pd = d.link_port().await;
     let b = spawn(
         &dir.0,
         &pki,
         "b",
-        &format!(
-            "{}{}",
-            link_listener_yaml(pb),
-            links_yaml(&[("b-d", pd, 1)])
-        ),
+        &format!("{}{}", link_listener_yaml(), links_yaml(&[("b-d", pd, 1)])),
     );
+    let pb = b.link_port().await;
     let c = spawn(
         &dir.0,
         &pki,
         "c",
-        &format!(
-            "{}{}",
-            link_listener_yaml(pc),
-            links_yaml(&[("c-d", pd, 1)])
-        ),
+        &format!("{}{}", link_listener_yaml(), links_yaml(&[("c-d", pd, 1)])),
     );
+    let pc = c.link_port().await;
     let a = spawn(
         &dir.0,
         &pki,
         "a",
         &format!(
-            "{}tcp_listeners:\n  - {{name: echo, host: 127.0.0.1, port: {svc}, routing_key: echo}}\n",
+            "{}tcp_listeners:\n  - {{name: echo, host: 127.0.0.1, port: 0, routing_key: echo}}\n",
             links_yaml(&[("a-b", pb, 1), ("a-c", pc, 5)])
         ),
     );
     wait_for(&a, "listener up", listener_up).await;
-    let addr = SocketAddr::from(([127, 0, 0, 1], svc));
+    let addr = SocketAddr::from(([127, 0, 0, 1], a.listener_port("echo").await));
     // Wait until both paths are known, so the test is about failover, not start-up.
-    let mut admin = van_router::admin::connect(&a.admin.to_string())
-        .await
-        .unwrap();
+    let mut admin = van_router::admin::connect(&a.admin).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let nodes = admin
@@ -253,27 +114,28 @@ async fn killing_a_transit_router_moves_new_connections_to_the_other_path() {
 
 /// Two router processes a -> b with a listener on a for a service at `target`.
 async fn pair(dir: &Path, pki: &Pki, target: SocketAddr) -> (Proc, Proc, SocketAddr) {
-    let (pb, svc) = (free_port(), free_port());
     let b = spawn(
         dir,
         pki,
         "b",
         &format!(
             "{}tcp_connectors:\n  - {{name: svc, host: 127.0.0.1, port: {}, routing_key: svc}}\n",
-            link_listener_yaml(pb),
+            link_listener_yaml(),
             target.port()
         ),
     );
+    let pb = b.link_port().await;
     let a = spawn(
         dir,
         pki,
         "a",
         &format!(
-            "{}tcp_listeners:\n  - {{name: svc, host: 127.0.0.1, port: {svc}, routing_key: svc}}\n",
+            "{}tcp_listeners:\n  - {{name: svc, host: 127.0.0.1, port: 0, routing_key: svc}}\n",
             links_yaml(&[("a-b", pb, 1)])
         ),
     );
     wait_for(&a, "listener up", listener_up).await;
+    let svc = a.listener_port("svc").await;
     (a, b, SocketAddr::from(([127, 0, 0, 1], svc)))
 }
 

@@ -32,7 +32,6 @@ fn main() -> ExitCode {
         println!("{}: configuration is valid", args.config.display());
         return ExitCode::SUCCESS;
     }
-    van_router::init_logging(&cfg.log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -44,17 +43,22 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
+        let telemetry =
+            van_router::telemetry::init(&cfg.log, cfg.otlp_endpoint.as_deref(), &cfg.router_id)?;
         let listeners = van_router::Listeners::bind(&cfg).await?;
-        van_router::run(cfg, listeners, shutdown_signal()).await
+        let r = van_router::run(cfg, listeners, shutdown_signal()).await;
+        // Flush the spans of flows that just ended.
+        tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+        Ok::<_, anyhow::Error>(r?)
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("van-router: {e}");
-            ExitCode::from(match e {
-                van_router::StartError::Config(_) => 64,
-                _ => 1,
-            })
+            eprintln!("van-router: {e:#}");
+            let bad_config = e
+                .downcast_ref::<van_router::StartError>()
+                .is_some_and(|e| matches!(e, van_router::StartError::Config(_)));
+            ExitCode::from(if bad_config { 64 } else { 1 })
         }
     }
 }

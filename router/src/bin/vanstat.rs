@@ -32,6 +32,8 @@ enum View {
     Nodes,
     /// Inter-router links.
     Links,
+    /// Where this router accepts links.
+    LinkListeners,
     /// TCP listeners.
     Listeners,
     /// TCP connectors.
@@ -105,6 +107,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         n.cost.to_string(),
                         n.hops.to_string(),
                         n.neighbors.join(","),
+                    ])
+                    .collect()
+            )
+        ),
+        View::LinkListeners => show!(
+            c.list_link_listeners(ListRequest {}).await?.into_inner(),
+            |l: &pb::LinkListenerList| table(
+                &["NAME", "ROLE", "ADDRESS", "COST", "STATE"],
+                l.link_listeners
+                    .iter()
+                    .map(|k| vec![
+                        k.name.clone(),
+                        k.role.clone(),
+                        format!("{}:{}", k.host, k.port),
+                        k.cost.to_string(),
+                        k.state.clone(),
                     ])
                     .collect()
             )

@@ -2,6 +2,8 @@
 //! in-process routers, and echo servers.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod procs;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,89 @@
+//! Logs (plain or JSON lines on stderr) and, when an OTLP endpoint is configured, one
+//! OpenTelemetry span per flow exported over OTLP/gRPC.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::{EnvFilter, filter_fn};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, Registry};
+
+use crate::config::{LogFormat, LogSection};
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("cannot build the OTLP exporter for {endpoint}: {reason}")]
+    Exporter { endpoint: String, reason: String },
+    #[error("a global tracing subscriber is already installed")]
+    AlreadySet,
+}
+
+/// Keeps the span exporter alive; flushes pending spans when shut down.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    pub fn shutdown(self) {
+        if let Some(p) = self.provider {
+            let _ = p.shutdown();
+        }
+    }
+}
+
+/// Installs the global subscriber. Must run inside a Tokio runtime when `otlp_endpoint` is
+/// set (the gRPC exporter needs one).
+pub fn init(
+    log: &LogSection,
+    otlp_endpoint: Option<&str>,
+    router_id: &str,
+) -> Result<Telemetry, TelemetryError> {
+    let filter = std::env::var("VAN_LOG")
+        .ok()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(&log.level));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> = match log.format {
+        LogFormat::Json => Box::new(fmt.json().with_filter(filter)),
+        LogFormat::Plain => Box::new(fmt.with_filter(filter)),
+    };
+    let (otel, provider) = match otlp_endpoint {
+        None => (None, None),
+        Some(endpoint) => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .map_err(|e| TelemetryError::Exporter {
+                    endpoint: endpoint.to_string(),
+                    reason: e.to_string(),
+                })?;
+            let resource = opentelemetry_sdk::Resource::builder_empty()
+                .with_service_name("van-router")
+                .with_attribute(opentelemetry::KeyValue::new(
+                    "van.router.id",
+                    router_id.to_string(),
+                ))
+                .build();
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(resource)
+                .build();
+            let tracer = provider.tracer("van-router");
+            // Export flows only: per-frame or per-task spans would swamp a collector.
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(filter_fn(|meta| meta.is_span() && meta.name() == "flow"));
+            (Some(layer), Some(provider))
+        }
+    };
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .map_err(|_| TelemetryError::AlreadySet)?;
+    Ok(Telemetry { provider })
+}
