@@ -47,6 +47,8 @@ pub struct FlowRecord {
 #[derive(Debug)]
 pub enum Outcome {
     Closed,
+    /// Its listener or connector was deleted with `drop_flows`.
+    Deleted,
     ResetByPeer(ResetCode, String),
     LinkLost(String),
     SocketError(std::io::Error),
@@ -56,6 +58,7 @@ impl Outcome {
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Closed => "closed",
+            Outcome::Deleted => "deleted",
             Outcome::ResetByPeer(..) => "reset",
             Outcome::LinkLost(_) => "link-lost",
             Outcome::SocketError(_) => "socket-error",
@@ -67,6 +70,7 @@ impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Outcome::Closed => f.write_str("closed"),
+            Outcome::Deleted => f.write_str("closed: its listener or connector was deleted"),
             Outcome::ResetByPeer(c, r) => write!(f, "reset by peer ({}): {r}", c.as_str_name()),
             Outcome::LinkLost(r) => write!(f, "link lost: {r}"),
             Outcome::SocketError(e) => write!(f, "socket error: {e}"),
@@ -128,7 +132,12 @@ pub(crate) async fn run_endpoint(
     record: Arc<FlowRecord>,
     side: Side,
     window: u32,
+    cancel: &Notify,
 ) -> Outcome {
+    let cancel = cancel.notified();
+    tokio::pin!(cancel);
+    // Registered now, so a deletion from here on is seen.
+    cancel.as_mut().enable();
     let StreamEnd {
         conn,
         stream,
@@ -167,7 +176,10 @@ pub(crate) async fn run_endpoint(
         }
         r
     };
-    let (u, d) = tokio::join!(up, down);
+    let (u, d) = tokio::select! {
+        r = async { tokio::join!(up, down) } => r,
+        _ = cancel => (Err(Outcome::Deleted), Err(Outcome::Closed)),
+    };
     conn.remove(stream);
     let outcome = match (u, d) {
         (Ok(()), Ok(())) => return Outcome::Closed,
@@ -180,12 +192,14 @@ pub(crate) async fn run_endpoint(
         }
         (Err(e), Ok(())) | (Ok(()), Err(e)) => e,
     };
-    if let Outcome::SocketError(e) = &outcome {
-        conn.reset(
+    match &outcome {
+        Outcome::SocketError(e) => conn.reset(
             stream,
             ResetCode::Aborted,
             format!("application socket: {e}"),
-        );
+        ),
+        Outcome::Deleted => conn.reset(stream, ResetCode::Deleted, "listener or connector deleted"),
+        _ => {}
     }
     // Abort the application's connection so it does not mistake a failure for an end.
     if let Ok(s) = rd.reunite(wr) {
@@ -299,7 +313,12 @@ pub(crate) async fn splice_local(
     client: TcpStream,
     server: TcpStream,
     record: &FlowRecord,
+    cancel: [&Notify; 2],
 ) -> Outcome {
+    let (c0, c1) = (cancel[0].notified(), cancel[1].notified());
+    tokio::pin!(c0, c1);
+    c0.as_mut().enable();
+    c1.as_mut().enable();
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
     let abort = Abort::default();
@@ -345,17 +364,21 @@ pub(crate) async fn splice_local(
         }
         r
     };
-    let (x, y) = tokio::join!(a, b);
-    match (x, y) {
-        (Ok(()), Ok(())) => Outcome::Closed,
-        (Err(e), _) | (_, Err(e)) => {
-            if let Ok(s) = cr.reunite(cw) {
-                set_reset_on_close(&s);
-            }
-            if let Ok(s) = sr.reunite(sw) {
-                set_reset_on_close(&s);
-            }
-            e
-        }
+    let (x, y) = tokio::select! {
+        r = async { tokio::join!(a, b) } => r,
+        _ = c0 => (Err(Outcome::Deleted), Err(Outcome::Closed)),
+        _ = c1 => (Err(Outcome::Deleted), Err(Outcome::Closed)),
+    };
+    let outcome = match (x, y) {
+        (Ok(()), Ok(())) => return Outcome::Closed,
+        // `Closed` from one half means "stopped because the other failed".
+        (Err(Outcome::Closed), Err(e)) | (Err(e), _) | (Ok(()), Err(e)) => e,
+    };
+    if let Ok(s) = cr.reunite(cw) {
+        set_reset_on_close(&s);
     }
+    if let Ok(s) = sr.reunite(sw) {
+        set_reset_on_close(&s);
+    }
+    outcome
 }

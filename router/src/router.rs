@@ -354,7 +354,13 @@ impl Router {
         let outcome = match conn.connect(self.connect_timeout()).await {
             Ok(server) => {
                 *rec.server_addr.lock().expect("flow lock") = conn.target();
-                flow::splice_local(client, server, &rec).await
+                flow::splice_local(
+                    client,
+                    server,
+                    &rec,
+                    [&listener.drop_flows, &conn.drop_flows],
+                )
+                .await
             }
             Err(e) => {
                 flow::set_reset_on_close(&client);
@@ -434,6 +440,7 @@ impl Router {
             rec.clone(),
             Side::Ingress,
             self.flow_cfg.window_bytes,
+            &listener.drop_flows,
         )
         .await;
         {
@@ -545,6 +552,7 @@ impl Router {
                             rec.clone(),
                             Side::Egress,
                             router.flow_cfg.window_bytes,
+                            &connector.drop_flows,
                         )
                         .await
                     }

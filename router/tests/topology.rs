@@ -294,3 +294,45 @@ async fn echo_roundtrip_keep(addr: std::net::SocketAddr) -> Vec<u8> {
     s.read_exact(&mut buf).await.unwrap();
     buf.to_vec()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_connector_keeps_or_drops_its_flows_as_asked() {
+    let pki = Pki::new("ca");
+    let (a, b) = two_routers(&pki).await;
+    let echo = echo_server().await;
+    a.apply(vec![listener_op("svc", "svc")]).await;
+    b.apply(vec![connector_op("svc", "svc", echo)]).await;
+    a.wait_reachable("svc").await;
+    let open = || async {
+        let mut s = TcpStream::connect(a.listener_addr("svc")).await.unwrap();
+        s.write_all(b"1").await.unwrap();
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).await.unwrap();
+        s
+    };
+    let delete = |drop_flows| {
+        b.router().apply_ops(
+            vec![EntityOp::Delete(EntityKind::TcpConnector, "svc".into())],
+            false,
+            drop_flows,
+        )
+    };
+
+    // Kept: the flow goes on after its connector is gone.
+    let mut kept = open().await;
+    delete(false).await.unwrap();
+    kept.write_all(b"still here").await.unwrap();
+    let mut buf = [0u8; 10];
+    kept.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still here");
+
+    // Dropped: the client's connection is reset promptly.
+    b.apply(vec![connector_op("svc", "svc", echo)]).await;
+    a.wait_reachable("svc").await;
+    let mut dropped = open().await;
+    delete(true).await.unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(3), dropped.read(&mut buf))
+        .await
+        .expect("the dropped flow must close");
+    assert!(matches!(r, Err(_) | Ok(0)), "{r:?}");
+}
