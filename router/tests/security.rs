@@ -284,7 +284,14 @@ fn frame(f: Frame) -> Vec<u8> {
 async fn a_live_link_that_breaks_the_protocol_is_cut_and_nothing_else_is() {
     use van_proto::wire::{FlowOpen, Role};
     let pki = Pki::new("ca");
-    let (a, b) = two_routers(&pki).await;
+    // The intruder sends no hellos: give b a max age that outlasts the test.
+    let mut fb = base_config("b", pki.profile("b"));
+    fb.timers.hello_max_age_ms = 30_000;
+    link_listener(&mut fb);
+    let b = start(fb).await;
+    let mut fa = base_config("a", pki.profile("a"));
+    link_to(&mut fa, "to-b", b.link_addr(), 1);
+    let a = start(fa).await;
     let echo = echo_server().await;
     // A server that accepts and never reads, so the router's window is not replenished.
     let sink = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

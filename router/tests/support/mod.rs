@@ -83,7 +83,8 @@ pub fn base_config(id: &str, tls: TlsProfile) -> config::FileConfig {
     f.router.id = id.into();
     f.admin.listen = "127.0.0.1:0".into();
     f.timers.hello_interval_ms = 100;
-    f.timers.hello_max_age_ms = 400;
+    // Generous: tests run in parallel on two cores, and a busy runtime delays hellos.
+    f.timers.hello_max_age_ms = 1500;
     f.timers.backoff_min_ms = 50;
     f.timers.backoff_max_ms = 500;
     f.flow.connect_timeout_ms = 2000;
