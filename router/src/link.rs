@@ -736,9 +736,9 @@ async fn run_link_inner(
             {
                 Ok(Ok(f)) => f,
                 Ok(Err(e)) => return e.to_string(),
-                Err(_) if edge.is_some() => return "no hello within the max age".to_string(),
-                // Inter-router liveness is the routing engine's job.
-                Err(_) => continue,
+                // Hellos arrive every interval on a live link: silence means the peer is gone
+                // (the routing engine reaches the same verdict for inter-router links).
+                Err(_) => return "no hello within the max age".to_string(),
             };
             match (f, &edge) {
                 (Frame::Hello(hello), None) => {

@@ -351,6 +351,9 @@ impl Router {
             bytes_in: AtomicU64::new(0),
         });
         listener.opened.fetch_add(1, Ordering::Relaxed);
+        // Local flows count toward balancing too, so a busy local connector sheds new flows
+        // to remote ones.
+        let _open = self.count_open(&self.id);
         let outcome = match conn.connect(self.connect_timeout()).await {
             Ok(server) => {
                 *rec.server_addr.lock().expect("flow lock") = conn.target();
@@ -422,12 +425,7 @@ impl Router {
             bytes_in: AtomicU64::new(0),
         });
         listener.opened.fetch_add(1, Ordering::Relaxed);
-        *self
-            .open_to
-            .lock()
-            .expect("open_to lock")
-            .entry(dest.clone())
-            .or_default() += 1;
+        let _open = self.count_open(&dest);
         let end = flow::StreamEnd {
             conn,
             stream,
@@ -443,17 +441,22 @@ impl Router {
             &listener.drop_flows,
         )
         .await;
-        {
-            let mut open = self.open_to.lock().expect("open_to lock");
-            if let Some(n) = open.get_mut(&dest) {
-                *n -= 1;
-                if *n == 0 {
-                    open.remove(&dest);
-                }
-            }
-        }
         listener.finish(&rec);
         self.finish_flow(&rec, &outcome);
+    }
+
+    /// Counts a flow open toward `dest` until the returned guard drops.
+    fn count_open(self: &Arc<Self>, dest: &str) -> OpenGuard {
+        *self
+            .open_to
+            .lock()
+            .expect("open_to lock")
+            .entry(dest.to_string())
+            .or_default() += 1;
+        OpenGuard {
+            router: self.clone(),
+            dest: dest.to_string(),
+        }
     }
 
     fn connect_timeout(&self) -> Duration {
@@ -853,6 +856,24 @@ impl Router {
             *keys.entry(k).or_default() += n;
         }
         let _ = self.engine.send(ControlEvent::LocalAddresses(keys));
+    }
+}
+
+/// Un-counts an open flow toward a destination.
+struct OpenGuard {
+    router: Arc<Router>,
+    dest: String,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        let mut open = self.router.open_to.lock().expect("open_to lock");
+        if let Some(n) = open.get_mut(&self.dest) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.dest);
+            }
+        }
     }
 }
 

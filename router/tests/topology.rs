@@ -336,3 +336,46 @@ async fn deleting_a_connector_keeps_or_drops_its_flows_as_asked() {
         .expect("the dropped flow must close");
     assert!(matches!(r, Err(_) | Ok(0)), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_flows_spread_over_connectors_by_open_flows_and_cost() {
+    let pki = Pki::new("ca");
+    let c = router(&pki, "c", &[]).await;
+    let b = router(&pki, "b", &[("b-c", &c, 1)]).await;
+    let a = router(&pki, "a", &[("a-b", &b, 1)]).await;
+    // Three echo servers behind connectors at a (local), b (cost 1) and c (cost 2).
+    let mut targets = Vec::new();
+    for r in [&a, &b, &c] {
+        let echo = echo_server().await;
+        r.apply(vec![connector_op("svc", "svc", echo)]).await;
+        targets.push(r);
+    }
+    a.apply(vec![listener_op("svc", "svc")]).await;
+    a.wait_route_cost("c", "b", Some(2)).await;
+    let mut rx = a.router().table_rx();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|t| t.addresses.get("svc").is_some_and(|d| d.len() == 3)),
+    )
+    .await
+    .expect("three destinations")
+    .unwrap();
+    a.wait_reachable("svc").await;
+    // Thirty long-lived flows, opened one after another.
+    let mut held = Vec::new();
+    for _ in 0..30 {
+        let mut s = TcpStream::connect(a.listener_addr("svc")).await.unwrap();
+        s.write_all(b"x").await.unwrap();
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).await.unwrap();
+        held.push(s);
+    }
+    let per: Vec<u32> = targets
+        .iter()
+        .map(|r| van_router::admin::connectors(r.router()).connectors[0].active_flows)
+        .collect();
+    assert_eq!(per.iter().sum::<u32>(), 30, "{per:?}");
+    // Every connector gets some; the cheaper ones get more (score = open flows + cost).
+    assert!(per.iter().all(|n| *n >= 5), "{per:?}");
+    assert!(per[0] >= per[1] && per[1] >= per[2], "{per:?}");
+}

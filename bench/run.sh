@@ -1,0 +1,696 @@
+#!/usr/bin/env bash
+# Loopback benchmark of the VAN router against a direct connection, stunnel and two HAProxies.
+#
+#   bash bench/run.sh
+#
+# Paths (all on 127.0.0.1):
+#   direct    client -> server
+#   van       client -> router A tcp listener -> mTLS link (TLS 1.3) -> router B tcp connector -> server
+#   stunnel   client -> stunnel (client) -> mTLS (TLS 1.3, client cert required) -> stunnel (server) -> server
+#   haproxy2  client -> haproxy (mode tcp) -> haproxy (mode tcp) -> server
+#
+# Environment (all optional):
+#   BENCH_SECONDS=10      iperf3 duration per run (-t); e.g. 3 for a quick run
+#   BENCH_REPS=3          repetitions; each figure is the median over them
+#   BENCH_RTT_COUNT=10000 ping-pong round trips (64 B, one connection, TCP_NODELAY)
+#   BENCH_CONN_COUNT=1000 new connections (connect + first 64 B echo)
+#   BENCH_FLOWS=1000      idle flows held through the routers for the memory figure
+#   BENCH_KEY=rsa         rsa (RSA-2048) or ec (ECDSA P-256) certificates
+#   BENCH_PATHS="direct van stunnel haproxy2"   which paths to run
+#   BENCH_IDLE_WAIT=30    seconds in all to wait for an idle machine (checked before each path)
+#   BENCH_IDLE_BUSY=10    CPU busy percentage (both cores) that counts as idle
+#   BENCH_BUILD=1         0 skips `cargo build --release -p van-router -p van-bench`
+#   BENCH_VAN_BIN=...     router binary to use instead of target/release/van-router
+#
+# Progress goes to stderr (and bench/out/run.log); the Markdown report goes to stdout and
+# bench/out/results.md; raw figures, iperf3 JSON and latency samples to bench/out/raw/.
+
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+OUT=$ROOT/bench/out
+RAW=$OUT/raw
+WORK=$OUT/work
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+
+SECS=${BENCH_SECONDS:-10}
+REPS=${BENCH_REPS:-3}
+RTT_COUNT=${BENCH_RTT_COUNT:-10000}
+CONN_COUNT=${BENCH_CONN_COUNT:-1000}
+FLOWS=${BENCH_FLOWS:-1000}
+KEY_TYPE=${BENCH_KEY:-rsa}
+PATHS_WANTED=${BENCH_PATHS:-direct van stunnel haproxy2}
+IDLE_WAIT=${BENCH_IDLE_WAIT:-30}
+IDLE_BUSY=${BENCH_IDLE_BUSY:-10}
+BUILD=${BENCH_BUILD:-1}
+VAN_BIN=${BENCH_VAN_BIN:-$BIN/van-router}
+ALL_PATHS=(direct van stunnel haproxy2)
+
+mkdir -p "$OUT"
+rm -rf "$RAW" "$WORK"
+mkdir -p "$RAW" "$WORK"
+: >"$OUT/run.log"
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" | tee -a "$OUT/run.log" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+# ---------------------------------------------------------------- processes and cleanup
+PIDS=()
+LAST_PID=
+
+# start_bg NAME CMD...: runs CMD in the background, output to $WORK/NAME.log; sets LAST_PID.
+start_bg() {
+	local name=$1
+	shift
+	"$@" >"$WORK/$name.log" 2>&1 &
+	LAST_PID=$!
+	PIDS+=("$LAST_PID")
+}
+
+# stop_pid PID...: TERM, up to 3 s grace, KILL; reaps it and forgets it.
+stop_pid() {
+	local pid i alive
+	for pid in "$@"; do kill -TERM "$pid" 2>/dev/null; done
+	for i in $(seq 30); do
+		alive=0
+		for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+		((alive)) || break
+		sleep 0.1
+	done
+	for pid in "$@"; do
+		kill -KILL "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		local keep=() p
+		for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+		PIDS=("${keep[@]}")
+	done
+	return 0
+}
+
+cleanup() {
+	trap - EXIT INT TERM
+	if ((${#PIDS[@]})); then
+		stop_pid "${PIDS[@]}"
+	fi
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# ---------------------------------------------------------------- results
+emit() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RAW/results.tsv"; }
+note() {
+	local msg=${2//$'\t'/ }
+	msg=${msg//$'\n'/ }
+	printf '%s\t%s\n' "$1" "$msg" >>"$RAW/notes.tsv"
+	log "$1: $msg"
+}
+meta() { printf '%s\t%s\n' "$1" "$2" >>"$RAW/meta.tsv"; }
+
+declare -A STATUS REASON PORT_IPERF PORT_ECHO MIDS
+for p in "${ALL_PATHS[@]}"; do
+	STATUS[$p]=ok
+	REASON[$p]=
+	MIDS[$p]=
+done
+mark_failed() {
+	STATUS[$1]=failed
+	REASON[$1]=$2
+	log "$1: FAILED: $2"
+}
+mark_skipped() {
+	STATUS[$1]=skipped
+	REASON[$1]=$2
+}
+ok() { [ "${STATUS[$1]}" = ok ]; }
+
+# ---------------------------------------------------------------- ports
+USED_PORTS=" "
+port_in_use() {
+	local hex
+	hex=$(printf ':%04X ' "$1")
+	grep -qi -- "$hex" /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+# free_port VAR: a port in 20000..31999 (below the ephemeral range) that no socket uses.
+free_port() {
+	local p _
+	for _ in $(seq 500); do
+		p=$((20000 + RANDOM % 12000))
+		case $USED_PORTS in *" $p "*) continue ;; esac
+		if ! port_in_use "$p"; then
+			USED_PORTS+="$p "
+			printf -v "$1" '%s' "$p"
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+# wait_listen PORT SECONDS: until something listens on 127.0.0.1:PORT.
+wait_listen() {
+	local hex i
+	hex=$(printf '%04X' "$1")
+	for i in $(seq $(($2 * 20))); do
+		if awk -v h=":$hex" 'toupper(substr($2, length($2) - 4)) == h && $4 == "0A" { f = 1 } END { exit !f }' \
+			/proc/net/tcp /proc/net/tcp6 2>/dev/null; then
+			return 0
+		fi
+		sleep 0.05
+	done
+	return 1
+}
+
+# ---------------------------------------------------------------- /proc helpers
+CLK_TCK=$(getconf CLK_TCK)
+# cpu_ticks PID...: utime+stime summed (all threads), in clock ticks.
+cpu_ticks() {
+	local t=0 pid v
+	for pid in "$@"; do
+		v=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null) || return 1
+		[ -n "$v" ] || return 1
+		t=$((t + v))
+	done
+	echo "$t"
+}
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
+# cpu_busy_pct: share of all CPUs busy over one second.
+cpu_busy_pct() {
+	local c u n s i w q sq st rest b1 t1 b2 t2
+	read -r c u n s i w q sq st rest </proc/stat
+	b1=$((u + n + s + q + sq + st))
+	t1=$((b1 + i + w))
+	sleep 1
+	read -r c u n s i w q sq st rest </proc/stat
+	b2=$((u + n + s + q + sq + st))
+	t2=$((b2 + i + w))
+	echo $((100 * (b2 - b1) / (t2 - t1 > 0 ? t2 - t1 : 1)))
+}
+# wait_idle: until the machine is idle (at most IDLE_BUSY % busy over one second), for at most
+# 15 s per call and IDLE_WAIT s over the whole run; sets IDLE_RESULT to the last busy figure.
+IDLE_BUDGET=$IDLE_WAIT
+wait_idle() {
+	local start=$SECONDS busy limit
+	limit=$((IDLE_BUDGET < 15 ? IDLE_BUDGET : 15))
+	while :; do
+		busy=$(cpu_busy_pct)
+		if ((busy <= IDLE_BUSY)); then
+			IDLE_RESULT="$busy%"
+			break
+		fi
+		if ((SECONDS - start >= limit)); then
+			IDLE_RESULT="$busy%!"
+			log "machine still busy ($busy%); measuring anyway"
+			break
+		fi
+		log "machine busy ($busy%), waiting for idle"
+	done
+	IDLE_BUDGET=$((IDLE_BUDGET - (SECONDS - start - 1)))
+	((IDLE_BUDGET > 0)) || IDLE_BUDGET=0
+}
+# kv KEY LINE: the value of KEY=value in a line of fields.
+kv() { sed -n "s/.*\(^\| \)$1=\([^ ]*\).*/\2/p" <<<"$2"; }
+fcalc() { awk "BEGIN { printf \"%.4f\", $1 }"; }
+
+# ---------------------------------------------------------------- tools
+ulimit -n "$(ulimit -Hn | sed 's/unlimited/65536/')" 2>/dev/null || true
+if (($(ulimit -n) < FLOWS * 2 + 200)); then
+	log "warning: open-file limit $(ulimit -n) may be too low for $FLOWS flows"
+fi
+
+need=()
+command -v iperf3 >/dev/null || need+=(iperf3)
+command -v stunnel4 >/dev/null || command -v stunnel >/dev/null || need+=(stunnel4)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+command -v openssl >/dev/null || need+=(openssl)
+command -v jq >/dev/null || need+=(jq)
+if ((${#need[@]})); then
+	SUDO=
+	[ "$(id -u)" = 0 ] || SUDO=sudo
+	log "installing ${need[*]} with apt-get"
+	{
+		$SUDO apt-get update -qq &&
+			$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+	} >"$OUT/apt.log" 2>&1 || log "apt-get failed (see bench/out/apt.log)"
+fi
+command -v iperf3 >/dev/null || die "iperf3 is missing"
+command -v openssl >/dev/null || die "openssl is missing"
+command -v jq >/dev/null || die "jq is missing"
+STUNNEL=$(command -v stunnel4 || command -v stunnel || true)
+HAPROXY=$(command -v haproxy || { [ -x /usr/sbin/haproxy ] && echo /usr/sbin/haproxy; } || true)
+[ -n "$STUNNEL" ] || mark_failed stunnel "stunnel4 is not installed"
+[ -n "$HAPROXY" ] || mark_failed haproxy2 "haproxy is not installed"
+for p in "${ALL_PATHS[@]}"; do
+	case " $PATHS_WANTED " in *" $p "*) ;; *) mark_skipped "$p" "not in BENCH_PATHS" ;; esac
+done
+
+# ---------------------------------------------------------------- build
+VAN_BUILD_ERROR=
+if [ "$BUILD" = 1 ]; then
+	log "building: cargo build --release -p van-router -p van-bench (log: bench/out/build.log)"
+	if ! (cd "$ROOT" && cargo build --release -p van-router -p van-bench) >"$OUT/build.log" 2>&1; then
+		log "combined build failed; building van-bench alone"
+		(cd "$ROOT" && cargo build --release -p van-bench) >>"$OUT/build.log" 2>&1 ||
+			die "cannot build van-bench (see bench/out/build.log)"
+		VAN_BUILD_ERROR="cargo build --release -p van-router failed (see bench/out/build.log)"
+	fi
+fi
+for b in echo-server pingpong connrate holdflows waitready benchreport; do
+	[ -x "$BIN/$b" ] || die "$BIN/$b is missing (cargo build --release -p van-bench)"
+done
+if [ -n "${BENCH_VAN_BIN:-}" ]; then
+	VAN_BUILD_ERROR=
+fi
+if [ -z "$VAN_BUILD_ERROR" ] && [ ! -x "$VAN_BIN" ]; then
+	VAN_BUILD_ERROR="$VAN_BIN is missing"
+fi
+
+# ---------------------------------------------------------------- certificates
+gen_key() {
+	if [ "$KEY_TYPE" = ec ]; then
+		openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"
+	else
+		openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1"
+	fi
+}
+make_certs() {
+	local d=$WORK/certs n ku
+	mkdir -p "$d"
+	cat >"$d/ca.cnf" <<-EOF
+		[req]
+		distinguished_name = dn
+		prompt = no
+		[dn]
+		CN = van-bench test CA
+		[v3_ca]
+		basicConstraints = critical,CA:TRUE
+		keyUsage = critical,keyCertSign,cRLSign
+		subjectKeyIdentifier = hash
+	EOF
+	gen_key "$d/ca.key" || return 1
+	openssl req -x509 -new -key "$d/ca.key" -config "$d/ca.cnf" -extensions v3_ca -days 3 -sha256 \
+		-out "$d/ca.pem" || return 1
+	if [ "$KEY_TYPE" = ec ]; then ku=digitalSignature; else ku=digitalSignature,keyEncipherment; fi
+	for n in a b; do
+		gen_key "$d/$n.key" || return 1
+		openssl req -new -key "$d/$n.key" -subj "/CN=bench-$n" -out "$d/$n.csr" || return 1
+		cat >"$d/$n.ext" <<-EOF
+			basicConstraints = critical,CA:FALSE
+			keyUsage = critical,$ku
+			extendedKeyUsage = serverAuth,clientAuth
+			subjectAltName = IP:127.0.0.1,DNS:localhost
+			subjectKeyIdentifier = hash
+			authorityKeyIdentifier = keyid
+		EOF
+		openssl x509 -req -in "$d/$n.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 3 \
+			-sha256 -extfile "$d/$n.ext" -out "$d/$n.pem" || return 1
+		openssl verify -CAfile "$d/ca.pem" "$d/$n.pem" >/dev/null || return 1
+	done
+}
+case $KEY_TYPE in rsa) KEY_DESC="RSA-2048" ;; ec) KEY_DESC="ECDSA P-256" ;; *) die "BENCH_KEY must be rsa or ec" ;; esac
+log "generating a CA and $KEY_DESC certificates"
+make_certs >"$WORK/certs.log" 2>&1 || die "openssl failed (see bench/out/work/certs.log)"
+CERTS=$WORK/certs
+
+# ---------------------------------------------------------------- machine
+meta nproc "$(nproc)"
+meta cpu_model "$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+meta kernel "$(uname -r)"
+meta os "$(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
+meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
+rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -n "$(git -C "$ROOT" status --porcelain -- router proto 2>/dev/null)" ] && rev+=" (with uncommitted changes)"
+meta git_rev "$rev"
+meta reps "$REPS"
+meta seconds "$SECS"
+meta rtt_count "$RTT_COUNT"
+meta conn_count "$CONN_COUNT"
+meta flows "$FLOWS"
+meta key_type "$KEY_DESC"
+tools="$(iperf3 --version 2>&1 | head -1 | awk '{ print $1, $2 }')"
+[ -n "$STUNNEL" ] && tools+=", $("$STUNNEL" -version 2>&1 | grep -m1 '^stunnel' | awk '{ print $1, $2 }')"
+[ -n "$HAPROXY" ] && tools+=", $("$HAPROXY" -v 2>&1 | head -1 | awk '{ print $1, $3 }')"
+tools+=", $(openssl version | awk '{ print $1, $2 }')"
+meta tools "$tools"
+
+# ---------------------------------------------------------------- servers
+free_port ECHO_PORT
+free_port IPERF_PORT
+start_bg echo-server "$BIN/echo-server" "127.0.0.1:$ECHO_PORT"
+wait_listen "$ECHO_PORT" 5 || die "echo-server did not start (see bench/out/work/echo-server.log)"
+PORT_IPERF[direct]=$IPERF_PORT
+PORT_ECHO[direct]=$ECHO_PORT
+
+# ---------------------------------------------------------------- van
+start_van() {
+	if [ -n "$VAN_BUILD_ERROR" ]; then
+		mark_failed van "$VAN_BUILD_ERROR"
+		return
+	fi
+	local admin_a admin_b link l_iperf l_echo c out
+	free_port admin_a
+	free_port admin_b
+	free_port link
+	free_port l_iperf
+	free_port l_echo
+	cat >"$WORK/van-a.yaml" <<-EOF
+		router: {id: bench-a, mode: interior}
+		admin: {listen: "127.0.0.1:$admin_a"}
+		log: {level: warn}
+		tls_profiles:
+		  - {name: link, ca_file: $CERTS/ca.pem, cert_file: $CERTS/a.pem, key_file: $CERTS/a.key}
+		links:
+		  - {name: to-b, host: 127.0.0.1, port: $link, cost: 1, tls_profile: link}
+		tcp_listeners:
+		  - {name: iperf, host: 127.0.0.1, port: $l_iperf, routing_key: bench-iperf}
+		  - {name: echo, host: 127.0.0.1, port: $l_echo, routing_key: bench-echo}
+	EOF
+	cat >"$WORK/van-b.yaml" <<-EOF
+		router: {id: bench-b, mode: interior}
+		admin: {listen: "127.0.0.1:$admin_b"}
+		log: {level: warn}
+		tls_profiles:
+		  - {name: link, ca_file: $CERTS/ca.pem, cert_file: $CERTS/b.pem, key_file: $CERTS/b.key}
+		link_listeners:
+		  - {name: inter-router, host: 127.0.0.1, port: $link, cost: 1, tls_profile: link}
+		tcp_connectors:
+		  - {name: iperf, host: 127.0.0.1, port: $IPERF_PORT, routing_key: bench-iperf}
+		  - {name: echo, host: 127.0.0.1, port: $ECHO_PORT, routing_key: bench-echo}
+	EOF
+	for c in a b; do
+		if ! out=$("$VAN_BIN" --config "$WORK/van-$c.yaml" --check 2>&1); then
+			mark_failed van "router $c configuration rejected: $(tail -1 <<<"$out")"
+			return
+		fi
+	done
+	start_bg van-b "$VAN_BIN" --config "$WORK/van-b.yaml"
+	VAN_B=$LAST_PID
+	start_bg van-a "$VAN_BIN" --config "$WORK/van-a.yaml"
+	VAN_A=$LAST_PID
+	if ! out=$("$BIN/waitready" "127.0.0.1:$l_echo" --timeout-ms 10000 2>&1); then
+		mark_failed van "no echo through router A's listener within 10 s ($out); logs: bench/out/work/van-{a,b}.log"
+		stop_pid "$VAN_A" "$VAN_B"
+		return
+	fi
+	log "van: ready ($out)"
+	PORT_IPERF[van]=$l_iperf
+	PORT_ECHO[van]=$l_echo
+	MIDS[van]="$VAN_A $VAN_B"
+}
+
+# ---------------------------------------------------------------- stunnel
+start_stunnel() {
+	local c_iperf c_echo s_iperf s_echo out
+	free_port c_iperf
+	free_port c_echo
+	free_port s_iperf
+	free_port s_echo
+	cat >"$WORK/stunnel-client.conf" <<-EOF
+		foreground = yes
+		pid =
+		syslog = no
+		debug = warning
+		socket = l:TCP_NODELAY=1
+		socket = r:TCP_NODELAY=1
+
+		[iperf]
+		client = yes
+		accept = 127.0.0.1:$c_iperf
+		connect = 127.0.0.1:$s_iperf
+		cert = $CERTS/a.pem
+		key = $CERTS/a.key
+		CAfile = $CERTS/ca.pem
+		verifyChain = yes
+		checkIP = 127.0.0.1
+		sslVersionMin = TLSv1.3
+
+		[echo]
+		client = yes
+		accept = 127.0.0.1:$c_echo
+		connect = 127.0.0.1:$s_echo
+		cert = $CERTS/a.pem
+		key = $CERTS/a.key
+		CAfile = $CERTS/ca.pem
+		verifyChain = yes
+		checkIP = 127.0.0.1
+		sslVersionMin = TLSv1.3
+	EOF
+	cat >"$WORK/stunnel-server.conf" <<-EOF
+		foreground = yes
+		pid =
+		syslog = no
+		debug = warning
+		socket = l:TCP_NODELAY=1
+		socket = r:TCP_NODELAY=1
+
+		[iperf]
+		accept = 127.0.0.1:$s_iperf
+		connect = 127.0.0.1:$IPERF_PORT
+		cert = $CERTS/b.pem
+		key = $CERTS/b.key
+		CAfile = $CERTS/ca.pem
+		verifyChain = yes
+		requireCert = yes
+		sslVersionMin = TLSv1.3
+
+		[echo]
+		accept = 127.0.0.1:$s_echo
+		connect = 127.0.0.1:$ECHO_PORT
+		cert = $CERTS/b.pem
+		key = $CERTS/b.key
+		CAfile = $CERTS/ca.pem
+		verifyChain = yes
+		requireCert = yes
+		sslVersionMin = TLSv1.3
+	EOF
+	start_bg stunnel-server "$STUNNEL" "$WORK/stunnel-server.conf"
+	local srv=$LAST_PID
+	start_bg stunnel-client "$STUNNEL" "$WORK/stunnel-client.conf"
+	local cli=$LAST_PID
+	if ! out=$("$BIN/waitready" "127.0.0.1:$c_echo" --timeout-ms 10000 2>&1); then
+		mark_failed stunnel "no echo through stunnel within 10 s ($out); logs: bench/out/work/stunnel-*.log"
+		stop_pid "$cli" "$srv"
+		return
+	fi
+	log "stunnel: ready ($out)"
+	PORT_IPERF[stunnel]=$c_iperf
+	PORT_ECHO[stunnel]=$c_echo
+	MIDS[stunnel]="$cli $srv"
+}
+
+# ---------------------------------------------------------------- haproxy
+start_haproxy2() {
+	local h1_iperf h1_echo h2_iperf h2_echo out n
+	free_port h1_iperf
+	free_port h1_echo
+	free_port h2_iperf
+	free_port h2_echo
+	write_haproxy() { # FILE IPERF_IN IPERF_OUT ECHO_IN ECHO_OUT
+		cat >"$1" <<-EOF
+			global
+			    maxconn 4096
+			defaults
+			    mode tcp
+			    timeout connect 5s
+			    timeout client 2m
+			    timeout server 2m
+			listen iperf
+			    bind 127.0.0.1:$2
+			    server s 127.0.0.1:$3
+			listen echo
+			    bind 127.0.0.1:$4
+			    server s 127.0.0.1:$5
+		EOF
+	}
+	write_haproxy "$WORK/haproxy-1.cfg" "$h1_iperf" "$h2_iperf" "$h1_echo" "$h2_echo"
+	write_haproxy "$WORK/haproxy-2.cfg" "$h2_iperf" "$IPERF_PORT" "$h2_echo" "$ECHO_PORT"
+	for n in 1 2; do
+		if ! out=$("$HAPROXY" -c -q -f "$WORK/haproxy-$n.cfg" 2>&1); then
+			mark_failed haproxy2 "haproxy-$n.cfg rejected: $(tail -1 <<<"$out")"
+			return
+		fi
+	done
+	start_bg haproxy-2 "$HAPROXY" -db -f "$WORK/haproxy-2.cfg"
+	local second=$LAST_PID
+	start_bg haproxy-1 "$HAPROXY" -db -f "$WORK/haproxy-1.cfg"
+	local first=$LAST_PID
+	if ! out=$("$BIN/waitready" "127.0.0.1:$h1_echo" --timeout-ms 10000 2>&1); then
+		mark_failed haproxy2 "no echo through haproxy within 10 s ($out); logs: bench/out/work/haproxy-*.log"
+		stop_pid "$first" "$second"
+		return
+	fi
+	log "haproxy2: ready ($out)"
+	PORT_IPERF[haproxy2]=$h1_iperf
+	PORT_ECHO[haproxy2]=$h1_echo
+	MIDS[haproxy2]="$first $second"
+}
+
+ok van && start_van
+ok stunnel && start_stunnel
+ok haproxy2 && start_haproxy2
+
+# ---------------------------------------------------------------- router memory
+# RSS idle (fresh routers, before any other test), with FLOWS idle flows, after they close.
+measure_memory() {
+	local a b ready line opened errors i hp
+	read -r a b <<<"${MIDS[van]}"
+	sleep 1
+	emit 0 van rss_idle_a_kib "$(rss_kib "$a")"
+	emit 0 van rss_idle_b_kib "$(rss_kib "$b")"
+	ready=$WORK/holdflows.ready
+	rm -f "$ready"
+	start_bg holdflows "$BIN/holdflows" "127.0.0.1:${PORT_ECHO[van]}" --count "$FLOWS" \
+		--ready-file "$ready" --hold-secs 600
+	hp=$LAST_PID
+	for i in $(seq 1200); do
+		[ -s "$ready" ] && break
+		kill -0 "$hp" 2>/dev/null || break
+		sleep 0.1
+	done
+	if [ ! -s "$ready" ]; then
+		note van "memory: holdflows did not finish opening $FLOWS flows within 120 s (see bench/out/work/holdflows.log)"
+		stop_pid "$hp"
+		return
+	fi
+	line=$(<"$ready")
+	opened=$(kv opened "$line")
+	errors=$(kv errors "$line")
+	log "van: holding flows: $line"
+	sleep 2
+	emit 0 van rss_flows_a_kib "$(rss_kib "$a")"
+	emit 0 van rss_flows_b_kib "$(rss_kib "$b")"
+	emit 0 van flows_opened "$opened"
+	emit 0 van flows_errors "$errors"
+	((errors > 0)) && note van "memory: $errors of $FLOWS flows could not be opened"
+	stop_pid "$hp"
+	sleep 3
+	emit 0 van rss_closed_a_kib "$(rss_kib "$a")"
+	emit 0 van rss_closed_b_kib "$(rss_kib "$b")"
+	log "van: RSS KiB A idle/flows/closed and B: $(awk -F'\t' '$3 ~ /^rss_/ { printf "%s=%s ", $3, $4 }' "$RAW/results.tsv")"
+}
+if ok van; then
+	log "van: router memory with $FLOWS idle flows"
+	measure_memory
+fi
+
+# ---------------------------------------------------------------- measurements
+mids_alive() {
+	local pid
+	for pid in ${MIDS[$1]}; do
+		if ! kill -0 "$pid" 2>/dev/null; then
+			mark_failed "$1" "a relay process exited during the run (see bench/out/work/)"
+			return 1
+		fi
+	done
+	return 0
+}
+
+# run_iperf PATH REP LABEL [iperf3 args...]: one iperf3 run against a fresh one-off server.
+run_iperf() {
+	local path=$1 rep=$2 label=$3
+	shift 3
+	local json=$RAW/iperf-$path-$label-r$rep.json srv rc c0 c1 t0 t1 bps bytes err try
+	for try in 1 2; do
+		start_bg "iperf3-server-$path-$label-r$rep" iperf3 -s -1 -B 127.0.0.1 -p "$IPERF_PORT"
+		srv=$LAST_PID
+		if ! wait_listen "$IPERF_PORT" 5; then
+			stop_pid "$srv"
+			note "$path" "iperf3 server did not start"
+			return 1
+		fi
+		c0=$(cpu_ticks ${MIDS[$path]})
+		t0=$(date +%s.%N)
+		timeout $((SECS + 30)) iperf3 -c 127.0.0.1 -p "${PORT_IPERF[$path]}" -t "$SECS" -J "$@" \
+			>"$json" 2>"$json.stderr"
+		rc=$?
+		t1=$(date +%s.%N)
+		c1=$(cpu_ticks ${MIDS[$path]})
+		stop_pid "$srv"
+		bps=$(jq -r '.end.sum_received.bits_per_second // empty' "$json" 2>/dev/null)
+		bytes=$(jq -r '.end.sum_received.bytes // empty' "$json" 2>/dev/null)
+		if [ "$rc" = 0 ] && [ -n "$bps" ] && [ -n "$bytes" ] && [ "$bytes" != 0 ]; then
+			break
+		fi
+		err=$(jq -r '.error // empty' "$json" 2>/dev/null)
+		[ -n "$err" ] || err="exit $rc $(tail -c 300 "$json.stderr")"
+		if [ "$try" = 1 ]; then
+			log "$path: iperf3 $label failed ($err); retrying once"
+			sleep 1
+		else
+			note "$path" "iperf3 $label (rep $rep) failed: $err"
+			return 1
+		fi
+	done
+	local gbps
+	gbps=$(fcalc "$bps / 1e9")
+	emit "$rep" "$path" "$label" "$gbps"
+	local msg="$label $gbps Gb/s"
+	if [ "$label" = tput1_gbps ] && [ -n "${MIDS[$path]}" ] && [ -n "$c0" ] && [ -n "$c1" ]; then
+		local cpu_s
+		cpu_s=$(fcalc "($c1 - $c0) / $CLK_TCK")
+		emit "$rep" "$path" cpu_s_per_gb "$(fcalc "$cpu_s / ($bytes / 1e9)")"
+		emit "$rep" "$path" relay_cores "$(fcalc "$cpu_s / ($t1 - $t0)")"
+		msg+=", relays ${cpu_s} CPU-s for $(fcalc "$bytes / 1e9") GB"
+	fi
+	log "$path: $msg"
+}
+
+run_pingpong() {
+	local path=$1 rep=$2 out
+	if ! out=$(timeout 300 "$BIN/pingpong" "127.0.0.1:${PORT_ECHO[$path]}" --count "$RTT_COUNT" --size 64 \
+		--warmup 1000 --raw "$RAW/rtt-$path-r$rep.ns" 2>&1); then
+		note "$path" "ping-pong (rep $rep) failed: $out"
+		return 1
+	fi
+	echo "$path rep $rep $out" >>"$RAW/pingpong.txt"
+	emit "$rep" "$path" rtt_p50_us "$(kv p50_us "$out")"
+	emit "$rep" "$path" rtt_p99_us "$(kv p99_us "$out")"
+	log "$path: RTT p50 $(kv p50_us "$out") µs, p99 $(kv p99_us "$out") µs"
+}
+
+run_connrate() {
+	local path=$1 rep=$2 out rc errs
+	out=$(timeout 600 "$BIN/connrate" "127.0.0.1:${PORT_ECHO[$path]}" --count "$CONN_COUNT" --size 64 \
+		--warmup 20 --raw "$RAW/conn-$path-r$rep.ns" 2>"$WORK/connrate.err")
+	rc=$?
+	if [ "$rc" != 0 ] && [ "$rc" != 2 ]; then
+		note "$path" "connect+echo (rep $rep) failed: $out $(tail -c 300 "$WORK/connrate.err")"
+		return 1
+	fi
+	echo "$path rep $rep $out" >>"$RAW/connrate.txt"
+	errs=$(kv errors "$out")
+	[ "$rc" = 2 ] && note "$path" "connect+echo (rep $rep): $errs failed attempts: $(tail -c 300 "$WORK/connrate.err")"
+	emit "$rep" "$path" conn_p50_us "$(kv p50_us "$out")"
+	emit "$rep" "$path" conn_p99_us "$(kv p99_us "$out")"
+	log "$path: connect+echo p50 $(kv p50_us "$out") µs, p99 $(kv p99_us "$out") µs ($(kv conn_per_s "$out") conn/s)"
+}
+
+idle_list=
+for rep in $(seq "$REPS"); do
+	log "repetition $rep of $REPS"
+	idle_list+="${idle_list:+; }rep $rep:"
+	for path in "${ALL_PATHS[@]}"; do
+		ok "$path" || continue
+		wait_idle
+		idle_list+=" $path $IDLE_RESULT"
+		log "$path (rep $rep): background CPU busy $IDLE_RESULT"
+		mids_alive "$path" || continue
+		run_iperf "$path" "$rep" tput1_gbps
+		mids_alive "$path" || continue
+		run_iperf "$path" "$rep" tputP8_gbps -P 8
+		mids_alive "$path" || continue
+		run_pingpong "$path" "$rep"
+		mids_alive "$path" || continue
+		run_connrate "$path" "$rep"
+		mids_alive "$path" || continue
+	done
+done
+meta idle_busy "$idle_list"
+
+# ---------------------------------------------------------------- report
+for p in "${ALL_PATHS[@]}"; do
+	printf '%s\t%s\t%s\n' "$p" "${STATUS[$p]}" "${REASON[$p]}" >>"$RAW/status.tsv"
+done
+cp "$WORK"/*.yaml "$WORK"/*.conf "$WORK"/*.cfg "$RAW/" 2>/dev/null
+log "done; report in bench/out/results.md"
+"$BIN/benchreport" "$RAW" --out "$OUT/results.md"
