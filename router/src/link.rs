@@ -611,13 +611,14 @@ async fn run_link_inner(
         dialer,
         agreed.kind == LinkKind::EdgeDown,
     );
-    let (dr, dw) = tokio::io::split(data.0);
-    let writer = tokio::spawn(mux::run_writer(conn.clone(), dw, out_rx).in_current_span());
+    let (sock, tls) = mux::into_parts(data.0);
     let reader = tokio::spawn(
-        mux::run_reader(
+        mux::run_data(
             conn.clone(),
-            dr,
+            sock,
+            tls,
             data.1,
+            out_rx,
             router.clone() as Arc<dyn mux::OpenHandler>,
         )
         .in_current_span(),
@@ -649,11 +650,7 @@ async fn run_link_inner(
         link_id: agreed.link_id,
         kind: agreed.kind,
         edge: None,
-        tasks: vec![
-            writer.abort_handle(),
-            reader.abort_handle(),
-            ctl_writer.abort_handle(),
-        ],
+        tasks: vec![reader.abort_handle(), ctl_writer.abort_handle()],
     };
     router.add_neighbour(conn.clone());
     status.cost.store(u64::from(agreed.cost), Ordering::Relaxed);
@@ -765,7 +762,7 @@ async fn run_link_inner(
     };
     let reason = tokio::select! {
         r = control_loop => r,
-        r = reader => r.unwrap_or_else(|e| format!("data reader failed: {e}")),
+        r = reader => r.unwrap_or_else(|e| format!("data connection failed: {e}")),
     };
     debug!(%reason, "Link closing");
     guard.conn.close(&reason);

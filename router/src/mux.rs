@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, warn};
 use van_proto::wire::{self, ResetCode};
@@ -419,116 +419,215 @@ impl DataConn {
     }
 }
 
-/// Reads frames until the peer closes or misbehaves, then closes the connection.
-pub(crate) async fn run_reader<R: AsyncRead + Unpin>(
+/// Largest single read from the socket. Reading many TLS records per system call, rather
+/// than the 4 KiB rustls reads by itself, is most of what makes a link fast.
+const READ_BUF: usize = 256 * 1024;
+/// Reads per wake-up before giving the writer a turn.
+const READS_PER_TURN: usize = 4;
+/// A batch of outgoing frames is encrypted in one go up to these limits.
+const BATCH_BYTES: usize = 512 * 1024;
+const BATCH_FRAMES: usize = 64;
+
+/// Splits an established tokio-rustls stream into its socket and TLS state, so one task can
+/// drive both directions without a lock and with large reads and writes.
+pub(crate) fn into_parts(s: tokio_rustls::TlsStream<TcpStream>) -> (TcpStream, rustls::Connection) {
+    match s {
+        tokio_rustls::TlsStream::Client(c) => {
+            let (io, conn) = c.into_inner();
+            (io, rustls::Connection::Client(conn))
+        }
+        tokio_rustls::TlsStream::Server(c) => {
+            let (io, conn) = c.into_inner();
+            (io, rustls::Connection::Server(conn))
+        }
+    }
+}
+
+/// Non-blocking writes to the socket, for `rustls::Connection::write_tls`.
+struct SockWriter<'a>(&'a TcpStream);
+
+impl std::io::Write for SockWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.try_write(buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+        self.0.try_write_vectored(bufs)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs a data connection until it closes: decrypts and dispatches incoming frames, encrypts
+/// and sends queued ones. Returns why it ended; the connection is closed by then.
+pub(crate) async fn run_data(
     conn: Arc<DataConn>,
-    mut rd: R,
-    mut buf: BytesMut,
+    sock: TcpStream,
+    mut tls: rustls::Connection,
+    mut plain: BytesMut,
+    mut rx: mpsc::UnboundedReceiver<Out>,
     opens: Arc<dyn OpenHandler>,
 ) -> String {
+    // We bound what is queued ourselves (flow windows and write batches).
+    tls.set_buffer_limit(None);
+    let mut rbuf = vec![0u8; READ_BUF];
+    let mut batch: Vec<Frame> = Vec::with_capacity(BATCH_FRAMES);
     let reason = loop {
-        // `buf` may already hold frames that arrived with the handshake.
-        let mut err = None;
-        loop {
-            match decode(&mut buf) {
-                Ok(Some(f)) => {
-                    if let Err(e) = conn.handle(f, opens.as_ref()) {
-                        err = Some(e);
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    err = Some(e);
-                    break;
-                }
-            }
-        }
-        if let Some(e) = err {
+        // Frames that arrived with the handshake, or are left from the last read.
+        if let Err(e) = dispatch(&conn, &mut plain, opens.as_ref()) {
             warn!(peer = %conn.peer, error = %e, "Peer sent an invalid frame; closing data connection");
             break format!("protocol error: {e}");
         }
-        if buf.capacity() - buf.len() < 64 * 1024 {
-            buf.reserve(256 * 1024);
-        }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) => break "peer closed the connection".to_string(),
-            Ok(n) => {
-                conn.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        let blocked = tls.wants_write();
+        tokio::select! {
+            r = sock.readable() => {
+                if let Err(e) = r {
+                    break format!("read failed: {e}");
+                }
+                match read_ready(&conn, &sock, &mut tls, &mut rbuf, &mut plain) {
+                    Ok(true) => {}
+                    Ok(false) => break "peer closed the connection".to_string(),
+                    Err(reason) => break reason,
+                }
             }
-            Err(e) => break format!("read failed: {e}"),
+            r = sock.writable(), if blocked => {
+                if let Err(e) = r.and_then(|()| flush(&conn, &sock, &mut tls)) {
+                    break format!("write failed: {e}");
+                }
+            }
+            out = rx.recv(), if !blocked => {
+                let mut closing = out.is_none();
+                let mut next = out;
+                let mut bytes = 0;
+                while let Some(o) = next.take() {
+                    match o {
+                        Out::Frame(f) => {
+                            bytes += HEADER_LEN
+                                + match &f {
+                                    Frame::Data { data, .. } => data.len(),
+                                    _ => 32,
+                                };
+                            batch.push(f);
+                        }
+                        Out::Close => {
+                            closing = true;
+                            break;
+                        }
+                    }
+                    if batch.len() < BATCH_FRAMES && bytes < BATCH_BYTES {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if let Err(e) = encrypt(&mut tls, &mut batch).and_then(|()| flush(&conn, &sock, &mut tls)) {
+                    break format!("write failed: {e}");
+                }
+                if closing {
+                    tls.send_close_notify();
+                    let _ = flush(&conn, &sock, &mut tls);
+                    break "closed".to_string();
+                }
+            }
         }
     };
     conn.close(&reason);
     reason
 }
 
-/// Writes queued frames in batches with vectored writes, so DATA payloads are not copied
-/// before TLS encrypts them.
-pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(
-    conn: Arc<DataConn>,
-    mut wr: W,
-    mut rx: mpsc::UnboundedReceiver<Out>,
-) {
-    const BATCH_BYTES: usize = 512 * 1024;
-    const BATCH_FRAMES: usize = 64;
-    let mut headers: Vec<[u8; HEADER_LEN]> = Vec::with_capacity(BATCH_FRAMES);
-    let mut payloads: Vec<Bytes> = Vec::with_capacity(BATCH_FRAMES);
-    'outer: while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        let mut bytes = 0;
-        let mut closing = false;
-        while let Some(out) = next.take() {
-            match out {
-                Out::Frame(f) => {
-                    let (h, p) = f.encode();
-                    bytes += HEADER_LEN + p.len();
-                    headers.push(h);
-                    payloads.push(p);
-                }
-                Out::Close => {
-                    closing = true;
-                    break;
+/// Decodes and handles every complete frame in `plain`.
+fn dispatch(
+    conn: &Arc<DataConn>,
+    plain: &mut BytesMut,
+    opens: &dyn OpenHandler,
+) -> Result<(), WireError> {
+    while let Some(f) = decode(plain)? {
+        conn.handle(f, opens)?;
+    }
+    Ok(())
+}
+
+/// Reads what the socket has (a few large reads), decrypts it into `plain`.
+/// Returns `Ok(false)` when the peer closed.
+fn read_ready(
+    conn: &DataConn,
+    sock: &TcpStream,
+    tls: &mut rustls::Connection,
+    rbuf: &mut [u8],
+    plain: &mut BytesMut,
+) -> Result<bool, String> {
+    use std::io::BufRead;
+    for _ in 0..READS_PER_TURN {
+        let n = match sock.try_read(rbuf) {
+            Ok(0) => return Ok(false),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) => return Err(format!("read failed: {e}")),
+        };
+        conn.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+        let mut input = &rbuf[..n];
+        while !input.is_empty() {
+            tls.read_tls(&mut input)
+                .map_err(|e| format!("TLS read failed: {e}"))?;
+            let state = tls
+                .process_new_packets()
+                .map_err(|e| format!("TLS error: {e}"))?;
+            // Move the plaintext out; rustls holds only a little before it refuses more.
+            let mut reader = tls.reader();
+            loop {
+                match reader.fill_buf() {
+                    Ok([]) => break,
+                    Ok(chunk) => {
+                        let k = chunk.len();
+                        plain.extend_from_slice(chunk);
+                        reader.consume(k);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(format!("TLS read failed: {e}")),
                 }
             }
-            if headers.len() < BATCH_FRAMES && bytes < BATCH_BYTES {
-                next = rx.try_recv().ok();
+            if state.peer_has_closed() {
+                return Ok(false);
             }
         }
-        if !headers.is_empty() {
-            let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(headers.len() * 2);
-            for (h, p) in headers.iter().zip(&payloads) {
-                slices.push(IoSlice::new(h));
-                if !p.is_empty() {
-                    slices.push(IoSlice::new(p));
-                }
-            }
-            let mut rest: &mut [IoSlice<'_>] = &mut slices;
-            while !rest.is_empty() {
-                match wr.write_vectored(rest).await {
-                    Ok(0) => {
-                        conn.close("write returned zero");
-                        break 'outer;
-                    }
-                    Ok(n) => IoSlice::advance_slices(&mut rest, n),
-                    Err(e) => {
-                        conn.close(&format!("write failed: {e}"));
-                        break 'outer;
-                    }
-                }
-            }
-            drop(slices);
-            if let Err(e) = wr.flush().await {
-                conn.close(&format!("flush failed: {e}"));
-                break;
-            }
-            conn.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
-            headers.clear();
-            payloads.clear();
-        }
-        if closing {
-            break;
+        if n < rbuf.len() {
+            return Ok(true);
         }
     }
-    let _ = wr.shutdown().await;
+    Ok(true)
+}
+
+/// Encrypts a batch of frames in one vectored write, so small frames share TLS records and
+/// DATA payloads are copied once, by the cipher.
+fn encrypt(tls: &mut rustls::Connection, batch: &mut Vec<Frame>) -> std::io::Result<()> {
+    use std::io::Write;
+    let parts: Vec<([u8; HEADER_LEN], Bytes)> = batch.drain(..).map(|f| f.encode()).collect();
+    let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() * 2);
+    for (h, p) in &parts {
+        slices.push(IoSlice::new(h));
+        if !p.is_empty() {
+            slices.push(IoSlice::new(p));
+        }
+    }
+    let mut rest: &mut [IoSlice<'_>] = &mut slices;
+    while !rest.is_empty() {
+        let n = tls.writer().write_vectored(rest)?;
+        if n == 0 {
+            return Err(std::io::Error::other("TLS writer accepted nothing"));
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
+}
+
+/// Writes pending TLS records until done or the socket is full.
+fn flush(conn: &DataConn, sock: &TcpStream, tls: &mut rustls::Connection) -> std::io::Result<()> {
+    while tls.wants_write() {
+        match tls.write_tls(&mut SockWriter(sock)) {
+            Ok(n) => {
+                conn.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
