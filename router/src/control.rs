@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -12,6 +13,12 @@ use van_proto::wire;
 use crate::config::Timers;
 use crate::routing::{Lsdb, RoutingTable};
 use crate::wire::Frame;
+
+/// After this long without a recomputation, the next change is acted on at once.
+const SPF_QUIET: Duration = Duration::from_secs(1);
+/// Bounds of the hold time between recomputations during a burst of changes.
+const SPF_HOLD_MIN: Duration = Duration::from_millis(5);
+const SPF_HOLD_MAX: Duration = Duration::from_millis(400);
 
 /// Frames for, or a request to close, one control connection.
 #[derive(Debug)]
@@ -93,21 +100,39 @@ impl Engine {
     pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<ControlEvent>) {
         let mut tick = tokio::time::interval(self.timers.hello_interval());
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Shortest paths are recomputed at once after a quiet period, then at most every
+        // `hold`, which doubles while changes keep coming (SPF throttling): one change is
+        // acted on immediately, and a flood of them (a large network starting) costs a
+        // bounded number of recomputations.
+        let mut pending = false;
+        let mut hold = Duration::ZERO;
+        let mut last = Instant::now()
+            .checked_sub(SPF_QUIET)
+            .unwrap_or_else(Instant::now);
         loop {
-            let mut dirty = false;
+            let next = last + hold;
             tokio::select! {
                 ev = rx.recv() => {
                     let Some(ev) = ev else { return };
-                    dirty |= self.handle(ev);
-                    // Take everything already queued before recomputing once.
+                    pending |= self.handle(ev);
+                    // Take everything already queued before deciding.
                     while let Ok(ev) = rx.try_recv() {
-                        dirty |= self.handle(ev);
+                        pending |= self.handle(ev);
                     }
                 }
-                _ = tick.tick() => dirty |= self.on_tick(),
+                _ = tick.tick() => pending |= self.on_tick(),
+                _ = tokio::time::sleep_until(next), if pending => {}
             }
-            if dirty {
+            let now = Instant::now();
+            if pending && now >= last + hold {
+                hold = if now.duration_since(last) < SPF_QUIET {
+                    (hold * 2).clamp(SPF_HOLD_MIN, SPF_HOLD_MAX)
+                } else {
+                    Duration::ZERO
+                };
                 self.recompute();
+                last = now;
+                pending = false;
             }
         }
     }

@@ -101,7 +101,9 @@ async fn reselects_the_lowest_cost_path_as_links_are_cut() {
         .unwrap();
     a.wait_reachable("svc").await;
 
+    // Every router on the path must have converged, not only A.
     a.wait_route_cost("B", "D", Some(3)).await;
+    d.wait_route_cost("B", "C", Some(2)).await;
     assert_eq!(path_of_new_flow(&a, &b).await, ["A", "D", "C", "B"]);
 
     d.router()
@@ -113,6 +115,7 @@ async fn reselects_the_lowest_cost_path_as_links_are_cut() {
         .await
         .unwrap();
     a.wait_route_cost("B", "D", Some(21)).await;
+    d.wait_route_cost("B", "B", Some(20)).await;
     assert_eq!(path_of_new_flow(&a, &b).await, ["A", "D", "B"]);
 
     d.router()
@@ -124,6 +127,7 @@ async fn reselects_the_lowest_cost_path_as_links_are_cut() {
         .await
         .unwrap();
     a.wait_route_cost("B", "C", Some(51)).await;
+    c.wait_route_cost("B", "B", Some(1)).await;
     assert_eq!(path_of_new_flow(&a, &b).await, ["A", "C", "B"]);
 
     a.router()
