@@ -627,18 +627,32 @@ async fn run_link_inner(
     let (mut cr, mut cw) = tokio::io::split(control.0);
     let ctl_writer = tokio::spawn(
         async move {
-            while let Some(out) = ctl_rx.recv().await {
-                match out {
-                    ControlOut::Frame(f) => {
-                        if write_frame(&mut cw, &f).await.is_err() {
-                            return;
+            // Whatever is queued goes out in one write: a flood of link-state
+            // advertisements costs a few system calls, not one per frame.
+            let mut buf = BytesMut::new();
+            while let Some(first) = ctl_rx.recv().await {
+                let mut next = Some(first);
+                let mut closing = None;
+                while let Some(out) = next.take() {
+                    match out {
+                        ControlOut::Frame(f) => f.encode_to(&mut buf),
+                        ControlOut::Close(reason) => {
+                            Frame::GoAway(wire::GoAway { reason }).encode_to(&mut buf);
+                            closing = Some(());
+                            break;
                         }
                     }
-                    ControlOut::Close(reason) => {
-                        let _ = write_frame(&mut cw, &Frame::GoAway(wire::GoAway { reason })).await;
-                        let _ = cw.shutdown().await;
-                        return;
+                    if buf.len() < 1 << 20 {
+                        next = ctl_rx.try_recv().ok();
                     }
+                }
+                if cw.write_all(&buf).await.is_err() || cw.flush().await.is_err() {
+                    return;
+                }
+                buf.clear();
+                if closing.is_some() {
+                    let _ = cw.shutdown().await;
+                    return;
                 }
             }
         }

@@ -13,7 +13,6 @@ use rustls::pki_types::ServerName;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use van_router::config::{EntityOp, TcpConnector, TcpListener};
 use van_router::tls::TlsMaterial;
 use van_router::wire::Frame;
 
@@ -167,32 +166,8 @@ async fn garbage_and_truncated_frames_after_a_good_handshake_do_not_hurt_the_rou
     let pki = Pki::new("ca");
     let (a, b) = two_routers(&pki).await;
     let echo = echo_server().await;
-    b.router()
-        .apply_ops(
-            vec![EntityOp::PutTcpConnector(TcpConnector {
-                name: "svc".into(),
-                host: "127.0.0.1".into(),
-                port: echo.port(),
-                routing_key: "svc".into(),
-            })],
-            false,
-            false,
-        )
-        .await
-        .unwrap();
-    a.router()
-        .apply_ops(
-            vec![EntityOp::PutTcpListener(TcpListener {
-                name: "svc".into(),
-                host: "127.0.0.1".into(),
-                port: 0,
-                routing_key: "svc".into(),
-            })],
-            false,
-            false,
-        )
-        .await
-        .unwrap();
+    b.apply(vec![connector_op("svc", "svc", echo)]).await;
+    a.apply(vec![listener_op("svc", "svc")]).await;
     a.wait_reachable("svc").await;
 
     let attacks: Vec<Vec<u8>> = vec![
@@ -302,40 +277,12 @@ async fn a_live_link_that_breaks_the_protocol_is_cut_and_nothing_else_is() {
             held.push(s);
         }
     });
-    b.router()
-        .apply_ops(
-            vec![
-                EntityOp::PutTcpConnector(TcpConnector {
-                    name: "svc".into(),
-                    host: "127.0.0.1".into(),
-                    port: echo.port(),
-                    routing_key: "svc".into(),
-                }),
-                EntityOp::PutTcpConnector(TcpConnector {
-                    name: "sink".into(),
-                    host: "127.0.0.1".into(),
-                    port: sink_addr.port(),
-                    routing_key: "sink".into(),
-                }),
-            ],
-            false,
-            false,
-        )
-        .await
-        .unwrap();
-    a.router()
-        .apply_ops(
-            vec![EntityOp::PutTcpListener(TcpListener {
-                name: "svc".into(),
-                host: "127.0.0.1".into(),
-                port: 0,
-                routing_key: "svc".into(),
-            })],
-            false,
-            false,
-        )
-        .await
-        .unwrap();
+    b.apply(vec![
+        connector_op("svc", "svc", echo),
+        connector_op("sink", "sink", sink_addr),
+    ])
+    .await;
+    a.apply(vec![listener_op("svc", "svc")]).await;
     a.wait_reachable("svc").await;
 
     // A full link (control + data) from a peer with a valid certificate.
