@@ -104,6 +104,7 @@ async fn reselects_the_lowest_cost_path_as_links_are_cut() {
     // Every router on the path must have converged, not only A.
     a.wait_route_cost("B", "D", Some(3)).await;
     d.wait_route_cost("B", "C", Some(2)).await;
+    c.wait_route_cost("B", "B", Some(1)).await;
     assert_eq!(path_of_new_flow(&a, &b).await, ["A", "D", "C", "B"]);
 
     d.router()
