@@ -512,6 +512,22 @@ impl Errors {
     }
 }
 
+/// Whether `name` is a valid router or entity name (also applied to names peers send).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+/// Whether `key` is a valid routing key (also applied to keys peers advertise).
+pub fn valid_routing_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= MAX_ROUTING_KEY_LEN
+        && !key.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
 fn check_name(errs: &mut Errors, path: &str, name: &str) {
     if name.is_empty() {
         errs.push(path, "must not be empty");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use van_proto::wire;
 
 use crate::config::Timers;
@@ -58,6 +58,37 @@ struct Neighbour {
     heard: bool,
     /// The peer's hello lists us: the link works both ways.
     two_way: bool,
+}
+
+/// Most neighbours or addresses one advertisement may list.
+const MAX_LS_ENTRIES: usize = 100_000;
+
+/// Rejects advertisements with names a router could not have been configured with.
+fn check_ls(ls: &wire::LinkState) -> Result<(), String> {
+    use crate::config::{valid_name, valid_routing_key};
+    if !valid_name(&ls.origin) {
+        return Err("invalid origin".into());
+    }
+    if ls.neighbors.len() > MAX_LS_ENTRIES || ls.addresses.len() > MAX_LS_ENTRIES {
+        return Err(format!("too many entries from {}", ls.origin));
+    }
+    if let Some(n) = ls.neighbors.iter().find(|n| !valid_name(&n.router_id)) {
+        return Err(format!(
+            "{} lists an invalid neighbour {:?}",
+            ls.origin, n.router_id
+        ));
+    }
+    if let Some(a) = ls
+        .addresses
+        .iter()
+        .find(|a| !valid_routing_key(&a.routing_key))
+    {
+        return Err(format!(
+            "{} lists an invalid routing key {:?}",
+            ls.origin, a.routing_key
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) struct Engine {
@@ -201,6 +232,11 @@ impl Engine {
                 changed
             }
             ControlEvent::LinkState { link_id, ls } => {
+                if let Err(why) = check_ls(&ls) {
+                    // Dropped, not flooded: one bad advertisement must not spread.
+                    warn!(link_id, %why, "Ignoring an invalid link-state advertisement");
+                    return false;
+                }
                 if ls.origin == self.self_id {
                     if ls.instance == self.instance && ls.seq > self.seq {
                         // Someone holds a newer copy of our own state: jump past it.
@@ -328,5 +364,91 @@ impl Engine {
                 true
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ls(origin: &str, neighbour: &str, key: &str) -> wire::LinkState {
+        wire::LinkState {
+            origin: origin.into(),
+            instance: 1,
+            seq: 1,
+            neighbors: vec![wire::Neighbor {
+                router_id: neighbour.into(),
+                cost: 1,
+            }],
+            addresses: vec![wire::AddressEntry {
+                routing_key: key.into(),
+                connectors: 1,
+            }],
+            topics: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn advertisements_with_impossible_names_are_rejected() {
+        assert!(check_ls(&ls("a", "b", "svc")).is_ok());
+        assert!(check_ls(&ls("", "b", "svc")).is_err());
+        assert!(check_ls(&ls("a b", "b", "svc")).is_err());
+        assert!(check_ls(&ls(&"x".repeat(64), "b", "svc")).is_err());
+        assert!(check_ls(&ls("a", "", "svc")).is_err());
+        assert!(check_ls(&ls("a", "b", "")).is_err());
+        assert!(check_ls(&ls("a", "b", "with space")).is_err());
+        assert!(check_ls(&ls("a", "b", &"k".repeat(256))).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_change_is_acted_on_at_once_and_a_silent_neighbour_is_dropped() {
+        let (table_tx, mut table) = watch::channel(Arc::new(RoutingTable::default()));
+        let timers = Timers::default();
+        let engine = Engine::new("a".into(), 1, timers.clone(), table_tx);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(engine.run(rx));
+        let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
+        tx.send(ControlEvent::LinkUp {
+            link_id: 7,
+            peer: "b".into(),
+            cost: 1,
+            tx: ctl_tx,
+        })
+        .unwrap();
+        // b's hello lists us: the link is two-way; b's advertisement lists us back.
+        tx.send(ControlEvent::Hello {
+            link_id: 7,
+            hello: wire::Hello {
+                router_id: "b".into(),
+                instance: 1,
+                seen: vec!["a".into()],
+            },
+        })
+        .unwrap();
+        tx.send(ControlEvent::LinkState {
+            link_id: 7,
+            ls: ls("b", "a", "svc"),
+        })
+        .unwrap();
+        table.wait_for(|t| t.reachable("svc")).await.unwrap();
+        assert_eq!(table.borrow().next_hop("b"), Some("b"));
+        // We told b our state, and said hello.
+        let mut got_hello = false;
+        while let Ok(out) = ctl_rx.try_recv() {
+            got_hello |= matches!(out, ControlOut::Frame(Frame::Hello(_)));
+        }
+        assert!(got_hello);
+        // b goes silent: after the max age the link is closed and b's key withdrawn.
+        let before = Instant::now();
+        table.wait_for(|t| !t.reachable("svc")).await.unwrap();
+        let silent = before.elapsed();
+        assert!(silent >= timers.hello_max_age(), "{silent:?}");
+        assert!(
+            silent <= timers.hello_max_age() + 2 * timers.hello_interval(),
+            "{silent:?}"
+        );
+        let closed = std::iter::from_fn(|| ctl_rx.try_recv().ok())
+            .any(|o| matches!(o, ControlOut::Close(_)));
+        assert!(closed, "the silent link is closed");
     }
 }

@@ -68,9 +68,8 @@ impl EdgePeer {
 fn keys_of(set: wire::AddressSet) -> BTreeMap<String, u32> {
     set.addresses
         .into_iter()
-        .filter(|a| {
-            !a.routing_key.is_empty() && a.routing_key.len() <= crate::config::MAX_ROUTING_KEY_LEN
-        })
+        // Keys a router could not have been configured with are dropped.
+        .filter(|a| crate::config::valid_routing_key(&a.routing_key))
         .map(|a| (a.routing_key, a.connectors.max(1)))
         .collect()
 }

@@ -167,8 +167,11 @@ fn check_handshake(router: &Router, h: &wire::Handshake, want: &[Role]) -> Resul
             h.version
         ));
     }
-    if h.router_id.is_empty() {
-        return Err("handshake names no router".into());
+    if !config::valid_name(&h.router_id) {
+        return Err(format!(
+            "invalid router id {:?}",
+            h.router_id.chars().take(80).collect::<String>()
+        ));
     }
     if h.router_id == router.id {
         return Err(format!(
