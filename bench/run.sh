@@ -21,6 +21,9 @@
 #   BENCH_IDLE_BUSY=10    CPU busy percentage (both cores) that counts as idle
 #   BENCH_BUILD=1         0 skips `cargo build --release -p van-router -p van-bench`
 #   BENCH_VAN_BIN=...     router binary to use instead of target/release/van-router
+#   BENCH_SLOW_GB=10      van path only: GB (10^9 bytes, fractions allowed) pushed through the routers
+#                         into a reader capped at BENCH_SLOW_MBPS, watching the routers' RSS; 0 skips it
+#   BENCH_SLOW_MBPS=400   the slow reader's cap, MB/s (10^6 bytes/s)
 #
 # Progress goes to stderr (and bench/out/run.log); the Markdown report goes to stdout and
 # bench/out/results.md; raw figures, iperf3 JSON and latency samples to bench/out/raw/.
@@ -44,12 +47,17 @@ IDLE_WAIT=${BENCH_IDLE_WAIT:-30}
 IDLE_BUSY=${BENCH_IDLE_BUSY:-10}
 BUILD=${BENCH_BUILD:-1}
 VAN_BIN=${BENCH_VAN_BIN:-$BIN/van-router}
+SLOW_GB=${BENCH_SLOW_GB:-10}
+SLOW_MBPS=${BENCH_SLOW_MBPS:-400}
 ALL_PATHS=(direct van stunnel haproxy2)
 
 mkdir -p "$OUT"
 rm -rf "$RAW" "$WORK"
 mkdir -p "$RAW" "$WORK"
 : >"$OUT/run.log"
+
+# A non-negative decimal number (BENCH_SLOW_GB, BENCH_SLOW_MBPS).
+is_number() { [[ $1 =~ ^[0-9]+(\.[0-9]*)?$|^\.[0-9]+$ ]]; }
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" | tee -a "$OUT/run.log" >&2; }
 die() {
@@ -307,6 +315,10 @@ make_certs() {
 		openssl verify -CAfile "$d/ca.pem" "$d/$n.pem" >/dev/null || return 1
 	done
 }
+is_number "$SLOW_GB" || die "BENCH_SLOW_GB must be a number of GB (e.g. 10 or 0.5)"
+is_number "$SLOW_MBPS" && awk "BEGIN { exit !($SLOW_MBPS > 0) }" || die "BENCH_SLOW_MBPS must be a positive number"
+SLOW_BYTES=$(awk "BEGIN { printf \"%.0f\", $SLOW_GB * 1e9 }")
+
 case $KEY_TYPE in rsa) KEY_DESC="RSA-2048" ;; ec) KEY_DESC="ECDSA P-256" ;; *) die "BENCH_KEY must be rsa or ec" ;; esac
 log "generating a CA and $KEY_DESC certificates"
 make_certs >"$WORK/certs.log" 2>&1 || die "openssl failed (see bench/out/work/certs.log)"
@@ -327,6 +339,8 @@ meta rtt_count "$RTT_COUNT"
 meta conn_count "$CONN_COUNT"
 meta flows "$FLOWS"
 meta key_type "$KEY_DESC"
+meta slow_bytes "$SLOW_BYTES"
+meta slow_mbps "$SLOW_MBPS"
 tools="$(iperf3 --version 2>&1 | head -1 | awk '{ print $1, $2 }')"
 [ -n "$STUNNEL" ] && tools+=", $("$STUNNEL" -version 2>&1 | grep -m1 '^stunnel' | awk '{ print $1, $2 }')"
 [ -n "$HAPROXY" ] && tools+=", $("$HAPROXY" -v 2>&1 | head -1 | awk '{ print $1, $3 }')"
@@ -340,6 +354,14 @@ start_bg echo-server "$BIN/echo-server" "127.0.0.1:$ECHO_PORT"
 wait_listen "$ECHO_PORT" 5 || die "echo-server did not start (see bench/out/work/echo-server.log)"
 PORT_IPERF[direct]=$IPERF_PORT
 PORT_ECHO[direct]=$ECHO_PORT
+# The slow reader (van path only): router B's third connector points to it.
+SLOW_PORT=
+SLOW_LISTEN=
+if ok van && ((SLOW_BYTES > 0)); then
+	free_port SLOW_PORT
+	start_bg slowsink "$BIN/slowsink" "127.0.0.1:$SLOW_PORT" --rate-mbps "$SLOW_MBPS"
+	wait_listen "$SLOW_PORT" 5 || die "slowsink did not start (see bench/out/work/slowsink.log)"
+fi
 
 # ---------------------------------------------------------------- van
 start_van() {
@@ -347,12 +369,19 @@ start_van() {
 		mark_failed van "$VAN_BUILD_ERROR"
 		return
 	fi
-	local admin_a admin_b link l_iperf l_echo c out
+	local admin_a admin_b link l_iperf l_echo l_slow c out
 	free_port admin_a
 	free_port admin_b
 	free_port link
 	free_port l_iperf
 	free_port l_echo
+	# The third service, to the slow reader (only when that transfer is measured).
+	local slow_a= slow_b=
+	if [ -n "$SLOW_PORT" ]; then
+		free_port l_slow
+		slow_a="  - {name: slow, host: 127.0.0.1, port: $l_slow, routing_key: bench-slow}"
+		slow_b="  - {name: slow, host: 127.0.0.1, port: $SLOW_PORT, routing_key: bench-slow}"
+	fi
 	cat >"$WORK/van-a.yaml" <<-EOF
 		router: {id: bench-a, mode: interior}
 		admin: {listen: "127.0.0.1:$admin_a"}
@@ -364,6 +393,7 @@ start_van() {
 		tcp_listeners:
 		  - {name: iperf, host: 127.0.0.1, port: $l_iperf, routing_key: bench-iperf}
 		  - {name: echo, host: 127.0.0.1, port: $l_echo, routing_key: bench-echo}
+		$slow_a
 	EOF
 	cat >"$WORK/van-b.yaml" <<-EOF
 		router: {id: bench-b, mode: interior}
@@ -376,6 +406,7 @@ start_van() {
 		tcp_connectors:
 		  - {name: iperf, host: 127.0.0.1, port: $IPERF_PORT, routing_key: bench-iperf}
 		  - {name: echo, host: 127.0.0.1, port: $ECHO_PORT, routing_key: bench-echo}
+		$slow_b
 	EOF
 	for c in a b; do
 		if ! out=$("$VAN_BIN" --config "$WORK/van-$c.yaml" --check 2>&1); then
@@ -395,6 +426,7 @@ start_van() {
 	log "van: ready ($out)"
 	PORT_IPERF[van]=$l_iperf
 	PORT_ECHO[van]=$l_echo
+	SLOW_LISTEN=${l_slow:-}
 	MIDS[van]="$VAN_A $VAN_B"
 }
 
@@ -686,6 +718,62 @@ for rep in $(seq "$REPS"); do
 	done
 done
 meta idle_busy "$idle_list"
+
+# ---------------------------------------------------------------- slow reader (van path)
+# SLOW_BYTES through router A's listener into a reader capped at SLOW_MBPS, sampling both
+# routers' VmRSS every 100 ms; idle RSS right before (after every other test).
+measure_slow_reader() {
+	local a b line rc limit
+	read -r a b <<<"${MIDS[van]}"
+	wait_idle
+	log "van: slow reader: $(fcalc "$SLOW_BYTES / 1e9") GB into a reader capped at $SLOW_MBPS MB/s (background CPU busy $IDLE_RESULT)"
+	sleep 1
+	emit 0 van slow_rss_idle_a_kib "$(rss_kib "$a")"
+	emit 0 van slow_rss_idle_b_kib "$(rss_kib "$b")"
+	# Twice the time at the cap, plus a minute.
+	limit=$(awk "BEGIN { printf \"%d\", 2 * $SLOW_BYTES / ($SLOW_MBPS * 1e6) + 60 }")
+	line=$(timeout "$limit" "$BIN/slowsend" "127.0.0.1:$SLOW_LISTEN" --bytes "$SLOW_BYTES" \
+		--watch-pids "$a,$b" --sample-ms 100 --samples "$RAW/slow-rss.tsv" 2>"$WORK/slowsend.err")
+	rc=$?
+	echo "$line" >>"$RAW/slowsend.txt"
+	log "van: slow reader: $line"
+	if [ -z "$line" ]; then
+		[ "$rc" = 124 ] && rc+=", timed out after $limit s"
+		note van "slow reader: slowsend failed (exit $rc): $(tail -c 300 "$WORK/slowsend.err")"
+		return 1
+	fi
+	[ "$rc" = 0 ] || note van "slow reader: transfer incomplete or altered (exit $rc): $line $(tail -c 300 "$WORK/slowsend.err")"
+	emit 0 van slow_sent_bytes "$(kv sent "$line")"
+	emit 0 van slow_received_bytes "$(kv received "$line")"
+	emit 0 van slow_count_ok "$([ "$(kv count_ok "$line")" = yes ] && echo 1 || echo 0)"
+	emit 0 van slow_content_ok "$([ "$(kv content "$line")" = ok ] && echo 1 || echo 0)"
+	emit 0 van slow_send_secs "$(kv send_secs "$line")"
+	emit 0 van slow_secs "$(kv secs "$line")"
+	emit 0 van slow_mb_per_s "$(kv mb_per_s "$line")"
+	emit 0 van slow_read_wait_pct "$(kv read_wait_pct "$line")"
+	emit 0 van slow_samples "$(kv samples "$line")"
+	emit 0 van slow_rss_peak_a_kib "$(kv rss_peak_kib "$line" | cut -d, -f1)"
+	emit 0 van slow_rss_peak_b_kib "$(kv rss_peak_kib "$line" | cut -d, -f2)"
+	emit 0 van slow_hwm_a_kib "$(kv hwm_kib "$line" | cut -d, -f1)"
+	emit 0 van slow_hwm_b_kib "$(kv hwm_kib "$line" | cut -d, -f2)"
+	sleep 3
+	emit 0 van slow_rss_after_a_kib "$(rss_kib "$a")"
+	emit 0 van slow_rss_after_b_kib "$(rss_kib "$b")"
+}
+if ok van && ((SLOW_BYTES > 0)); then
+	if [ -z "$SLOW_LISTEN" ] || ! mids_alive van; then
+		note van "slow reader: not measured (the routers are not running)"
+	else
+		measure_slow_reader
+		for pid in ${MIDS[van]}; do
+			if ! kill -0 "$pid" 2>/dev/null; then
+				note van "slow reader: a router exited during the transfer (see bench/out/work/van-{a,b}.log)"
+				emit 0 van slow_router_exited 1
+				break
+			fi
+		done
+	fi
+fi
 
 # ---------------------------------------------------------------- report
 for p in "${ALL_PATHS[@]}"; do

@@ -1,4 +1,5 @@
-//! Shared helpers for the benchmark binaries: argument parsing and percentiles.
+//! Shared helpers for the benchmark binaries: argument parsing, percentiles, the byte
+//! pattern of the slow-reader transfer and `/proc` memory figures.
 //!
 //! The timing clients use blocking `std::net` sockets: one thread, no runtime, so the
 //! measured time is the network path and the relays, not a scheduler.
@@ -143,9 +144,64 @@ pub fn write_raw(path: &str, samples_ns: &[u64]) {
     }
 }
 
+/// Word `k` of the slow-reader transfer pattern (sent little-endian): every 8-byte word
+/// differs from its neighbours, so a lost, repeated, reordered or altered byte shows.
+pub fn pattern_word(k: u64) -> u64 {
+    (k ^ 0x5bd1_e995).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// Fills `buf` with the pattern from byte offset `off` (a multiple of 8) on.
+pub fn fill_pattern(buf: &mut [u8], off: u64) {
+    debug_assert!(off.is_multiple_of(8));
+    let first = off / 8;
+    for (i, c) in buf.chunks_mut(8).enumerate() {
+        let w = pattern_word(first + i as u64).to_le_bytes();
+        c.copy_from_slice(&w[..c.len()]);
+    }
+}
+
+/// The index in `buf` of the first byte that differs from the pattern at byte offset `off`
+/// (a multiple of 8), if any.
+pub fn pattern_mismatch(buf: &[u8], off: u64) -> Option<usize> {
+    debug_assert!(off.is_multiple_of(8));
+    let first = off / 8;
+    for (i, c) in buf.chunks(8).enumerate() {
+        let w = pattern_word(first + i as u64).to_le_bytes();
+        if c != &w[..c.len()] {
+            let j = c.iter().zip(w).position(|(a, b)| *a != b).unwrap_or(0);
+            return Some(i * 8 + j);
+        }
+    }
+    None
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in KiB.
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use super::{fill_pattern, pattern_mismatch, percentile};
+
+    #[test]
+    fn pattern_round_trip() {
+        let mut a = vec![0u8; 1_003];
+        fill_pattern(&mut a, 4_096);
+        assert_eq!(pattern_mismatch(&a, 4_096), None);
+        // The same bytes at another offset do not match.
+        assert_eq!(pattern_mismatch(&a, 4_104), Some(0));
+        // A piece filled on its own matches the whole at its offset.
+        let mut b = vec![0u8; 203];
+        fill_pattern(&mut b, 4_096 + 800);
+        assert_eq!(&a[800..], &b[..]);
+        a[1_001] ^= 1;
+        assert_eq!(pattern_mismatch(&a, 4_096), Some(1_001));
+    }
 
     #[test]
     fn nearest_rank() {

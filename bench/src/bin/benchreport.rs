@@ -5,7 +5,9 @@
 //! reason`), `notes.tsv` (`path note`) and `meta.tsv` (`key value`). Each figure is the
 //! median over the repetitions; throughput also shows min–max. The ratio columns divide
 //! each path's figure by each baseline's figure measured in the same run, and by the
-//! skupper-tls reference figures of `shared/reference/baselines.md` (another run).
+//! skupper-tls reference figures of `shared/reference/baselines.md` (another run). The
+//! slow-reader section checks the routers' peak RSS during one large transfer into a
+//! rate-capped reader against the target of at most twice their idle RSS.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,6 +16,9 @@ const USAGE: &str = "RAW_DIR [--out FILE]";
 
 const PATHS: [&str; 4] = ["direct", "van", "stunnel", "haproxy2"];
 const BASELINES: [&str; 3] = ["direct", "stunnel", "haproxy2"];
+
+/// Target of the slow-reader transfer: peak RSS at most this times the idle RSS before it.
+const SLOW_MAX_GROWTH: f64 = 2.0;
 
 struct Metric {
     key: &'static str,
@@ -230,12 +235,17 @@ fn render(d: &Data) -> String {
     let _ = writeln!(
         o,
         "- Settings: {reps} repetition(s), median shown (min–max for throughput); iperf3 -t {}; \
-         ping-pong {} round trips of 64 B; {} new connections; {} idle flows; certificates {}",
+         ping-pong {} round trips of 64 B; {} new connections; {} idle flows; certificates {}; \
+         slow reader {} GB at most {} MB/s",
         d.meta("seconds"),
         d.meta("rtt_count"),
         d.meta("conn_count"),
         d.meta("flows"),
-        d.meta("key_type")
+        d.meta("key_type"),
+        d.meta("slow_bytes")
+            .parse::<f64>()
+            .map_or("?".into(), |b| format!("{:.2}", b / 1e9)),
+        d.meta("slow_mbps")
     );
     let _ = writeln!(o, "- Tools: {}", d.meta("tools"));
     let _ = writeln!(
@@ -384,6 +394,8 @@ fn render(d: &Data) -> String {
         }
     }
 
+    slow_reader_section(&mut o, d);
+
     // Relay CPU in cores, for reading the CPU figure.
     let mut cores = String::new();
     for p in ["van", "stunnel", "haproxy2"] {
@@ -416,9 +428,159 @@ fn render(d: &Data) -> String {
     }
     let _ = writeln!(
         o,
-        "Raw results: bench/out/raw/ (results.tsv, iperf3 JSON, latency samples in ns)."
+        "Raw results: bench/out/raw/ (results.tsv, iperf3 JSON, latency samples in ns, \
+         slow-rss.tsv: the RSS samples of the slow-reader transfer)."
     );
     o
+}
+
+/// The routers' memory during one large transfer into a slow reader, and the verdict.
+fn slow_reader_section(o: &mut String, d: &Data) {
+    let _ = writeln!(o, "## Router memory under a slow reader (van path)\n");
+    let bytes: f64 = d.meta("slow_bytes").parse().unwrap_or(0.0);
+    let cap = d.meta("slow_mbps");
+    if let Some(reason) = d.failed("van") {
+        let _ = writeln!(o, "n/a: the van path was not measured ({reason}).\n");
+        return;
+    }
+    if d.meta("slow_bytes") == "?" {
+        let _ = writeln!(o, "n/a: not part of this run.\n");
+        return;
+    }
+    if bytes <= 0.0 {
+        let _ = writeln!(o, "Not measured (BENCH_SLOW_GB=0).\n");
+        return;
+    }
+    let (Some(sent), Some(idle_a)) = (
+        d.med("van", "slow_sent_bytes"),
+        d.med("van", "slow_rss_idle_a_kib"),
+    ) else {
+        let _ = writeln!(o, "n/a: not measured (see notes).\n");
+        return;
+    };
+    let v = |k: &str| d.med("van", k);
+    let gb = |b: f64| format!("{:.2}", b / 1e9);
+    let received = v("slow_received_bytes");
+    let count_ok = v("slow_count_ok") == Some(1.0);
+    let content_ok = v("slow_content_ok") == Some(1.0);
+    let _ = writeln!(
+        o,
+        "`slowsend` pushes {} GB (10^9 bytes) through router A's listener (routing key \
+         `bench-slow`) and router B's connector to `slowsink`, which reads at most {cap} MB/s \
+         and checks every byte against the pattern sent. VmRSS of both routers \
+         (/proc/PID/status) is sampled every 100 ms during the transfer ({} samples); VmHWM \
+         (peak RSS, reset through /proc/PID/clear_refs just before the transfer) is read \
+         after it. Idle before = VmRSS right before the transfer, after every other van test; \
+         fresh idle = right after the routers started. Target: peak ≤ {SLOW_MAX_GROWTH}× the \
+         idle RSS before the transfer; the peak judged is the higher of the sampled peak and \
+         VmHWM.\n",
+        gb(bytes),
+        v("slow_samples").map_or("n/a".into(), |n| format!("{n:.0}")),
+    );
+    let _ = writeln!(
+        o,
+        "- Transfer: sent {sent:.0} bytes, received {} bytes: count {}, content {}",
+        received.map_or("n/a".into(), |r| format!("{r:.0}")),
+        if count_ok {
+            "matches"
+        } else {
+            "**does not match**"
+        },
+        if content_ok {
+            "matches the pattern"
+        } else {
+            "**differs from the pattern (or unknown)**"
+        },
+    );
+    if let (Some(secs), Some(rate)) = (v("slow_secs"), v("slow_mb_per_s")) {
+        let _ = writeln!(
+            o,
+            "- Reader: {secs:.1} s, {rate:.0} MB/s (cap {cap} MB/s); waiting for data {} of the \
+             time; the sender finished writing after {} s",
+            v("slow_read_wait_pct").map_or("n/a".into(), |w| format!("{w:.0} %")),
+            v("slow_send_secs").map_or("n/a".into(), |s| format!("{s:.1}")),
+        );
+        if let Ok(c) = cap.parse::<f64>()
+            && rate < 0.9 * c
+        {
+            let _ = writeln!(
+                o,
+                "- **The reader got less than 90 % of its cap**: the path, not the reader, was \
+                 the bottleneck at times, so the routers were not under full back-pressure."
+            );
+        }
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "| router | fresh idle MiB | idle before MiB | peak sampled MiB | VmHWM MiB | peak ÷ idle before | peak ÷ fresh idle | after (+3 s) MiB | ≤ {SLOW_MAX_GROWTH}× |"
+    );
+    let _ = writeln!(
+        o,
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    );
+    let mib = |x: Option<f64>| x.map_or("n/a".into(), |x| format!("{:.1}", x / 1024.0));
+    let mut verdicts = Vec::new();
+    for (name, s) in [("A (tcp listener)", "a"), ("B (tcp connector)", "b")] {
+        let fresh = v(&format!("rss_idle_{s}_kib"));
+        let idle = if s == "a" {
+            Some(idle_a)
+        } else {
+            v("slow_rss_idle_b_kib")
+        };
+        let sampled = v(&format!("slow_rss_peak_{s}_kib"));
+        let hwm = v(&format!("slow_hwm_{s}_kib"));
+        let peak = match (sampled, hwm) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let pass = match (peak, idle) {
+            (Some(p), Some(i)) if i > 0.0 => Some(p <= SLOW_MAX_GROWTH * i),
+            _ => None,
+        };
+        verdicts.push(pass);
+        let _ = writeln!(
+            o,
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            mib(fresh),
+            mib(idle),
+            mib(sampled),
+            mib(hwm),
+            ratio(peak, idle),
+            ratio(peak, fresh),
+            mib(v(&format!("slow_rss_after_{s}_kib"))),
+            match pass {
+                Some(true) => "pass",
+                Some(false) => "**FAIL**",
+                None => "n/a",
+            },
+        );
+    }
+    let _ = writeln!(o);
+    let verdict = if v("slow_router_exited").is_some() {
+        "**FAIL**: a router exited during the transfer".to_string()
+    } else if !count_ok || !content_ok {
+        "**FAIL**: the transfer did not arrive complete and unaltered".to_string()
+    } else if verdicts.contains(&Some(false)) {
+        format!("**FAIL**: a router grew beyond {SLOW_MAX_GROWTH}× its idle RSS")
+    } else if verdicts.iter().all(|p| *p == Some(true)) {
+        format!(
+            "**pass**: {} GB arrived complete and both routers stayed within {SLOW_MAX_GROWTH}× \
+             their idle RSS",
+            gb(sent)
+        )
+    } else {
+        "n/a: a figure is missing (see notes)".to_string()
+    };
+    let _ = writeln!(o, "Verdict (peak ≤ {SLOW_MAX_GROWTH}× idle): {verdict}.");
+    if bytes < 10e9 {
+        let _ = writeln!(
+            o,
+            "\nThis run moved {} GB; the target is stated for a 10 GB transfer (BENCH_SLOW_GB=10).",
+            gb(bytes)
+        );
+    }
+    let _ = writeln!(o);
 }
 
 fn main() {
