@@ -143,3 +143,92 @@ async fn a_thousand_concurrent_flows_through_two_routers() {
     }
     assert_eq!(ok, 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_holds_up_only_its_own_flow() {
+    let pki = Pki::new("ca");
+    let (a, b) = two_routers(&pki).await;
+    let echo = echo_server().await;
+    // A server that accepts and never reads.
+    let stall = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stall_addr = stall.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = stall.accept().await {
+            held.push(s);
+        }
+    });
+    a.apply(vec![
+        listener_op("echo", "echo"),
+        listener_op("stall", "stall"),
+    ])
+    .await;
+    b.apply(vec![
+        connector_op("echo", "echo", echo),
+        connector_op("stall", "stall", stall_addr),
+    ])
+    .await;
+    a.wait_reachable("echo").await;
+    a.wait_reachable("stall").await;
+    // Fill the stalled flow until the window and every buffer on the way are full.
+    let mut stalled = TcpStream::connect(a.listener_addr("stall")).await.unwrap();
+    let chunk = payload(64 * 1024);
+    let mut sent = 0usize;
+    loop {
+        match tokio::time::timeout(Duration::from_millis(300), stalled.write_all(&chunk)).await {
+            Ok(r) => {
+                r.unwrap();
+                sent += chunk.len();
+            }
+            Err(_) => break,
+        }
+        assert!(sent < 256 << 20, "the stalled flow was never held back");
+    }
+    // The router holds about one window of it, not everything the client sent.
+    let flows = van_router::admin::flows(a.router()).flows;
+    let f = flows.iter().find(|f| f.routing_key == "stall").unwrap();
+    assert!(f.bytes_out > 0);
+    // Meanwhile another flow over the same link moves 32 MiB untroubled.
+    let data = payload(32 << 20);
+    let got = tokio::time::timeout(
+        Duration::from_secs(20),
+        echo_roundtrip(a.listener_addr("echo"), &data),
+    )
+    .await
+    .expect("the other flow is not held up");
+    assert!(got == data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_abort_reaches_the_server_as_an_abort() {
+    let pki = Pki::new("ca");
+    let (a, b) = two_routers(&pki).await;
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = server.local_addr().unwrap();
+    let (got_tx, got_rx) = tokio::sync::oneshot::channel();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = server.accept().await.unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).await.unwrap();
+        let _ = got_tx.send(());
+        let mut more = [0u8; 16];
+        let _ = tx.send(s.read(&mut more).await.map_err(|e| e.kind()));
+    });
+    a.apply(vec![listener_op("svc", "svc")]).await;
+    b.apply(vec![connector_op("svc", "svc", target)]).await;
+    a.wait_reachable("svc").await;
+    let mut s = TcpStream::connect(a.listener_addr("svc")).await.unwrap();
+    s.write_all(b"hello").await.unwrap();
+    // Once the server has the bytes, reset the connection (SO_LINGER 0, then close).
+    got_rx.await.unwrap();
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+    let seen = tokio::time::timeout(Duration::from_secs(3), rx)
+        .await
+        .expect("the server learns of the abort promptly")
+        .unwrap();
+    assert_eq!(seen, Err(std::io::ErrorKind::ConnectionReset), "{seen:?}");
+}
