@@ -225,9 +225,15 @@ impl Router {
     }
 
     /// The cheapest open data connection to a neighbour.
+    /// The data connection to use toward a neighbour: the cheapest, and among parallel links
+    /// of that cost the one carrying the fewest flows, so parallel links share the load.
     fn neighbour_conn(&self, peer: &str) -> Option<Arc<DataConn>> {
         let n = self.neighbours.read().expect("neighbours lock");
-        n.get(peer)?.iter().find(|c| !c.is_closed()).cloned()
+        let open = n.get(peer)?.iter().filter(|c| !c.is_closed());
+        let cheapest = open.clone().map(|c| c.cost).min()?;
+        open.filter(|c| c.cost == cheapest)
+            .min_by_key(|c| c.active_streams())
+            .cloned()
     }
 
     // --- flows ---

@@ -384,3 +384,40 @@ async fn new_flows_spread_over_connectors_by_open_flows_and_cost() {
     assert!(per.iter().all(|n| *n >= 5), "{per:?}");
     assert!(per[0] >= per[1] && per[1] >= per[2], "{per:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_links_share_the_flows() {
+    let pki = Pki::new("ca");
+    let b = router(&pki, "b", &[]).await;
+    let a = router(&pki, "a", &[("one", &b, 1), ("two", &b, 1)]).await;
+    let echo = echo_server().await;
+    b.apply(vec![connector_op("svc", "svc", echo)]).await;
+    a.apply(vec![listener_op("svc", "svc")]).await;
+    a.wait_reachable("svc").await;
+    let up = async {
+        loop {
+            let links = van_router::admin::links(a.router()).links;
+            if links.iter().filter(|l| l.state == "up").count() == 2 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), up)
+        .await
+        .expect("both links up");
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(a.listener_addr("svc")).await.unwrap();
+        s.write_all(b"x").await.unwrap();
+        let mut one = [0u8; 1];
+        s.read_exact(&mut one).await.unwrap();
+        held.push(s);
+    }
+    let per: Vec<u32> = van_router::admin::links(a.router())
+        .links
+        .iter()
+        .map(|l| l.active_flows)
+        .collect();
+    assert_eq!(per, [5, 5], "flows per link");
+}
