@@ -5,11 +5,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-// The data path allocates and frees buffers of up to 256 KiB at a high rate; mimalloc keeps
-// them in reusable pages where glibc's malloc trims and faults them back in.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     version,
