@@ -264,6 +264,9 @@ async fn flows_over_a_failed_link_close_at_both_ends_and_new_ones_take_the_other
     a.wait_reachable("svc").await;
     a.wait_route_cost("d", "b", Some(2)).await;
     a.wait_route_cost("c", "c", Some(5)).await;
+    // The transit routers must know their way too, not only a.
+    b.wait_route_cost("d", "d", Some(1)).await;
+    c.wait_route_cost("d", "d", Some(5)).await;
     let mut s = TcpStream::connect(a.listener_addr("svc")).await.unwrap();
     s.write_all(b"x").await.unwrap();
     let mut one = [0u8; 1];
