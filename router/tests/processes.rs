@@ -76,6 +76,24 @@ async fn killing_a_transit_router_moves_new_connections_to_the_other_path() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // b, the transit router, must have converged too before the first flow.
+    let mut admin_b = van_router::admin::connect(&b.admin).await.unwrap();
+    loop {
+        let nodes = admin_b
+            .list_nodes(van_proto::admin::ListRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .nodes;
+        if nodes
+            .iter()
+            .any(|n| n.router_id == "d" && n.next_hop == "d")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b did not converge: {nodes:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(echo_roundtrip(addr, b"before").await, b"before");
     // A long-lived flow through b.
     let mut held = TcpStream::connect(addr).await.unwrap();

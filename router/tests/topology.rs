@@ -360,6 +360,7 @@ async fn new_flows_spread_over_connectors_by_open_flows_and_cost() {
     }
     a.apply(vec![listener_op("svc", "svc")]).await;
     a.wait_route_cost("c", "b", Some(2)).await;
+    b.wait_route_cost("c", "c", Some(1)).await;
     let mut rx = a.router().table_rx();
     tokio::time::timeout(
         Duration::from_secs(10),
