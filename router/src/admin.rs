@@ -77,13 +77,7 @@ pub fn nodes(r: &Router) -> pb::NodeList {
 }
 
 pub fn links(r: &Router) -> pb::LinkList {
-    let links = r
-        .links
-        .lock()
-        .expect("links")
-        .values()
-        .cloned()
-        .collect::<Vec<_>>();
+    let links = r.link_statuses();
     let active_uplink = r.active_uplink().map(|u| u.name.clone());
     pb::LinkList {
         links: links

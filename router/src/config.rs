@@ -3,7 +3,7 @@
 //! Everything is parsed and validated before any port is bound, and validation reports
 //! every problem at once, each named by its field path.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -512,35 +512,51 @@ impl Errors {
     }
 }
 
-/// Whether `name` is a valid router or entity name (also applied to names peers send).
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-}
-
-/// Whether `key` is a valid routing key (also applied to keys peers advertise).
-pub fn valid_routing_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= MAX_ROUTING_KEY_LEN
-        && !key.chars().any(|c| c.is_control() || c.is_whitespace())
-}
-
-fn check_name(errs: &mut Errors, path: &str, name: &str) {
+/// What is wrong with a router or entity name, if anything. The same rules apply to names
+/// that peers send.
+fn name_problem(name: &str) -> Option<String> {
     if name.is_empty() {
-        errs.push(path, "must not be empty");
+        Some("must not be empty".into())
     } else if name.len() > 63 {
-        errs.push(path, "must be at most 63 characters");
+        Some("must be at most 63 characters".into())
     } else if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
     {
-        errs.push(
-            path,
-            format!("{name:?} may hold only letters, digits, '-', '_' and '.'"),
-        );
+        Some(format!(
+            "{name:?} may hold only letters, digits, '-', '_' and '.'"
+        ))
+    } else {
+        None
+    }
+}
+
+/// What is wrong with a routing key, if anything (also applied to keys peers advertise).
+fn routing_key_problem(key: &str) -> Option<String> {
+    if key.is_empty() {
+        Some("must not be empty".into())
+    } else if key.len() > MAX_ROUTING_KEY_LEN {
+        Some(format!("must be at most {MAX_ROUTING_KEY_LEN} bytes"))
+    } else if key.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        Some("must not contain spaces or control characters".into())
+    } else {
+        None
+    }
+}
+
+/// Whether `name` is a valid router or entity name.
+pub fn valid_name(name: &str) -> bool {
+    name_problem(name).is_none()
+}
+
+/// Whether `key` is a valid routing key.
+pub fn valid_routing_key(key: &str) -> bool {
+    routing_key_problem(key).is_none()
+}
+
+fn check_name(errs: &mut Errors, path: &str, name: &str) {
+    if let Some(m) = name_problem(name) {
+        errs.push(path, m);
     }
 }
 
@@ -553,12 +569,8 @@ fn check_host(errs: &mut Errors, path: &str, host: &str) {
 }
 
 fn check_routing_key(errs: &mut Errors, path: &str, key: &str) {
-    if key.is_empty() {
-        errs.push(path, "must not be empty");
-    } else if key.len() > MAX_ROUTING_KEY_LEN {
-        errs.push(path, format!("must be at most {MAX_ROUTING_KEY_LEN} bytes"));
-    } else if key.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        errs.push(path, "must not contain spaces or control characters");
+    if let Some(m) = routing_key_problem(key) {
+        errs.push(path, m);
     }
 }
 
@@ -693,14 +705,12 @@ fn validate_entities(errs: &mut Errors, mode: Mode, e: &Entities) {
             _ => {}
         }
     }
-    let mut keys_ok = BTreeSet::new();
     for (n, l) in &e.tcp_listeners {
         let p = format!("tcp_listeners[{n}]");
         check_name(errs, &format!("{p}.name"), n);
         check_host(errs, &format!("{p}.host"), &l.host);
         check_routing_key(errs, &format!("{p}.routing_key"), &l.routing_key);
         bind(errs, format!("{p}.port"), &l.host, l.port);
-        keys_ok.insert(&l.routing_key);
     }
     for (n, c) in &e.tcp_connectors {
         let p = format!("tcp_connectors[{n}]");

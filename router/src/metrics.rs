@@ -105,13 +105,7 @@ pub fn render(r: &Router) -> String {
         "# HELP van_flows_total Flows started on this router.\n# TYPE van_flows_total counter\nvan_flows_total{{router=\"{id}\"}} {}",
         r.flows_total.load(Ordering::Relaxed)
     );
-    let links = r
-        .links
-        .lock()
-        .expect("links")
-        .values()
-        .cloned()
-        .collect::<Vec<_>>();
+    let links = r.link_statuses();
     let _ = writeln!(
         s,
         "# HELP van_link_up Whether a link is up.\n# TYPE van_link_up gauge"

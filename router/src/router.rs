@@ -179,6 +179,16 @@ impl Router {
         self.generation.subscribe()
     }
 
+    /// The links as they stand, for the admin API and metrics.
+    pub(crate) fn link_statuses(&self) -> Vec<Arc<LinkStatus>> {
+        self.links
+            .lock()
+            .expect("links lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Where a link listener is bound.
     pub fn link_listener_addr(&self, name: &str) -> Option<std::net::SocketAddr> {
         self.link_listener_addrs

@@ -107,38 +107,20 @@ async fn reselects_the_lowest_cost_path_as_links_are_cut() {
     c.wait_route_cost("B", "B", Some(1)).await;
     assert_eq!(path_of_new_flow(&a, &b).await, ["A", "D", "C", "B"]);
 
-    d.router()
-        .apply_ops(
-            vec![EntityOp::Delete(EntityKind::Link, "D-C".into())],
-            false,
-            false,
-        )
-        .await
-        .unwrap();
+    d.apply(vec![EntityOp::Delete(EntityKind::Link, "D-C".into())])
+        .await;
     a.wait_route_cost("B", "D", Some(21)).await;
     d.wait_route_cost("B", "B", Some(20)).await;
     assert_eq!(path_of_new_flow(&a, &b).await, ["A", "D", "B"]);
 
-    d.router()
-        .apply_ops(
-            vec![EntityOp::Delete(EntityKind::Link, "D-B".into())],
-            false,
-            false,
-        )
-        .await
-        .unwrap();
+    d.apply(vec![EntityOp::Delete(EntityKind::Link, "D-B".into())])
+        .await;
     a.wait_route_cost("B", "C", Some(51)).await;
     c.wait_route_cost("B", "B", Some(1)).await;
     assert_eq!(path_of_new_flow(&a, &b).await, ["A", "C", "B"]);
 
-    a.router()
-        .apply_ops(
-            vec![EntityOp::Delete(EntityKind::Link, "A-C".into())],
-            false,
-            false,
-        )
-        .await
-        .unwrap();
+    a.apply(vec![EntityOp::Delete(EntityKind::Link, "A-C".into())])
+        .await;
     a.wait_route_cost("B", "B", Some(100)).await;
     assert_eq!(path_of_new_flow(&a, &b).await, ["A", "B"]);
 }
@@ -273,14 +255,8 @@ async fn flows_over_a_failed_link_close_at_both_ends_and_new_ones_take_the_other
     s.read_exact(&mut one).await.unwrap();
 
     // Cut b-d at b: the flow crossed it.
-    b.router()
-        .apply_ops(
-            vec![EntityOp::Delete(EntityKind::Link, "b-d".into())],
-            false,
-            false,
-        )
-        .await
-        .unwrap();
+    b.apply(vec![EntityOp::Delete(EntityKind::Link, "b-d".into())])
+        .await;
     let r = tokio::time::timeout(Duration::from_secs(3), s.read(&mut one))
         .await
         .expect("client end must close promptly");
