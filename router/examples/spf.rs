@@ -45,6 +45,7 @@ fn network(n: usize) -> Lsdb {
                     },
                 ],
                 topics: Vec::new(),
+                values: Vec::new(),
             },
             now,
         );

@@ -439,6 +439,7 @@ pub async fn config(r: &Router) -> pb::RouterConfig {
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
+type SubscribeStream = Pin<Box<dyn Stream<Item = Result<pb::TopicSnapshot, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl RouterAdmin for AdminService {
@@ -505,6 +506,66 @@ impl RouterAdmin for AdminService {
         let ops = ops_from_pb(change).map_err(AdminError::Invalid)?;
         let generation = self.router.apply_ops(ops, dry_run, drop_flows).await?;
         Ok(Response::new(pb::ConfigChangeResult { generation }))
+    }
+
+    async fn publish(
+        &self,
+        req: Request<pb::PublishRequest>,
+    ) -> Result<Response<pb::PublishResponse>, Status> {
+        let req = req.into_inner();
+        let payload = (!req.payload.is_empty()).then_some(req.payload);
+        self.router.publish(&req.topic, payload)?;
+        Ok(Response::new(pb::PublishResponse {}))
+    }
+
+    type SubscribeStream = SubscribeStream;
+
+    async fn subscribe(
+        &self,
+        req: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let topic = req.into_inner().topic;
+        if !config::valid_routing_key(&topic) {
+            return Err(Status::invalid_argument(format!(
+                "topic: {topic:?} is not a valid topic name"
+            )));
+        }
+        let mut table = self.router.table_rx();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut last = None;
+            loop {
+                let snap = {
+                    let t = table.borrow_and_update();
+                    pb::TopicSnapshot {
+                        topic: topic.clone(),
+                        values: t
+                            .values
+                            .get(&topic)
+                            .into_iter()
+                            .flatten()
+                            .map(|(origin, payload)| pb::TopicValue {
+                                origin: origin.clone(),
+                                payload: payload.clone(),
+                            })
+                            .collect(),
+                    }
+                };
+                if last.as_ref() != Some(&snap) {
+                    last = Some(snap.clone());
+                    if tx.send(Ok(snap)).await.is_err() {
+                        return;
+                    }
+                }
+                tokio::select! {
+                    r = table.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     type WatchStream = WatchStream;

@@ -48,6 +48,8 @@ pub(crate) enum ControlEvent {
     },
     /// Routing keys of this router's connectors, with connector counts.
     LocalAddresses(BTreeMap<String, u32>),
+    /// Topic values of this router and its attached edges.
+    LocalValues(Vec<wire::TopicValue>),
 }
 
 struct Neighbour {
@@ -88,6 +90,38 @@ fn check_ls(ls: &wire::LinkState) -> Result<(), String> {
             ls.origin, a.routing_key
         ));
     }
+    check_values(&ls.values).map_err(|e| format!("{}: {e}", ls.origin))
+}
+
+/// Largest payload one router may publish on one topic.
+pub(crate) const MAX_TOPIC_PAYLOAD: usize = 256 * 1024;
+/// Most topic values one advertisement or address set may carry.
+const MAX_VALUES: usize = 4096;
+
+/// Rejects topic values with impossible names or sizes.
+pub(crate) fn check_values(values: &[wire::TopicValue]) -> Result<(), String> {
+    use crate::config::{valid_name, valid_routing_key};
+    if values.len() > MAX_VALUES {
+        return Err(format!(
+            "{} topic values (at most {MAX_VALUES})",
+            values.len()
+        ));
+    }
+    for v in values {
+        if !valid_routing_key(&v.topic) {
+            return Err(format!("invalid topic {:?}", v.topic));
+        }
+        if !v.origin.is_empty() && !valid_name(&v.origin) {
+            return Err(format!("invalid topic origin {:?}", v.origin));
+        }
+        if v.payload.len() > MAX_TOPIC_PAYLOAD {
+            return Err(format!(
+                "topic {} payload of {} bytes (at most {MAX_TOPIC_PAYLOAD})",
+                v.topic,
+                v.payload.len()
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -100,6 +134,7 @@ pub(crate) struct Engine {
     seq: u64,
     addresses: BTreeMap<String, u32>,
     topics: Vec<String>,
+    values: Vec<wire::TopicValue>,
     last_originate: Instant,
     table: watch::Sender<Arc<RoutingTable>>,
 }
@@ -120,6 +155,7 @@ impl Engine {
             seq: 0,
             addresses: BTreeMap::new(),
             topics: Vec::new(),
+            values: Vec::new(),
             last_originate: Instant::now(),
             table,
         };
@@ -262,6 +298,14 @@ impl Engine {
                 self.originate();
                 true
             }
+            ControlEvent::LocalValues(v) => {
+                if v == self.values {
+                    return false;
+                }
+                self.values = v;
+                self.originate();
+                true
+            }
         }
     }
 
@@ -340,6 +384,7 @@ impl Engine {
                 })
                 .collect(),
             topics: self.topics.clone(),
+            values: self.values.clone(),
         };
         self.last_originate = Instant::now();
         self.lsdb.accept(ls.clone(), Instant::now());
@@ -385,6 +430,7 @@ mod tests {
                 connectors: 1,
             }],
             topics: Vec::new(),
+            values: Vec::new(),
         }
     }
 

@@ -26,6 +26,9 @@ pub struct EdgePeer {
     ctl: tokio::sync::mpsc::UnboundedSender<ControlOut>,
     /// Keys the peer advertised: reachable keys (from an interior) or served keys (from an edge).
     pub keys: Mutex<BTreeMap<String, u32>>,
+    /// Topic values the peer sent: the network's (from an interior) or its own (from an
+    /// edge), each with its origin filled in.
+    values: Mutex<Vec<wire::TopicValue>>,
 }
 
 impl EdgePeer {
@@ -43,10 +46,11 @@ impl EdgePeer {
             conn,
             ctl,
             keys: Mutex::new(BTreeMap::new()),
+            values: Mutex::new(Vec::new()),
         })
     }
 
-    fn send_keys(&self, keys: &BTreeMap<String, u32>) {
+    fn send_keys(&self, keys: &BTreeMap<String, u32>, values: Vec<wire::TopicValue>) {
         let set = wire::AddressSet {
             seq: 0,
             addresses: keys
@@ -56,6 +60,7 @@ impl EdgePeer {
                     connectors: *n,
                 })
                 .collect(),
+            values,
         };
         let _ = self.ctl.send(ControlOut::Frame(Frame::AddressSet(set)));
     }
@@ -78,7 +83,7 @@ impl Router {
     // --- on an edge router ---
 
     pub(crate) fn add_uplink(&self, e: Arc<EdgePeer>) {
-        e.send_keys(&self.local_keys());
+        e.send_keys(&self.local_keys(), self.own_values());
         self.uplinks.lock().expect("uplinks").push(e);
         self.recompute_edge_table();
     }
@@ -153,6 +158,19 @@ impl Router {
                     connectors: *n,
                 });
             }
+            for v in up.values.lock().expect("edge values").iter() {
+                t.values
+                    .entry(v.topic.clone())
+                    .or_default()
+                    .insert(v.origin.clone(), v.payload.clone());
+            }
+        }
+        // Our own values last: nobody else speaks for us.
+        for v in self.own_values() {
+            t.values
+                .entry(v.topic)
+                .or_default()
+                .insert(self.id.clone(), v.payload);
         }
         tx.send_if_modified(|cur| {
             if **cur == t {
@@ -189,6 +207,15 @@ impl Router {
             .cloned()
     }
 
+    /// Values published by attached edges, advertised on their behalf with their origin.
+    pub(crate) fn edge_values(&self) -> Vec<wire::TopicValue> {
+        let mut out = Vec::new();
+        for e in self.edges.lock().expect("edges").iter() {
+            out.extend(e.values.lock().expect("edge values").iter().cloned());
+        }
+        out
+    }
+
     /// Keys advertised by attached edges (served on their behalf by this router).
     pub(crate) fn edge_keys(&self) -> BTreeMap<String, u32> {
         let mut keys = BTreeMap::new();
@@ -203,7 +230,19 @@ impl Router {
     // --- both ---
 
     /// An address set arrived on an edge link.
-    pub(crate) fn edge_addresses(&self, e: &Arc<EdgePeer>, set: wire::AddressSet) {
+    pub(crate) fn edge_addresses(&self, e: &Arc<EdgePeer>, mut set: wire::AddressSet) {
+        let mut values = std::mem::take(&mut set.values);
+        if let Err(why) = crate::control::check_values(&values) {
+            tracing::warn!(peer = %e.peer, %why, "Ignoring invalid topic values");
+            values.clear();
+        }
+        for v in &mut values {
+            // An edge speaks only for itself; an interior names each value's origin.
+            if self.edge_table.is_none() || v.origin.is_empty() {
+                v.origin = e.peer.clone();
+            }
+        }
+        *e.values.lock().expect("edge values") = values;
         *e.keys.lock().expect("edge keys") = keys_of(set);
         if self.edge_table.is_some() {
             self.recompute_edge_table();
@@ -216,8 +255,9 @@ impl Router {
     /// Sends this edge router's served keys to every uplink.
     pub(crate) fn announce_to_uplinks(&self) {
         let keys = self.local_keys();
+        let values = self.own_values();
         for u in self.uplinks.lock().expect("uplinks").iter() {
-            u.send_keys(&keys);
+            u.send_keys(&keys, values.clone());
         }
         self.recompute_edge_table();
     }
@@ -227,7 +267,8 @@ impl Router {
 /// except those only that edge itself serves.
 pub(crate) async fn feed_edge(router: Arc<Router>, e: Arc<EdgePeer>) {
     let mut table = router.table_rx();
-    let mut last: Option<BTreeMap<String, u32>> = None;
+    type Sent = (BTreeMap<String, u32>, Vec<wire::TopicValue>);
+    let mut last: Option<Sent> = None;
     loop {
         let t = table.borrow_and_update().clone();
         let local = router.local_keys();
@@ -254,9 +295,23 @@ pub(crate) async fn feed_edge(router: Arc<Router>, e: Arc<EdgePeer>) {
                 keys.insert(k.clone(), n);
             }
         }
-        if last.as_ref() != Some(&keys) {
-            e.send_keys(&keys);
-            last = Some(keys);
+        // Every value in the network but the edge's own.
+        let mut values = Vec::new();
+        for (topic, by_origin) in &t.values {
+            for (origin, payload) in by_origin {
+                if *origin != e.peer {
+                    values.push(wire::TopicValue {
+                        topic: topic.clone(),
+                        payload: payload.clone(),
+                        origin: origin.clone(),
+                    });
+                }
+            }
+        }
+        let next = (keys, values);
+        if last.as_ref() != Some(&next) {
+            e.send_keys(&next.0, next.1.clone());
+            last = Some(next);
         }
         if table.changed().await.is_err() {
             return;

@@ -64,6 +64,8 @@ pub struct Router {
     pub(crate) edges: Mutex<Vec<Arc<EdgePeer>>>,
     /// Edge mode: the table is computed here rather than by the routing engine.
     pub(crate) edge_table: Option<watch::Sender<Arc<RoutingTable>>>,
+    /// This router's own values on network-wide topics.
+    published: Mutex<BTreeMap<String, Vec<u8>>>,
 }
 
 /// Entities in force and the tasks that serve them.
@@ -106,6 +108,7 @@ impl Router {
             uplinks: Mutex::new(Vec::new()),
             edges: Mutex::new(Vec::new()),
             edge_table,
+            published: Mutex::new(BTreeMap::new()),
             id: cfg.router_id.clone(),
             site: cfg.site_id.clone(),
             mode: cfg.mode,
@@ -861,7 +864,7 @@ impl Router {
     }
 
     /// Tells the network which keys this router serves: its own connectors, and on an
-    /// interior router those of its attached edges.
+    /// interior router those of its attached edges. Topic values go with them.
     pub(crate) fn publish_addresses(&self) {
         if self.mode == Mode::Edge {
             self.announce_to_uplinks();
@@ -872,6 +875,52 @@ impl Router {
             *keys.entry(k).or_default() += n;
         }
         let _ = self.engine.send(ControlEvent::LocalAddresses(keys));
+        let mut values = self.own_values();
+        values.extend(self.edge_values());
+        let _ = self.engine.send(ControlEvent::LocalValues(values));
+    }
+
+    /// Sets (`Some`) or clears (`None`) this router's value on `topic`. The value reaches
+    /// every router in the network with the next advertisement.
+    pub fn publish(&self, topic: &str, payload: Option<Vec<u8>>) -> Result<(), AdminError> {
+        let bad = |message: String| {
+            AdminError::Invalid(ConfigError {
+                errors: vec![crate::error::FieldError {
+                    path: "topic".into(),
+                    message,
+                }],
+            })
+        };
+        if !crate::config::valid_routing_key(topic) {
+            return Err(bad(format!("{topic:?} is not a valid topic name")));
+        }
+        let max = crate::control::MAX_TOPIC_PAYLOAD;
+        if payload.as_ref().is_some_and(|p| p.len() > max) {
+            return Err(bad(format!("payload larger than {max} bytes")));
+        }
+        {
+            let mut p = self.published.lock().expect("published");
+            match payload {
+                Some(v) => p.insert(topic.to_string(), v),
+                None => p.remove(topic),
+            };
+        }
+        self.publish_addresses();
+        Ok(())
+    }
+
+    /// This router's values, with the origin left empty (meaning the sender).
+    pub(crate) fn own_values(&self) -> Vec<van_proto::wire::TopicValue> {
+        self.published
+            .lock()
+            .expect("published")
+            .iter()
+            .map(|(t, p)| van_proto::wire::TopicValue {
+                topic: t.clone(),
+                payload: p.clone(),
+                origin: String::new(),
+            })
+            .collect()
     }
 }
 

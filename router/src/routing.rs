@@ -50,6 +50,8 @@ pub struct RoutingTable {
     pub addresses: BTreeMap<String, Vec<Destination>>,
     /// Multicast topics and the reachable routers subscribed to each.
     pub topics: BTreeMap<String, Vec<String>>,
+    /// Values on network-wide topics: topic -> publishing router -> payload.
+    pub values: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
 }
 
 impl RoutingTable {
@@ -217,6 +219,18 @@ impl Lsdb {
                     .entry(t.clone())
                     .or_default()
                     .push(id.to_string());
+            }
+            for v in &ls.values {
+                let origin = if v.origin.is_empty() {
+                    *id
+                } else {
+                    v.origin.as_str()
+                };
+                table
+                    .values
+                    .entry(v.topic.clone())
+                    .or_default()
+                    .insert(origin.to_string(), v.payload.clone());
             }
         }
         for d in table.addresses.values_mut() {

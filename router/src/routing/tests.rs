@@ -18,6 +18,7 @@ fn ls(origin: &str, seq: u64, neighbors: &[(&str, u32)]) -> wire::LinkState {
             .collect(),
         addresses: Vec::new(),
         topics: Vec::new(),
+        values: Vec::new(),
     }
 }
 

@@ -58,6 +58,11 @@ fn one_of_each() -> Vec<Frame> {
                 connectors: 3,
             }],
             topics: vec!["news".into()],
+            values: vec![pb::TopicValue {
+                topic: "van.site.v1".into(),
+                payload: b"{}".to_vec(),
+                origin: String::new(),
+            }],
         }),
         Frame::AddressSet(pb::AddressSet {
             seq: 5,
@@ -65,6 +70,7 @@ fn one_of_each() -> Vec<Frame> {
                 routing_key: "db".into(),
                 connectors: 1,
             }],
+            values: Vec::new(),
         }),
         Frame::GoAway(pb::GoAway {
             reason: "shutting down".into(),
