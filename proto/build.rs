@@ -3,7 +3,11 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["van/admin/v1/router_admin.proto", "van/wire/v1/peer.proto"];
+const PROTOS: &[&str] = &[
+    "van/admin/v1/router_admin.proto",
+    "van/wire/v1/peer.proto",
+    "van/controller/v1/controller.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for p in PROTOS {
@@ -22,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The CLI prints admin views as JSON.
         .type_attribute(".van.admin", "#[derive(serde::Serialize)]")
         .type_attribute(".van.admin", "#[serde(rename_all = \"camelCase\")]")
+        .type_attribute(".van.controller", "#[derive(serde::Serialize)]")
+        .type_attribute(".van.controller", "#[serde(rename_all = \"camelCase\")]")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -1,20 +1,36 @@
 //! Protocol definitions shared by the router, config-sync, controller and CLI.
 //!
 //! - [`admin`]: the router's gRPC admin API (`van.admin.v1`).
+//! - [`controller`]: the site controller's gRPC API (`van.controller.v1`).
 //! - [`wire`]: the protobuf bodies of inter-router control frames (`van.wire.v1`);
 //!   the framing itself is described in `docs/wire-protocol.md`.
 
-/// Router admin API.
-pub mod admin {
+/// Generated code, nested as the protobuf packages are so cross-package references resolve.
+pub mod van {
     #![allow(missing_docs, unreachable_pub, clippy::all)]
-    tonic::include_proto!("van.admin.v1");
+    pub mod admin {
+        pub mod v1 {
+            tonic::include_proto!("van.admin.v1");
+        }
+    }
+    pub mod controller {
+        pub mod v1 {
+            tonic::include_proto!("van.controller.v1");
+        }
+    }
+    pub mod wire {
+        pub mod v1 {
+            tonic::include_proto!("van.wire.v1");
+        }
+    }
 }
 
+/// Router admin API.
+pub use van::admin::v1 as admin;
+/// Site controller API.
+pub use van::controller::v1 as controller;
 /// Inter-router control message bodies.
-pub mod wire {
-    #![allow(missing_docs, unreachable_pub, clippy::all)]
-    tonic::include_proto!("van.wire.v1");
-}
+pub use van::wire::v1 as wire;
 
 /// Encoded `FileDescriptorSet` of every API, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("van_descriptor");

@@ -1,0 +1,352 @@
+//! config-sync: keeps a router's configuration equal to what its site controller wants, and
+//! tells the controller what the router reports.
+//!
+//! It follows the controller's desired configuration (a stream), compares it with the
+//! router's configuration in force, and applies the difference through the router's admin
+//! API: all of it in one change when it can, else one operation at a time so that one bad
+//! entity (a listener whose port is taken) does not hold back the rest. It watches the
+//! router too, so a restarted router (empty configuration) is fully resynchronised at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{debug, info, warn};
+use van_proto::admin::{self as rpb, config_op::Op, router_admin_client::RouterAdminClient};
+use van_proto::controller::{self as cpb, site_controller_client::SiteControllerClient};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Observed state is re-sent at least this often, so the controller knows we are alive.
+const REPORT_EVERY: Duration = Duration::from_secs(2);
+/// Entities that failed to apply are retried this often.
+const RETRY_EVERY: Duration = Duration::from_secs(3);
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// gRPC target of the controller (`host:port` or `unix:/path`).
+    pub controller: String,
+    /// gRPC target of the router's admin API.
+    pub router: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid target {target:?}: {source}")]
+    Target {
+        target: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+/// A channel that connects on first use and reconnects after failures.
+pub fn lazy_channel(target: &str) -> Result<Channel, Error> {
+    let err = |source| Error::Target {
+        target: target.to_string(),
+        source,
+    };
+    if let Some(path) = target.strip_prefix("unix:") {
+        let path = path.to_string();
+        Ok(
+            Endpoint::from_static("http://localhost").connect_with_connector_lazy(
+                tower::service_fn(move |_: tonic::transport::Uri| {
+                    let path = path.clone();
+                    async move {
+                        let s = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                    }
+                }),
+            ),
+        )
+    } else {
+        let uri = if target.starts_with("http://") {
+            target.to_string()
+        } else {
+            format!("http://{target}")
+        };
+        Ok(Endpoint::from_shared(uri)
+            .map_err(err)?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy())
+    }
+}
+
+/// Runs until `shutdown` completes.
+pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let controller = SiteControllerClient::new(lazy_channel(&opts.controller)?);
+    let router = RouterAdminClient::new(lazy_channel(&opts.router)?);
+    let (desired_tx, desired_rx) = watch::channel(None);
+    let follow = tokio::spawn(follow_controller(controller.clone(), desired_tx));
+    let sync = tokio::spawn(sync_router(router, controller, desired_rx));
+    shutdown.await;
+    follow.abort();
+    sync.abort();
+    info!("config-sync stopped");
+    Ok(())
+}
+
+/// Keeps `tx` holding the controller's newest desired configuration.
+async fn follow_controller(
+    mut c: SiteControllerClient<Channel>,
+    tx: watch::Sender<Option<rpb::RouterConfig>>,
+) {
+    let mut delay = BACKOFF_MIN;
+    loop {
+        match c
+            .watch_router_config(cpb::WatchRouterConfigRequest {})
+            .await
+        {
+            Ok(s) => {
+                info!("Following the controller's configuration");
+                let mut s = s.into_inner();
+                while let Some(item) = s.next().await {
+                    match item {
+                        Ok(cfg) => {
+                            delay = BACKOFF_MIN;
+                            tx.send_replace(Some(cfg));
+                        }
+                        Err(e) => {
+                            debug!(error = %e, "Controller stream failed");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => debug!(error = %e, "Controller not reachable"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Router sessions, one after another: each lasts while the router's change feed does.
+async fn sync_router(
+    router: RouterAdminClient<Channel>,
+    controller: SiteControllerClient<Channel>,
+    mut desired: watch::Receiver<Option<rpb::RouterConfig>>,
+) {
+    let mut delay = BACKOFF_MIN;
+    loop {
+        match router_session(router.clone(), controller.clone(), &mut desired).await {
+            Ok(()) => delay = BACKOFF_MIN,
+            Err(e) => debug!(error = %e, "Router session ended"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn router_session(
+    mut router: RouterAdminClient<Channel>,
+    mut controller: SiteControllerClient<Channel>,
+    desired: &mut watch::Receiver<Option<rpb::RouterConfig>>,
+) -> Result<(), tonic::Status> {
+    let mut feed = router.watch(rpb::WatchRequest {}).await?.into_inner();
+    let status = router
+        .get_status(rpb::GetStatusRequest {})
+        .await?
+        .into_inner();
+    info!(router = %status.router_id, instance = status.instance, "Connected to the router");
+    let mut actual: Option<rpb::RouterConfig> = None;
+    let mut links = rpb::LinkList::default();
+    let mut errors: BTreeMap<String, String> = BTreeMap::new();
+    let mut in_sync = false;
+    let mut report = tokio::time::interval(REPORT_EVERY);
+    let mut retry = tokio::time::interval(RETRY_EVERY);
+    desired.mark_changed();
+    loop {
+        let mut dirty = false;
+        tokio::select! {
+            ev = feed.next() => {
+                let Some(ev) = ev else { return Err(tonic::Status::unavailable("router feed ended")) };
+                match ev?.view {
+                    Some(rpb::watch_event::View::Config(c)) => {
+                        actual = Some(c);
+                        dirty = true;
+                    }
+                    Some(rpb::watch_event::View::Links(l)) => links = l,
+                    _ => continue,
+                }
+            }
+            r = desired.changed() => {
+                if r.is_err() {
+                    return Ok(());
+                }
+                dirty = true;
+            }
+            _ = retry.tick() => dirty = !errors.is_empty(),
+            _ = report.tick() => {}
+        }
+        let want = desired.borrow_and_update().clone();
+        if let (true, Some(want), Some(have)) = (dirty, want, actual.as_ref()) {
+            let ops = diff(have, &want);
+            if ops.is_empty() {
+                errors.clear();
+                in_sync = true;
+            } else {
+                errors = apply(&mut router, ops).await?;
+                in_sync = errors.is_empty();
+                // The router's feed brings the new configuration; compare again then.
+            }
+        }
+        let obs = cpb::ObservedState {
+            links: Some(links.clone()),
+            router_instance: status.instance,
+            apply_errors: errors.clone().into_iter().collect(),
+            in_sync,
+            active_flows: 0,
+        };
+        if let Err(e) = controller.report_observed(obs).await {
+            debug!(error = %e, "Cannot report to the controller");
+        }
+    }
+}
+
+/// Applies `ops` in one change; if the router refuses it, one by one. Returns the entities
+/// that could not be applied, with why. Errors only when the router is unreachable.
+async fn apply(
+    router: &mut RouterAdminClient<Channel>,
+    ops: Vec<rpb::ConfigOp>,
+) -> Result<BTreeMap<String, String>, tonic::Status> {
+    let n = ops.len();
+    let all = rpb::ConfigChange {
+        ops: ops.clone(),
+        dry_run: false,
+        drop_flows: true,
+    };
+    match router.apply_config(all).await {
+        Ok(r) => {
+            info!(
+                ops = n,
+                generation = r.into_inner().generation,
+                "Router configuration updated"
+            );
+            return Ok(BTreeMap::new());
+        }
+        Err(e) if e.code() != tonic::Code::InvalidArgument => return Err(e),
+        Err(e) => warn!(error = %e.message(), "Router refused the change; applying one at a time"),
+    }
+    let mut errors = BTreeMap::new();
+    // Deletes first, then profiles before what uses them (the order `diff` produces).
+    for op in ops {
+        let name = op_name(&op);
+        let one = rpb::ConfigChange {
+            ops: vec![op],
+            dry_run: false,
+            drop_flows: true,
+        };
+        match router.apply_config(one).await {
+            Ok(_) => {}
+            Err(e) if e.code() == tonic::Code::InvalidArgument => {
+                warn!(entity = %name, error = %e.message(), "Cannot apply");
+                errors.insert(name, e.message().to_string());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(errors)
+}
+
+fn op_name(op: &rpb::ConfigOp) -> String {
+    match &op.op {
+        Some(Op::PutTcpListener(x)) => x.name.clone(),
+        Some(Op::PutTcpConnector(x)) => x.name.clone(),
+        Some(Op::PutLinkListener(x)) => x.name.clone(),
+        Some(Op::PutLink(x)) => x.name.clone(),
+        Some(Op::PutTlsProfile(x)) => x.name.clone(),
+        Some(Op::Delete(d)) => d.name.clone(),
+        None => String::new(),
+    }
+}
+
+/// What turns `have` into `want`: deletes of what is not wanted, then puts of what is new
+/// or different (TLS profiles first, as links and link listeners name them).
+pub fn diff(have: &rpb::RouterConfig, want: &rpb::RouterConfig) -> Vec<rpb::ConfigOp> {
+    let mut deletes = Vec::new();
+    let mut puts = Vec::new();
+    fn by_name<T: Clone>(v: &[T], name: impl Fn(&T) -> &str) -> HashMap<String, T> {
+        v.iter().map(|x| (name(x).to_string(), x.clone())).collect()
+    }
+    macro_rules! kind {
+        ($field:ident, $kind:expr, $put:expr, $same:expr) => {{
+            let have = by_name(&have.$field, |x| &x.name);
+            let wanted = by_name(&want.$field, |x| &x.name);
+            let mut names: Vec<&String> =
+                have.keys().filter(|n| !wanted.contains_key(*n)).collect();
+            names.sort();
+            for n in names {
+                deletes.push(rpb::ConfigOp {
+                    op: Some(Op::Delete(rpb::Delete {
+                        kind: $kind as i32,
+                        name: n.clone(),
+                    })),
+                });
+            }
+            for w in &want.$field {
+                let same: fn(&_, &_) -> bool = $same;
+                if !have.get(&w.name).is_some_and(|h| same(h, w)) {
+                    puts.push(rpb::ConfigOp {
+                        op: Some($put(w.clone())),
+                    });
+                }
+            }
+        }};
+    }
+    kind!(
+        tls_profiles,
+        rpb::Kind::TlsProfile,
+        Op::PutTlsProfile,
+        // The router never shows private keys; a new key always comes with a new certificate.
+        |h: &rpb::TlsProfileConfig, w: &rpb::TlsProfileConfig| h.ca_pem == w.ca_pem
+            && h.cert_pem == w.cert_pem
+            && h.ca_file == w.ca_file
+            && h.cert_file == w.cert_file
+            && h.key_file == w.key_file
+    );
+    kind!(
+        link_listeners,
+        rpb::Kind::LinkListener,
+        Op::PutLinkListener,
+        |h: &rpb::LinkListenerConfig, w: &rpb::LinkListenerConfig| h == w
+    );
+    kind!(
+        links,
+        rpb::Kind::Link,
+        Op::PutLink,
+        |h: &rpb::LinkConfig, w: &rpb::LinkConfig| {
+            let mut w = w.clone();
+            // The router reports the server name it will verify, defaulted to the host.
+            if w.server_name.is_empty() {
+                w.server_name = h.server_name.clone();
+            }
+            *h == w
+        }
+    );
+    kind!(
+        tcp_listeners,
+        rpb::Kind::TcpListener,
+        Op::PutTcpListener,
+        |h: &rpb::TcpListenerConfig, w: &rpb::TcpListenerConfig| h == w
+    );
+    kind!(
+        tcp_connectors,
+        rpb::Kind::TcpConnector,
+        Op::PutTcpConnector,
+        |h: &rpb::TcpConnectorConfig, w: &rpb::TcpConnectorConfig| h == w
+    );
+    // Profiles go last among deletes: links and link listeners may still name them.
+    let tls = rpb::Kind::TlsProfile as i32;
+    let (mut ops, profiles): (Vec<_>, Vec<_>) = deletes
+        .into_iter()
+        .partition(|o| !matches!(&o.op, Some(Op::Delete(d)) if d.kind == tls));
+    ops.extend(profiles);
+    ops.extend(puts);
+    ops
+}
+
+#[cfg(test)]
+mod tests;

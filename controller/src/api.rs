@@ -1,0 +1,171 @@
+//! The controller's gRPC API (`van.controller.v1.SiteController`). Errors become
+//! `tonic::Status` here and nowhere else.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use van_proto::admin as rpb;
+use van_proto::controller::{self as pb, site_controller_server::SiteController};
+
+use crate::controller::Controller;
+use crate::error::ControllerError;
+
+#[derive(Debug, Clone)]
+pub struct Api {
+    c: Arc<Controller>,
+}
+
+impl Api {
+    pub fn new(c: Arc<Controller>) -> Api {
+        Api { c }
+    }
+}
+
+impl From<ControllerError> for Status {
+    fn from(e: ControllerError) -> Status {
+        let msg = e.to_string();
+        match e {
+            ControllerError::Invalid(_) => Status::invalid_argument(msg),
+            ControllerError::NotFound { .. } => Status::not_found(msg),
+            ControllerError::Conflict(_) => Status::already_exists(msg),
+            ControllerError::NotAllowed(_) => Status::failed_precondition(msg),
+            ControllerError::Claim(c) if c.retry => Status::unavailable(msg),
+            ControllerError::Claim(_) => Status::permission_denied(msg),
+            ControllerError::Store(_) => Status::internal(msg),
+            ControllerError::Unavailable(_) => Status::unavailable(msg),
+        }
+    }
+}
+
+type ConfigStream = Pin<Box<dyn Stream<Item = Result<rpb::RouterConfig, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SiteController for Api {
+    async fn get_site(
+        &self,
+        _: Request<pb::GetSiteRequest>,
+    ) -> Result<Response<pb::SiteStatus>, Status> {
+        Ok(Response::new(self.c.site_status()))
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::Token>, Status> {
+        Ok(Response::new(
+            self.c.create_token(req.into_inner()).await?.0,
+        ))
+    }
+
+    async fn create_link(
+        &self,
+        req: Request<pb::CreateLinkRequest>,
+    ) -> Result<Response<pb::LinkStatus>, Status> {
+        Ok(Response::new(self.c.create_link(req.into_inner()).await?))
+    }
+
+    async fn delete_link(
+        &self,
+        req: Request<pb::DeleteLinkRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.c.delete_link(&req.into_inner().name).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn list_links(
+        &self,
+        _: Request<pb::ListLinksRequest>,
+    ) -> Result<Response<pb::LinkList>, Status> {
+        Ok(Response::new(pb::LinkList {
+            links: self.c.link_statuses(),
+        }))
+    }
+
+    async fn create_service(
+        &self,
+        req: Request<pb::CreateServiceRequest>,
+    ) -> Result<Response<pb::Service>, Status> {
+        Ok(Response::new(
+            self.c.create_service(req.into_inner()).await?,
+        ))
+    }
+
+    async fn delete_service(
+        &self,
+        req: Request<pb::DeleteServiceRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.c.delete_service(&req.into_inner().address).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn bind(&self, req: Request<pb::BindRequest>) -> Result<Response<pb::Service>, Status> {
+        Ok(Response::new(self.c.bind(req.into_inner()).await?))
+    }
+
+    async fn unbind(
+        &self,
+        req: Request<pb::UnbindRequest>,
+    ) -> Result<Response<pb::Service>, Status> {
+        let req = req.into_inner();
+        let delete = req.delete_if_unbound;
+        Ok(Response::new(self.c.unbind(req, delete).await?))
+    }
+
+    async fn expose(
+        &self,
+        req: Request<pb::ExposeRequest>,
+    ) -> Result<Response<pb::Service>, Status> {
+        Ok(Response::new(self.c.expose(req.into_inner()).await?))
+    }
+
+    async fn list_services(
+        &self,
+        _: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ServiceList>, Status> {
+        Ok(Response::new(pb::ServiceList {
+            services: self.c.services(),
+        }))
+    }
+
+    async fn get_network(
+        &self,
+        _: Request<pb::GetNetworkRequest>,
+    ) -> Result<Response<pb::Network>, Status> {
+        Ok(Response::new(self.c.network()))
+    }
+
+    type WatchRouterConfigStream = ConfigStream;
+
+    async fn watch_router_config(
+        &self,
+        _: Request<pb::WatchRouterConfigRequest>,
+    ) -> Result<Response<Self::WatchRouterConfigStream>, Status> {
+        let mut rx = self.c.desired();
+        let (tx, out) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            loop {
+                let cfg = (**rx.borrow_and_update()).clone();
+                if tx.send(Ok(cfg)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
+    }
+
+    async fn report_observed(
+        &self,
+        req: Request<pb::ObservedState>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        self.c.report(req.into_inner());
+        Ok(Response::new(pb::Empty {}))
+    }
+}

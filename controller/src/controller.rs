@@ -1,0 +1,1033 @@
+//! The site controller's core: the state of one site and every operation on it. Platform
+//! neutral; the platform provides a [`SiteStore`] and the sockets.
+//!
+//! Every change follows one path: copy the state, change the copy, validate, persist, and
+//! only then make it current and recompute what follows from it (the router's desired
+//! configuration and the record published to the network). A failed step changes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::info;
+use van_proto::admin as rpb;
+use van_proto::controller as pb;
+
+use crate::certs;
+use crate::error::{ClaimError, ControllerError, Invalid};
+use crate::network::{self, PublishedLink, Remote, SiteRecord, routing_key};
+use crate::site::{
+    ClaimRecord, LinkRecord, RouterMode, ServiceDef, SiteConfig, SiteState, SiteStore, Target,
+    check_service, now_unix,
+};
+use crate::token::{CertToken, ClaimToken, Token};
+
+pub const DEFAULT_EXPIRY: Duration = Duration::from_secs(15 * 60);
+/// config-sync reports at least this often while the router is up.
+const OBSERVED_FRESH: Duration = Duration::from_secs(10);
+
+/// What config-sync last reported.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub state: pb::ObservedState,
+    pub at: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct Controller {
+    pub cfg: SiteConfig,
+    store: Arc<dyn SiteStore>,
+    state: tokio::sync::Mutex<SiteState>,
+    /// A copy of the current state for readers that must not wait on a change in progress.
+    current: watch::Sender<Arc<SiteState>>,
+    remote: watch::Sender<Arc<Remote>>,
+    observed: Mutex<Observed>,
+    desired: watch::Sender<Arc<rpb::RouterConfig>>,
+    record: watch::Sender<Arc<SiteRecord>>,
+}
+
+impl Controller {
+    /// Loads the site's state, creating its CA and server certificate on first start.
+    pub fn open(
+        cfg: SiteConfig,
+        store: Arc<dyn SiteStore>,
+    ) -> Result<Arc<Controller>, ControllerError> {
+        cfg.validate()?;
+        let mut state = store.load()?;
+        let hosts = certs::server_hosts(&cfg.ingress_host);
+        let mut dirty = false;
+        match &mut state.certs {
+            None => {
+                info!(site = %cfg.name, "Creating the site CA and server certificate");
+                state.certs = Some(
+                    certs::new_site_certs(&cfg.id, hosts)
+                        .map_err(|e| ControllerError::Unavailable(e.to_string()))?,
+                );
+                dirty = true;
+            }
+            Some(c) if c.server_hosts != hosts => {
+                info!(
+                    ?hosts,
+                    "Ingress host changed; reissuing the server certificate"
+                );
+                certs::reissue_server(&cfg.id, c, hosts)
+                    .map_err(|e| ControllerError::Unavailable(e.to_string()))?;
+                dirty = true;
+            }
+            Some(_) => {}
+        }
+        if dirty {
+            store.save(&state)?;
+        }
+        let state = Arc::new(state);
+        let c = Arc::new(Controller {
+            desired: watch::channel(Arc::new(rpb::RouterConfig::default())).0,
+            record: watch::channel(Arc::new(SiteRecord::build(&cfg, &state, Vec::new()))).0,
+            current: watch::channel(state.clone()).0,
+            state: tokio::sync::Mutex::new((*state).clone()),
+            remote: watch::channel(Arc::new(Remote::new())).0,
+            observed: Mutex::new(Observed::default()),
+            store,
+            cfg,
+        });
+        c.refresh();
+        Ok(c)
+    }
+
+    pub fn state(&self) -> Arc<SiteState> {
+        self.current.borrow().clone()
+    }
+
+    pub fn desired(&self) -> watch::Receiver<Arc<rpb::RouterConfig>> {
+        self.desired.subscribe()
+    }
+
+    pub fn record(&self) -> watch::Receiver<Arc<SiteRecord>> {
+        self.record.subscribe()
+    }
+
+    pub fn remote(&self) -> Arc<Remote> {
+        self.remote.borrow().clone()
+    }
+
+    /// Replaces the view of the other sites (from the router's topic subscription).
+    pub fn set_remote(&self, r: Remote) {
+        let changed = self.remote.send_if_modified(|cur| {
+            if **cur == r {
+                false
+            } else {
+                *cur = Arc::new(r);
+                true
+            }
+        });
+        if changed {
+            self.refresh();
+        }
+    }
+
+    pub fn report(&self, o: pb::ObservedState) {
+        {
+            let mut cur = self.observed.lock().expect("observed");
+            cur.state = o;
+            cur.at = Some(Instant::now());
+        }
+        self.refresh();
+    }
+
+    fn observed(&self) -> Observed {
+        self.observed.lock().expect("observed").clone()
+    }
+
+    /// Whether config-sync reported recently.
+    pub fn router_ready(&self) -> bool {
+        self.observed()
+            .at
+            .is_some_and(|t| t.elapsed() < OBSERVED_FRESH)
+    }
+
+    /// Applies `f` to a copy of the state, persists it, and makes it current.
+    async fn change<T>(
+        &self,
+        f: impl FnOnce(&mut SiteState) -> Result<T, ControllerError>,
+    ) -> Result<T, ControllerError> {
+        let mut guard = self.state.lock().await;
+        let mut next = guard.clone();
+        let out = f(&mut next)?;
+        if next != *guard {
+            self.store.save(&next)?;
+            *guard = next;
+            self.current.send_replace(Arc::new(guard.clone()));
+            drop(guard);
+            self.refresh();
+        }
+        Ok(out)
+    }
+
+    /// Recomputes the router's desired configuration and this site's published record.
+    fn refresh(&self) {
+        let state = self.state();
+        let remote = self.remote();
+        let desired = desired_config(&self.cfg, &state, &remote);
+        self.desired.send_if_modified(|cur| {
+            if **cur == desired {
+                false
+            } else {
+                *cur = Arc::new(desired);
+                true
+            }
+        });
+        let links = self
+            .link_statuses()
+            .into_iter()
+            .filter(|l| l.direction == "outgoing")
+            .map(|l| PublishedLink {
+                peer_router: self.router_of_link(&l.name),
+                name: l.name,
+                state: l.state,
+                cost: l.cost,
+            })
+            .collect();
+        let record = SiteRecord::build(&self.cfg, &state, links);
+        self.record.send_if_modified(|cur| {
+            if **cur == record {
+                false
+            } else {
+                *cur = Arc::new(record);
+                true
+            }
+        });
+    }
+
+    fn router_of_link(&self, name: &str) -> String {
+        self.observed()
+            .state
+            .links
+            .unwrap_or_default()
+            .links
+            .iter()
+            .find(|l| l.name == name && l.state == "up")
+            .map(|l| l.peer_router.clone())
+            .unwrap_or_default()
+    }
+
+    // --- tokens ---
+
+    pub async fn create_token(
+        &self,
+        req: pb::CreateTokenRequest,
+    ) -> Result<(pb::Token, Token), ControllerError> {
+        if self.cfg.mode == RouterMode::Edge {
+            return Err(ControllerError::NotAllowed(
+                "an edge site cannot accept links; create the token at an interior site".into(),
+            ));
+        }
+        let name = if req.name.is_empty() {
+            format!("{}-{}", self.cfg.name, &crate::site::random_hex(3))
+        } else {
+            req.name.clone()
+        };
+        let mut errs = Invalid::default();
+        if let Some(m) = crate::site::dns_label_problem(&name, 63) {
+            errs.push("name", m);
+        }
+        let ty = pb::TokenType::try_from(req.r#type).unwrap_or(pb::TokenType::Unspecified);
+        let cert = ty == pb::TokenType::Cert;
+        if cert && (req.expiry_seconds != 0 || req.uses != 0) {
+            errs.push(
+                "type",
+                "cert tokens do not expire and have no use count; use a claim token",
+            );
+        }
+        if req.expiry_seconds > 365 * 24 * 3600 {
+            errs.push("expiry", "must be at most a year");
+        }
+        errs.into_result()?;
+        let cost = req.cost.max(1);
+        let state = self.state();
+        let site_certs = state.certs.as_ref().expect("opened with certificates");
+        if cert {
+            let (c, k) = certs::issue_client(&self.cfg.id, site_certs, &name)
+                .map_err(|e| ControllerError::Unavailable(e.to_string()))?;
+            let t = self.cert_token(&name, site_certs.ca_cert.clone(), c, k, cost);
+            info!(token = %name, "Issued a cert token");
+            return Ok((
+                pb::Token {
+                    name,
+                    yaml: t.to_yaml(),
+                    expires: String::new(),
+                },
+                Token::Cert(t),
+            ));
+        }
+        let expiry = if req.expiry_seconds == 0 {
+            DEFAULT_EXPIRY.as_secs()
+        } else {
+            req.expiry_seconds
+        };
+        let record = ClaimRecord {
+            name: name.clone(),
+            secret: crate::site::random_secret(24),
+            expires: now_unix() + expiry,
+            uses_remaining: req.uses.max(1),
+            uses_made: 0,
+            cost,
+        };
+        let token = ClaimToken {
+            name: name.clone(),
+            url: format!(
+                "https://{}/{}",
+                host_port(&self.cfg.ingress_host, self.cfg.claims_port),
+                name
+            ),
+            secret: record.secret.clone(),
+            ca_cert: site_certs.ca_cert.clone(),
+            expires: Some(record.expires),
+            generated_by: self.cfg.id.clone(),
+            site_name: self.cfg.name.clone(),
+            cost,
+        };
+        self.change(|s| {
+            let now = now_unix();
+            // Records a day past their expiry are of no use, not even to explain a refusal.
+            s.claims.retain(|_, c| c.expires + 86_400 > now);
+            if s.claims.contains_key(&name) {
+                return Err(ControllerError::Conflict(format!(
+                    "a token named {name:?} is already outstanding; pick another --name"
+                )));
+            }
+            s.claims.insert(name.clone(), record);
+            Ok(())
+        })
+        .await?;
+        info!(token = %name, expiry, uses = req.uses.max(1), "Issued a claim token");
+        Ok((
+            pb::Token {
+                name,
+                yaml: token.to_yaml(),
+                expires: crate::site::rfc3339(token.expires.unwrap_or(0)),
+            },
+            Token::Claim(token),
+        ))
+    }
+
+    fn cert_token(
+        &self,
+        name: &str,
+        ca: String,
+        cert: String,
+        key: String,
+        cost: u32,
+    ) -> CertToken {
+        CertToken {
+            name: name.to_string(),
+            ca_cert: ca,
+            cert,
+            key,
+            inter_router_host: self.cfg.ingress_host.clone(),
+            inter_router_port: self.cfg.inter_router_port,
+            edge_host: self.cfg.ingress_host.clone(),
+            edge_port: self.cfg.edge_port,
+            generated_by: self.cfg.id.clone(),
+            site_name: self.cfg.name.clone(),
+            cost,
+        }
+    }
+
+    /// The claims endpoint: checks a claim and, if it holds, issues a cert token for the
+    /// site `requester`. A refused claim changes nothing.
+    pub async fn redeem(
+        &self,
+        claim: &str,
+        secret: &str,
+        requester: &str,
+    ) -> Result<CertToken, ClaimError> {
+        let refuse = |reason: &'static str, detail: String| ClaimError {
+            reason,
+            detail,
+            retry: false,
+        };
+        let requester = if requester.is_empty() {
+            "unknown-site"
+        } else {
+            requester
+        };
+        let result = self
+            .change(|s| {
+                let Some(rec) = s.claims.get_mut(claim) else {
+                    return Ok(Err(refuse(
+                        "unknown",
+                        format!("no token named {claim:?} was issued by this site"),
+                    )));
+                };
+                if !constant_time_eq(rec.secret.as_bytes(), secret.as_bytes()) {
+                    return Ok(Err(refuse(
+                        "tampered",
+                        "the token's secret does not match; the file was altered or is not the one issued".into(),
+                    )));
+                }
+                if rec.expires <= now_unix() {
+                    return Ok(Err(refuse(
+                        "expired",
+                        format!("the token expired at {}", crate::site::rfc3339(rec.expires)),
+                    )));
+                }
+                if rec.uses_remaining == 0 {
+                    return Ok(Err(refuse(
+                        "used-up",
+                        format!("the token was already redeemed {} time(s)", rec.uses_made),
+                    )));
+                }
+                rec.uses_remaining -= 1;
+                rec.uses_made += 1;
+                Ok(Ok(rec.cost))
+            })
+            .await
+            .map_err(|e| ClaimError {
+                reason: "unavailable",
+                detail: e.to_string(),
+                retry: true,
+            })?;
+        let cost = result?;
+        let state = self.state();
+        let site_certs = state.certs.as_ref().expect("opened with certificates");
+        let (c, k) =
+            certs::issue_client(&self.cfg.id, site_certs, requester).map_err(|e| ClaimError {
+                reason: "unavailable",
+                detail: e.to_string(),
+                retry: true,
+            })?;
+        info!(claim, requester, "Token redeemed");
+        Ok(self.cert_token(claim, site_certs.ca_cert.clone(), c, k, cost))
+    }
+
+    // --- links ---
+
+    pub async fn create_link(
+        &self,
+        req: pb::CreateLinkRequest,
+    ) -> Result<pb::LinkStatus, ControllerError> {
+        let token = crate::token::parse(&req.token_yaml)?;
+        let name = if req.name.is_empty() {
+            token.name().to_string()
+        } else {
+            req.name.clone()
+        };
+        let mut errs = Invalid::default();
+        if let Some(m) = crate::site::dns_label_problem(&name, 40) {
+            errs.push("name", m);
+        }
+        errs.into_result()?;
+        if token.generated_by() == self.cfg.id {
+            return Err(ControllerError::Conflict(
+                "this token was issued by this site; a site cannot link to itself".into(),
+            ));
+        }
+        {
+            let s = self.state();
+            if s.links.contains_key(&name) {
+                return Err(ControllerError::Conflict(format!(
+                    "a link named {name:?} already exists"
+                )));
+            }
+            if let Some(l) = s
+                .links
+                .values()
+                .find(|l| l.token.generated_by == token.generated_by())
+            {
+                return Err(ControllerError::Conflict(format!(
+                    "already linked to site {:?} (link {:?})",
+                    l.token.site_name, l.name
+                )));
+            }
+        }
+        let cert = match token {
+            Token::Cert(c) => c,
+            Token::Claim(c) => crate::claims::redeem(&c, &self.cfg.id, &self.cfg.name).await?,
+        };
+        let cost = if req.cost == 0 {
+            cert.cost.max(1)
+        } else {
+            req.cost
+        };
+        let record = LinkRecord {
+            name: name.clone(),
+            cost,
+            token: cert,
+        };
+        self.change(|s| {
+            if s.links.contains_key(&name) {
+                return Err(ControllerError::Conflict(format!(
+                    "a link named {name:?} already exists"
+                )));
+            }
+            s.links.insert(name.clone(), record);
+            Ok(())
+        })
+        .await?;
+        info!(link = %name, "Link created");
+        Ok(self
+            .link_statuses()
+            .into_iter()
+            .find(|l| l.name == name)
+            .expect("just created"))
+    }
+
+    pub async fn delete_link(&self, name: &str) -> Result<(), ControllerError> {
+        self.change(|s| {
+            s.links
+                .remove(name)
+                .map(|_| ())
+                .ok_or(ControllerError::NotFound {
+                    what: "link",
+                    name: name.to_string(),
+                })
+        })
+        .await?;
+        info!(link = %name, "Link deleted");
+        Ok(())
+    }
+
+    /// Configured links with their observed state, then links other sites made to this one.
+    pub fn link_statuses(&self) -> Vec<pb::LinkStatus> {
+        let state = self.state();
+        let obs = self.observed();
+        let fresh = obs.at.is_some_and(|t| t.elapsed() < OBSERVED_FRESH);
+        let router_links = obs.state.links.clone().unwrap_or_default().links;
+        let remote = self.remote();
+        let site_of = |router: &str| -> (String, String) {
+            remote
+                .get(router)
+                .map(|r| (r.id.clone(), r.name.clone()))
+                .unwrap_or_default()
+        };
+        let mut out = Vec::new();
+        for l in state.links.values() {
+            let (host, port) = match self.cfg.mode {
+                RouterMode::Interior => {
+                    (l.token.inter_router_host.clone(), l.token.inter_router_port)
+                }
+                RouterMode::Edge => (l.token.edge_host.clone(), l.token.edge_port),
+            };
+            let mut st = pb::LinkStatus {
+                name: l.name.clone(),
+                host,
+                port: u32::from(port),
+                cost: l.cost,
+                peer_site_id: l.token.generated_by.clone(),
+                peer_site_name: l.token.site_name.clone(),
+                direction: "outgoing".into(),
+                ..Default::default()
+            };
+            let rl = router_links.iter().find(|r| r.name == l.name);
+            match (fresh, rl) {
+                (false, _) => {
+                    st.state = "connecting".into();
+                    st.reason = "router-not-ready".into();
+                    st.detail = "the router has not reported its state yet".into();
+                }
+                (true, None) => {
+                    st.state = "connecting".into();
+                    st.reason = "configuring".into();
+                    st.detail = obs
+                        .state
+                        .apply_errors
+                        .get(&l.name)
+                        .cloned()
+                        .unwrap_or_else(|| "not yet applied to the router".into());
+                    if obs.state.apply_errors.contains_key(&l.name) {
+                        st.state = "failed".into();
+                        st.reason = "configuration".into();
+                    }
+                }
+                (true, Some(r)) if r.state == "up" => st.state = "active".into(),
+                (true, Some(r)) => {
+                    let (state, reason) = classify(&r.state, &r.last_error);
+                    st.state = state.into();
+                    st.reason = reason.into();
+                    st.detail = r.last_error.clone();
+                }
+            }
+            out.push(st);
+        }
+        if fresh {
+            for r in router_links
+                .iter()
+                .filter(|r| r.direction == "inbound" && r.state == "up")
+            {
+                let (id, name) = site_of(&r.peer_router);
+                out.push(pb::LinkStatus {
+                    name: r.name.clone(),
+                    state: "active".into(),
+                    host: r.peer_address.clone(),
+                    cost: r.cost,
+                    peer_site_id: id,
+                    peer_site_name: name,
+                    direction: "incoming".into(),
+                    ..Default::default()
+                });
+            }
+        }
+        out
+    }
+
+    // --- services ---
+
+    pub async fn create_service(
+        &self,
+        req: pb::CreateServiceRequest,
+    ) -> Result<pb::Service, ControllerError> {
+        let protocol = default_protocol(&req.protocol);
+        let ports = check_service(&req.address, &req.ports, &protocol)?;
+        let address = req.address.clone();
+        self.change(|s| {
+            if let Some(cur) = s.services.get(&address) {
+                if cur.protocol == protocol && cur.ports == ports {
+                    return Ok(());
+                }
+                return Err(ControllerError::Conflict(format!(
+                    "service {address:?} is already defined here as {}",
+                    cur.shape()
+                )));
+            }
+            s.services.insert(
+                address.clone(),
+                ServiceDef {
+                    address: address.clone(),
+                    protocol,
+                    ports,
+                    created: now_unix(),
+                    targets: Vec::new(),
+                },
+            );
+            Ok(())
+        })
+        .await?;
+        info!(service = %address, "Service defined");
+        self.service(&address)
+    }
+
+    pub async fn delete_service(&self, address: &str) -> Result<(), ControllerError> {
+        self.change(|s| {
+            s.services
+                .remove(address)
+                .map(|_| ())
+                .ok_or(ControllerError::NotFound {
+                    what: "service",
+                    name: address.to_string(),
+                })
+        })
+        .await?;
+        info!(service = %address, "Service deleted");
+        Ok(())
+    }
+
+    pub async fn bind(&self, req: pb::BindRequest) -> Result<pb::Service, ControllerError> {
+        let address = req.address.clone();
+        self.change(|s| {
+            let svc = s
+                .services
+                .get_mut(&address)
+                .ok_or(ControllerError::NotFound {
+                    what: "service",
+                    name: address.clone(),
+                })?;
+            let target = check_target(svc, &req.host, &req.target_ports)?;
+            svc.targets.retain(|t| t.host != target.host);
+            svc.targets.push(target);
+            Ok(())
+        })
+        .await?;
+        info!(service = %address, host = %req.host, "Target bound");
+        self.service(&address)
+    }
+
+    /// Removes a target; a service left with none is deleted (as `unexpose` does).
+    pub async fn unbind(
+        &self,
+        req: pb::UnbindRequest,
+        delete_empty: bool,
+    ) -> Result<pb::Service, ControllerError> {
+        let address = req.address.clone();
+        let view = self.service(&address).ok();
+        self.change(|s| {
+            let svc = s
+                .services
+                .get_mut(&address)
+                .ok_or(ControllerError::NotFound {
+                    what: "service",
+                    name: address.clone(),
+                })?;
+            let before = svc.targets.len();
+            svc.targets.retain(|t| t.host != req.host);
+            if svc.targets.len() == before {
+                return Err(ControllerError::NotFound {
+                    what: "target",
+                    name: req.host.clone(),
+                });
+            }
+            if delete_empty && svc.targets.is_empty() {
+                s.services.remove(&address);
+            }
+            Ok(())
+        })
+        .await?;
+        info!(service = %address, host = %req.host, "Target unbound");
+        Ok(self.service(&address).ok().or(view).unwrap_or_default())
+    }
+
+    pub async fn expose(&self, req: pb::ExposeRequest) -> Result<pb::Service, ControllerError> {
+        let protocol = default_protocol(&req.protocol);
+        let ports = check_service(&req.address, &req.ports, &protocol)?;
+        let address = req.address.clone();
+        self.change(|s| {
+            let svc = s.services.entry(address.clone()).or_insert_with(|| ServiceDef {
+                address: address.clone(),
+                protocol: protocol.clone(),
+                ports: ports.clone(),
+                created: now_unix(),
+                targets: Vec::new(),
+            });
+            if svc.protocol != protocol || svc.ports != ports {
+                return Err(ControllerError::Conflict(format!(
+                    "service {address:?} is already defined here as {}; unexpose it first or use the same ports",
+                    svc.shape()
+                )));
+            }
+            let target = check_target(svc, &req.host, &req.target_ports)?;
+            svc.targets.retain(|t| t.host != target.host);
+            svc.targets.push(target);
+            Ok(())
+        })
+        .await?;
+        info!(service = %address, host = %req.host, "Exposed");
+        self.service(&address)
+    }
+
+    pub fn services(&self) -> Vec<pb::Service> {
+        let state = self.state();
+        let remote = self.remote();
+        let errors = self.observed().state.apply_errors;
+        network::services(&self.cfg, &state, &remote)
+            .into_iter()
+            .map(|v| {
+                let listener_error = v
+                    .def
+                    .ports
+                    .iter()
+                    .filter_map(|p| errors.get(&listener_name(&v.def.address, *p)))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                pb::Service {
+                    address: v.def.address.clone(),
+                    protocol: v.def.protocol.clone(),
+                    ports: v.def.ports.iter().map(|p| u32::from(*p)).collect(),
+                    targets: state
+                        .services
+                        .get(&v.def.address)
+                        .map(|s| {
+                            s.targets
+                                .iter()
+                                .map(|t| pb::Target {
+                                    host: t.host.clone(),
+                                    ports: t.ports.iter().map(|p| u32::from(*p)).collect(),
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    origin_site_id: v.origin_id,
+                    origin_site_name: v.origin_name,
+                    local: v.local,
+                    target_sites: v.target_sites,
+                    conflicts: v.conflicts,
+                    listeners: v
+                        .def
+                        .ports
+                        .iter()
+                        .map(|p| host_port(&self.cfg.listener_host, *p))
+                        .collect(),
+                    listener_error,
+                }
+            })
+            .collect()
+    }
+
+    fn service(&self, address: &str) -> Result<pb::Service, ControllerError> {
+        self.services()
+            .into_iter()
+            .find(|s| s.address == address)
+            .ok_or(ControllerError::NotFound {
+                what: "service",
+                name: address.to_string(),
+            })
+    }
+
+    // --- status ---
+
+    pub fn site_status(&self) -> pb::SiteStatus {
+        let state = self.state();
+        let remote = self.remote();
+        pb::SiteStatus {
+            site_id: self.cfg.id.clone(),
+            site_name: self.cfg.name.clone(),
+            mode: self.cfg.mode.as_str().into(),
+            version: crate::VERSION.into(),
+            router_id: self.cfg.router_id(),
+            connected_sites: remote.len() as u32,
+            exposed_services: state
+                .services
+                .values()
+                .filter(|s| !s.targets.is_empty())
+                .count() as u32,
+            network_services: network::services(&self.cfg, &state, &remote).len() as u32,
+            router_ready: self.router_ready(),
+            ingress_host: self.cfg.ingress_host.clone(),
+            inter_router_port: u32::from(self.cfg.inter_router_port),
+            edge_port: u32::from(self.cfg.edge_port),
+            claims_port: u32::from(self.cfg.claims_port),
+            listener_host: self.cfg.listener_host.clone(),
+        }
+    }
+
+    pub fn network(&self) -> pb::Network {
+        let remote = self.remote();
+        let router_site: BTreeMap<&str, (&str, &str)> = remote
+            .values()
+            .map(|r| (r.router_id.as_str(), (r.id.as_str(), r.name.as_str())))
+            .collect();
+        let own = self.record.borrow().clone();
+        let mut sites = vec![site_of(&own, true, &router_site)];
+        // The local site's services as this site sees them (with conflicts and listeners).
+        sites[0].services = self.services().into_iter().filter(|s| s.local).collect();
+        sites[0].links = self.link_statuses();
+        for r in remote.values() {
+            sites.push(site_of(r, false, &router_site));
+        }
+        pb::Network { sites }
+    }
+}
+
+fn site_of(
+    r: &SiteRecord,
+    local: bool,
+    router_site: &BTreeMap<&str, (&str, &str)>,
+) -> pb::NetworkSite {
+    pb::NetworkSite {
+        site_id: r.id.clone(),
+        site_name: r.name.clone(),
+        mode: r.mode.clone(),
+        version: r.version.clone(),
+        router_id: r.router_id.clone(),
+        links: r
+            .links
+            .iter()
+            .map(|l| {
+                let (id, name) = router_site
+                    .get(l.peer_router.as_str())
+                    .copied()
+                    .unwrap_or_default();
+                pb::LinkStatus {
+                    name: l.name.clone(),
+                    state: l.state.clone(),
+                    cost: l.cost,
+                    peer_site_id: id.into(),
+                    peer_site_name: name.into(),
+                    direction: "outgoing".into(),
+                    ..Default::default()
+                }
+            })
+            .collect(),
+        services: r
+            .services
+            .iter()
+            .map(|s| pb::Service {
+                address: s.address.clone(),
+                protocol: s.protocol.clone(),
+                ports: s.ports.iter().map(|p| u32::from(*p)).collect(),
+                origin_site_id: r.id.clone(),
+                origin_site_name: r.name.clone(),
+                local,
+                target_sites: if s.targets > 0 {
+                    vec![r.name.clone()]
+                } else {
+                    Vec::new()
+                },
+                ..Default::default()
+            })
+            .collect(),
+        local,
+    }
+}
+
+/// Compares secrets without revealing through timing how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn default_protocol(p: &str) -> String {
+    if p.is_empty() {
+        crate::site::PROTOCOL_TCP.into()
+    } else {
+        p.to_string()
+    }
+}
+
+fn check_target(svc: &ServiceDef, host: &str, target_ports: &[u32]) -> Result<Target, Invalid> {
+    let mut errs = Invalid::default();
+    if let Some(m) = crate::site::host_problem(host) {
+        errs.push("host", m);
+    }
+    let ports: Vec<u16> = if target_ports.is_empty() {
+        svc.ports.clone()
+    } else if target_ports.len() != svc.ports.len() {
+        errs.push(
+            "target-port",
+            format!(
+                "{} target port(s) given for {} service port(s)",
+                target_ports.len(),
+                svc.ports.len()
+            ),
+        );
+        Vec::new()
+    } else {
+        target_ports
+            .iter()
+            .map(|p| match u16::try_from(*p) {
+                Ok(p) if p > 0 => p,
+                _ => {
+                    errs.push("target-port", format!("{p} is not a port number (1-65535)"));
+                    0
+                }
+            })
+            .collect()
+    };
+    errs.into_result().map(|()| Target {
+        host: host.to_string(),
+        ports,
+    })
+}
+
+/// Link state and reason class from the router's view of a link.
+fn classify(state: &str, err: &str) -> (&'static str, &'static str) {
+    let state = if state == "failed" {
+        "failed"
+    } else {
+        "connecting"
+    };
+    let e = err.to_ascii_lowercase();
+    let reason = if e.is_empty() {
+        "connecting"
+    } else if e.starts_with("cannot resolve") {
+        "dns"
+    } else if e.contains("connection refused") {
+        "refused"
+    } else if e.contains("timed out") {
+        "timeout"
+    } else if e.contains("certificate") || e.contains("alert") {
+        "certificate"
+    } else if e.contains("tls") {
+        "tls"
+    } else if e.starts_with("connect to") {
+        "unreachable"
+    } else {
+        "error"
+    };
+    (state, reason)
+}
+
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+pub fn listener_name(address: &str, port: u16) -> String {
+    format!("svc-{address}-{port}")
+}
+
+const SERVER_PROFILE: &str = "site-server";
+
+/// The router configuration that follows from the site's state and the network's services.
+pub fn desired_config(cfg: &SiteConfig, state: &SiteState, remote: &Remote) -> rpb::RouterConfig {
+    let mut out = rpb::RouterConfig {
+        router_id: cfg.router_id(),
+        site_id: cfg.id.clone(),
+        mode: cfg.mode.as_str().into(),
+        ..Default::default()
+    };
+    if let (RouterMode::Interior, Some(c)) = (cfg.mode, &state.certs) {
+        out.tls_profiles.push(rpb::TlsProfileConfig {
+            name: SERVER_PROFILE.into(),
+            ca_pem: c.ca_cert.clone(),
+            cert_pem: c.server_cert.clone(),
+            key_pem: c.server_key.clone(),
+            ..Default::default()
+        });
+        for (name, role, port) in [
+            ("inter-router", "inter-router", cfg.inter_router_port),
+            ("edge", "edge", cfg.edge_port),
+        ] {
+            out.link_listeners.push(rpb::LinkListenerConfig {
+                name: name.into(),
+                role: role.into(),
+                host: cfg.ingress_bind.clone(),
+                port: u32::from(port),
+                cost: 1,
+                tls_profile: SERVER_PROFILE.into(),
+            });
+        }
+    }
+    for l in state.links.values() {
+        let profile = format!("link-{}", l.name);
+        out.tls_profiles.push(rpb::TlsProfileConfig {
+            name: profile.clone(),
+            ca_pem: l.token.ca_cert.clone(),
+            cert_pem: l.token.cert.clone(),
+            key_pem: l.token.key.clone(),
+            ..Default::default()
+        });
+        let (role, host, port) = match cfg.mode {
+            RouterMode::Interior => (
+                "inter-router",
+                &l.token.inter_router_host,
+                l.token.inter_router_port,
+            ),
+            RouterMode::Edge => ("edge", &l.token.edge_host, l.token.edge_port),
+        };
+        out.links.push(rpb::LinkConfig {
+            name: l.name.clone(),
+            role: role.into(),
+            host: host.clone(),
+            port: u32::from(port),
+            cost: l.cost,
+            tls_profile: profile,
+            server_name: String::new(),
+        });
+    }
+    for v in network::services(cfg, state, remote) {
+        for p in &v.def.ports {
+            out.tcp_listeners.push(rpb::TcpListenerConfig {
+                name: listener_name(&v.def.address, *p),
+                host: cfg.listener_host.clone(),
+                port: u32::from(*p),
+                routing_key: routing_key(&v.def.address, *p),
+            });
+        }
+    }
+    for s in state.services.values() {
+        for (i, t) in s.targets.iter().enumerate() {
+            for (sp, tp) in s.ports.iter().zip(&t.ports) {
+                out.tcp_connectors.push(rpb::TcpConnectorConfig {
+                    name: format!("tgt-{}-{sp}-{i}", s.address),
+                    host: t.host.clone(),
+                    port: u32::from(*tp),
+                    routing_key: routing_key(&s.address, *sp),
+                });
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,124 @@
+//! The VAN site controller: a site's identity and certificates, tokens and links, services,
+//! and the network-wide view of sites and services learnt over the router network.
+//!
+//! - [`site`], [`token`], [`certs`], [`network`], [`controller`]: the site core, shared by
+//!   every platform.
+//! - [`local`]: the local platform (a site is a directory on a host).
+//! - [`api`] serves the gRPC API; [`claims`] the HTTPS claims endpoint.
+
+pub mod api;
+pub mod certs;
+pub mod claims;
+pub mod controller;
+pub mod error;
+pub mod local;
+pub mod network;
+mod router_sync;
+pub mod site;
+pub mod token;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tracing::info;
+
+pub use controller::Controller;
+pub use error::ControllerError;
+use site::{SiteConfig, SiteStore};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why the controller could not start or stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] error::StoreError),
+    #[error(transparent)]
+    Controller(#[from] ControllerError),
+    #[error("cannot bind {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("API server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Where the API is served.
+#[derive(Debug)]
+pub enum ApiBind {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+/// Sockets bound before the controller starts (tests pass port-0 listeners).
+#[derive(Debug)]
+pub struct Sockets {
+    pub api: ApiBind,
+    /// The claims endpoint; interior sites only.
+    pub claims: Option<tokio::net::TcpListener>,
+}
+
+#[derive(Debug)]
+pub struct Options {
+    pub site: SiteConfig,
+    pub store: Arc<dyn SiteStore>,
+    /// gRPC target of the router's admin API (`host:port` or `unix:/path`).
+    pub router: String,
+}
+
+/// Runs the site controller until `shutdown` completes.
+pub async fn run(
+    opts: Options,
+    sockets: Sockets,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let c = Controller::open(opts.site, opts.store)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    if let Some(l) = sockets.claims {
+        tokio::spawn(claims::serve(c.clone(), l, stopped(stop_rx.clone())));
+    }
+    tokio::spawn(router_sync::run(
+        c.clone(),
+        opts.router,
+        stopped(stop_rx.clone()),
+    ));
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<van_proto::controller::site_controller_server::SiteControllerServer<api::Api>>()
+        .await;
+    let router = tonic::transport::Server::builder()
+        .add_service(health_svc)
+        .add_service(
+            van_proto::controller::site_controller_server::SiteControllerServer::new(
+                api::Api::new(c.clone()),
+            ),
+        );
+    info!(site = %c.cfg.name, id = %c.cfg.id, mode = c.cfg.mode.as_str(), "Controller started");
+    let result = match sockets.api {
+        ApiBind::Tcp(l) => {
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(l),
+                    shutdown,
+                )
+                .await
+        }
+        ApiBind::Unix(l) => {
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(l),
+                    shutdown,
+                )
+                .await
+        }
+    };
+    let _ = stop_tx.send(true);
+    info!("Controller stopped");
+    Ok(result?)
+}

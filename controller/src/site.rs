@@ -1,0 +1,306 @@
+//! The site core shared by every platform: site options, the persisted state of a site
+//! (identity, certificates, services, links, claim records) and its validation rules.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Invalid;
+
+/// Default ports, as Skupper uses them.
+pub const DEFAULT_INTER_ROUTER_PORT: u16 = 55671;
+pub const DEFAULT_EDGE_PORT: u16 = 45671;
+pub const DEFAULT_CLAIMS_PORT: u16 = 8081;
+
+/// Site options, chosen at `init` and fixed for the life of the site.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SiteConfig {
+    /// Network-unique id (random, 32 hex digits).
+    pub id: String,
+    pub name: String,
+    pub mode: RouterMode,
+    /// Host other sites dial for this site's link and claims endpoints.
+    pub ingress_host: String,
+    /// Address the link and claims endpoints bind to.
+    #[serde(default = "any_host")]
+    pub ingress_bind: String,
+    /// Address service listeners bind to.
+    pub listener_host: String,
+    pub inter_router_port: u16,
+    pub edge_port: u16,
+    pub claims_port: u16,
+}
+
+fn any_host() -> String {
+    "0.0.0.0".into()
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouterMode {
+    Interior,
+    Edge,
+}
+
+impl RouterMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouterMode::Interior => "interior",
+            RouterMode::Edge => "edge",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RouterMode> {
+        match s {
+            "interior" => Some(RouterMode::Interior),
+            "edge" => Some(RouterMode::Edge),
+            _ => None,
+        }
+    }
+}
+
+impl SiteConfig {
+    /// The router's id: readable in logs, unique through the site id.
+    pub fn router_id(&self) -> String {
+        format!("{}-{}", self.name, &self.id[..8.min(self.id.len())])
+    }
+
+    /// Every problem with the options, at once.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let mut errs = Invalid::default();
+        if self.id.len() < 8 || !self.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            errs.push("id", "must be at least 8 hex digits");
+        }
+        if let Some(m) = dns_label_problem(&self.name, 40) {
+            errs.push("name", m);
+        }
+        for (field, host) in [
+            ("ingress-host", &self.ingress_host),
+            ("ingress-bind", &self.ingress_bind),
+            ("listener-host", &self.listener_host),
+        ] {
+            if let Some(m) = host_problem(host) {
+                errs.push(field, m);
+            }
+        }
+        for (field, port) in [
+            ("inter-router-port", self.inter_router_port),
+            ("edge-port", self.edge_port),
+            ("claims-port", self.claims_port),
+        ] {
+            if port == 0 {
+                errs.push(field, "must be a port number from 1 to 65535");
+            }
+        }
+        errs.into_result()
+    }
+}
+
+/// Why `s` is not a DNS label of at most `max` characters (lowercase letters, digits, '-').
+pub fn dns_label_problem(s: &str, max: usize) -> Option<String> {
+    if s.is_empty() {
+        Some("must not be empty".into())
+    } else if s.len() > max {
+        Some(format!("{s:?} is longer than {max} characters"))
+    } else if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || s.starts_with('-')
+        || s.ends_with('-')
+    {
+        Some(format!(
+            "{s:?} may hold only lowercase letters, digits and '-', and must start and end with a letter or digit"
+        ))
+    } else {
+        None
+    }
+}
+
+/// Why `h` is not a host name or IP address.
+pub fn host_problem(h: &str) -> Option<String> {
+    if h.is_empty() {
+        return Some("must not be empty".into());
+    }
+    if h.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    let ok = h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    (!ok).then(|| format!("{h:?} is neither an IP address nor a host name"))
+}
+
+/// The only protocol the data plane carries today.
+pub const PROTOCOL_TCP: &str = "tcp";
+
+/// A service: an address and ports other sites can reach, and where this site delivers it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServiceDef {
+    pub address: String,
+    pub protocol: String,
+    pub ports: Vec<u16>,
+    /// Unix seconds; the oldest of two conflicting definitions wins.
+    pub created: u64,
+    #[serde(default)]
+    pub targets: Vec<Target>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Target {
+    pub host: String,
+    /// Target port per service port, in the order of `ServiceDef::ports`.
+    pub ports: Vec<u16>,
+}
+
+impl ServiceDef {
+    /// Same address, protocol and ports: two sites may both serve it.
+    pub fn same_shape(&self, o: &ServiceDef) -> bool {
+        self.address == o.address && self.protocol == o.protocol && self.ports == o.ports
+    }
+
+    pub fn shape(&self) -> String {
+        let ports: Vec<String> = self.ports.iter().map(u16::to_string).collect();
+        format!("{} {}", self.protocol, ports.join(","))
+    }
+}
+
+/// Checks a service definition as a user gave it.
+pub fn check_service(address: &str, ports: &[u32], protocol: &str) -> Result<Vec<u16>, Invalid> {
+    let mut errs = Invalid::default();
+    // Addresses become listener names and routing keys `<address>:<port>`.
+    if let Some(m) = dns_label_problem(address, 48) {
+        errs.push("address", m);
+    }
+    if protocol != PROTOCOL_TCP {
+        errs.push(
+            "protocol",
+            format!("{protocol:?} is not supported; the only protocol is \"tcp\""),
+        );
+    }
+    if ports.is_empty() {
+        errs.push("port", "at least one port is required");
+    }
+    let mut out = Vec::new();
+    for p in ports {
+        match u16::try_from(*p) {
+            Ok(p) if p > 0 => {
+                if out.contains(&p) {
+                    errs.push("port", format!("port {p} is given twice"));
+                }
+                out.push(p);
+            }
+            _ => errs.push("port", format!("{p} is not a port number (1-65535)")),
+        }
+    }
+    errs.into_result().map(|()| out)
+}
+
+/// A link to another site, made from a redeemed token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LinkRecord {
+    pub name: String,
+    pub cost: u32,
+    /// The cert token the link authenticates with.
+    pub token: crate::token::CertToken,
+}
+
+/// The issuing side of a claim token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClaimRecord {
+    pub name: String,
+    pub secret: String,
+    /// Unix seconds.
+    pub expires: u64,
+    pub uses_remaining: u32,
+    pub uses_made: u32,
+    pub cost: u32,
+}
+
+/// The site's certificate authority and the server certificate of its link endpoints.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SiteCerts {
+    pub ca_cert: String,
+    pub ca_key: String,
+    pub server_cert: String,
+    pub server_key: String,
+    /// Host names the server certificate was issued for.
+    pub server_hosts: Vec<String>,
+}
+
+/// Everything a controller persists. One document, written atomically.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SiteState {
+    pub certs: Option<SiteCerts>,
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceDef>,
+    #[serde(default)]
+    pub links: BTreeMap<String, LinkRecord>,
+    #[serde(default)]
+    pub claims: BTreeMap<String, ClaimRecord>,
+}
+
+/// Where a platform keeps a site's state.
+pub trait SiteStore: Send + Sync + std::fmt::Debug {
+    fn load(&self) -> Result<SiteState, crate::error::StoreError>;
+    fn save(&self, state: &SiteState) -> Result<(), crate::error::StoreError>;
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Random lowercase hex of `bytes` bytes.
+pub fn random_hex(bytes: usize) -> String {
+    use ring::rand::SecureRandom;
+    let mut b = vec![0u8; bytes];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("system random source");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A random secret of `n` letters and digits.
+pub fn random_secret(n: usize) -> String {
+    use ring::rand::SecureRandom;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    let mut b = vec![0u8; n];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("system random source");
+    // 256 is not a multiple of the alphabet size; the bias is negligible for a secret of
+    // this length (still over 120 bits).
+    b.iter()
+        .map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+pub fn rfc3339(unix: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .and_then(|t| u64::try_from(t.unix_timestamp()).ok())
+}
