@@ -100,22 +100,38 @@ pub async fn run(
             ),
         );
     info!(site = %c.cfg.name, id = %c.cfg.id, mode = c.cfg.mode.as_str(), "Controller started");
-    let result = match sockets.api {
-        ApiBind::Tcp(l) => {
-            router
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(l),
-                    shutdown,
-                )
-                .await
+    // Open streams (config-sync's) would hold a graceful shutdown forever: stop accepting,
+    // give requests in flight a moment, then drop what is left.
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let serve = async move {
+        match sockets.api {
+            ApiBind::Tcp(l) => {
+                router
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(l),
+                        stopped(drain_rx),
+                    )
+                    .await
+            }
+            ApiBind::Unix(l) => {
+                router
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::UnixListenerStream::new(l),
+                        stopped(drain_rx),
+                    )
+                    .await
+            }
         }
-        ApiBind::Unix(l) => {
-            router
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::UnixListenerStream::new(l),
-                    shutdown,
-                )
+    };
+    tokio::pin!(serve);
+    let result = tokio::select! {
+        r = &mut serve => r,
+        _ = shutdown => {
+            let _ = drain_tx.send(true);
+            let _ = stop_tx.send(true);
+            tokio::time::timeout(std::time::Duration::from_secs(1), serve)
                 .await
+                .unwrap_or(Ok(()))
         }
     };
     let _ = stop_tx.send(true);

@@ -35,27 +35,106 @@ fn free_port() -> u16 {
 struct Site {
     api: SiteControllerClient<Channel>,
     cfg: SiteConfig,
+    dir: std::path::PathBuf,
+    router_yaml: String,
     router: Option<van_router::Running>,
+    store: Arc<MemStore>,
+    /// Stops the controller.
+    controller_stop: tokio::sync::watch::Sender<bool>,
+    /// Stops config-sync.
     stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        let _ = self.controller_stop.send(true);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn stopper() -> (
+    tokio::sync::watch::Sender<bool>,
+    impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let f = move || {
+        let mut rx = rx.clone();
+        Box::pin(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    };
+    (tx, f)
 }
 
 impl Site {
     /// The whole site goes away: controller, config-sync and router.
     async fn leave(mut self) {
         let _ = self.stop.send(true);
+        let _ = self.controller_stop.send(true);
         if let Some(r) = self.router.take() {
             r.shutdown().await;
         }
     }
-}
 
-impl Drop for Site {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
+    fn router_sock(&self) -> String {
+        format!("unix:{}", self.dir.join("router.sock").display())
+    }
+
+    async fn start_router(&mut self) {
+        let rcfg = van_router::Config::from_yaml(&self.router_yaml).unwrap();
+        let listeners = van_router::Listeners::bind(&rcfg).await.unwrap();
+        self.router = Some(van_router::start(rcfg, listeners).await.unwrap());
+    }
+
+    /// Stops the router and starts a new, empty one in its place.
+    async fn restart_router(&mut self) {
+        if let Some(r) = self.router.take() {
+            r.shutdown().await;
+        }
+        self.start_router().await;
+    }
+
+    async fn start_controller(&mut self) {
+        let sock = self.dir.join("controller.sock");
+        let _ = std::fs::remove_file(&sock);
+        let api_l = tokio::net::UnixListener::bind(&sock).unwrap();
+        let claims = match self.cfg.mode {
+            RouterMode::Interior => Some(
+                TcpListener::bind(("127.0.0.1", self.cfg.claims_port))
+                    .await
+                    .unwrap(),
+            ),
+            RouterMode::Edge => None,
+        };
+        let (stop, stopped) = stopper();
+        self.controller_stop = stop;
+        let opts = van_controller::Options {
+            site: self.cfg.clone(),
+            store: self.store.clone(),
+            router: self.router_sock(),
+        };
+        let sockets = van_controller::Sockets {
+            api: van_controller::ApiBind::Unix(api_l),
+            claims,
+        };
+        tokio::spawn(van_controller::run(opts, sockets, stopped()));
+    }
+
+    async fn restart_controller(&mut self) {
+        let _ = self.controller_stop.send(true);
+        // The old server lets go of its socket when it stops.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.start_controller().await;
     }
 }
 
 async fn site(name: &str, listener_host: &str, mode: RouterMode) -> Site {
+    let dir = std::env::temp_dir().join(format!(
+        "van-sites-{name}-{}",
+        van_controller::site::random_hex(4)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
     let cfg = SiteConfig {
         id: van_controller::site::random_hex(16),
         name: name.into(),
@@ -65,58 +144,39 @@ async fn site(name: &str, listener_host: &str, mode: RouterMode) -> Site {
         listener_host: listener_host.into(),
         inter_router_port: free_port(),
         edge_port: free_port(),
-        claims_port: 0,
-    };
-    let claims = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let cfg = SiteConfig {
-        claims_port: claims.local_addr().unwrap().port(),
-        ..cfg
+        claims_port: free_port(),
     };
     // The router starts empty, with only its identity, as on a real site.
-    let rcfg = van_router::Config::from_yaml(&format!(
-        "router: {{id: {}, site: {}, mode: {}}}\nadmin: {{listen: '127.0.0.1:0'}}\n\
+    let router_yaml = format!(
+        "router: {{id: {}, site: {}, mode: {}}}\nadmin: {{listen: 'unix:{}'}}\n\
          timers: {{hello_interval_ms: 100, hello_max_age_ms: 600}}\n",
         cfg.router_id(),
         cfg.id,
-        cfg.mode.as_str()
-    ))
-    .unwrap();
-    let listeners = van_router::Listeners::bind(&rcfg).await.unwrap();
-    let router_admin = match &listeners.admin {
-        van_router::admin::AdminBind::Tcp(l) => l.local_addr().unwrap().to_string(),
-        _ => unreachable!(),
-    };
-    let router = van_router::start(rcfg, listeners).await.unwrap();
-    let api_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let api_addr = api_l.local_addr().unwrap().to_string();
-    let (stop, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let opts = van_controller::Options {
-        site: cfg.clone(),
+        cfg.mode.as_str(),
+        dir.join("router.sock").display()
+    );
+    let (cs_stop, cs_stopped) = stopper();
+    let api_target = format!("unix:{}", dir.join("controller.sock").display());
+    let mut site = Site {
+        api: SiteControllerClient::new(van_config_sync::lazy_channel(&api_target).unwrap()),
+        cfg,
+        dir,
+        router_yaml,
+        router: None,
         store: Arc::new(MemStore::default()),
-        router: router_admin.clone(),
+        controller_stop: tokio::sync::watch::channel(false).0,
+        stop: cs_stop,
     };
-    let sockets = van_controller::Sockets {
-        api: van_controller::ApiBind::Tcp(api_l),
-        claims: (mode == RouterMode::Interior).then_some(claims),
-    };
-    tokio::spawn(van_controller::run(opts, sockets, stopped(stop_rx.clone())));
+    site.start_router().await;
+    site.start_controller().await;
     tokio::spawn(van_config_sync::run(
         van_config_sync::Options {
-            controller: api_addr.clone(),
-            router: router_admin,
+            controller: api_target,
+            router: site.router_sock(),
         },
-        stopped(stop_rx),
+        cs_stopped(),
     ));
-    let api = SiteControllerClient::new(van_config_sync::lazy_channel(&api_addr).unwrap());
-    Site {
-        api,
-        cfg,
-        router: Some(router),
-        stop,
-    }
+    site
 }
 
 async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
@@ -446,4 +506,173 @@ async fn tokens_are_refused_with_a_reason() {
         m.contains("address") && m.contains("protocol") && m.contains("port"),
         "{m}"
     );
+}
+
+async fn link(from: &Site, to: &Site, ty: pb::TokenType, name: &str) {
+    let token = to
+        .api
+        .clone()
+        .create_token(pb::CreateTokenRequest {
+            name: name.into(),
+            r#type: ty as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    from.api
+        .clone()
+        .create_link(pb::CreateLinkRequest {
+            token_yaml: token.yaml,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    link_active(from, name).await;
+}
+
+async fn expose(s: &Site, address: &str, port: u32, target: std::net::SocketAddr) {
+    s.api
+        .clone()
+        .expose(pb::ExposeRequest {
+            address: address.into(),
+            ports: vec![port],
+            host: target.ip().to_string(),
+            target_ports: vec![u32::from(target.port())],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+async fn unexpose(s: &Site, address: &str, host: &str) {
+    s.api
+        .clone()
+        .unbind(pb::UnbindRequest {
+            address: address.into(),
+            host: host.into(),
+            delete_if_unbound: true,
+        })
+        .await
+        .unwrap();
+}
+
+async fn reaches(addr: &str, body: &str) {
+    let got = eventually(&format!("{body:?} at {addr}"), async || {
+        http_get(addr).await.filter(|b| b.ends_with(body))
+    })
+    .await;
+    assert!(got.ends_with(body));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sites_and_an_edge_follow_service_changes() {
+    let west = site("west", "127.0.0.2", RouterMode::Interior).await;
+    let east = site("east", "127.0.0.3", RouterMode::Interior).await;
+    let north = site("north", "127.0.0.4", RouterMode::Edge).await;
+    link(&east, &west, pb::TokenType::Claim, "east-west").await;
+    link(&north, &east, pb::TokenType::Cert, "north-east").await;
+    let v1 = http_server("north v1").await;
+    // Add: a service on the edge is reachable from both interiors, two hops away in west.
+    expose(&north, "api", 17001, v1).await;
+    reaches("127.0.0.2:17001", "north v1").await;
+    reaches("127.0.0.3:17001", "north v1").await;
+    reaches("127.0.0.4:17001", "north v1").await;
+    // Change: the service moves to another port; the old listeners go everywhere.
+    unexpose(&north, "api", "127.0.0.1").await;
+    expose(&north, "api", 17002, v1).await;
+    reaches("127.0.0.2:17002", "north v1").await;
+    for a in ["127.0.0.2:17001", "127.0.0.3:17001"] {
+        eventually(&format!("{a} closed"), async || {
+            TcpStream::connect(a).await.is_err().then_some(())
+        })
+        .await;
+    }
+    // A second target in west for the same service: both sites serve it.
+    let v2 = http_server("west v2").await;
+    expose(&west, "api", 17002, v2).await;
+    let svc = eventually("two target sites", async || {
+        let s = services_of(&east).await;
+        (s.len() == 1 && s[0].target_sites.len() == 2).then_some(s)
+    })
+    .await;
+    assert_eq!(svc[0].address, "api");
+    // Remove both: gone from every site.
+    unexpose(&north, "api", "127.0.0.1").await;
+    unexpose(&west, "api", "127.0.0.1").await;
+    for s in [&west, &east, &north] {
+        eventually("no services", async || {
+            services_of(s).await.is_empty().then_some(())
+        })
+        .await;
+    }
+    // Network status from the edge shows all three sites and the links between them.
+    let net = north
+        .api
+        .clone()
+        .get_network(pb::GetNetworkRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut names: Vec<&str> = net.sites.iter().map(|s| s.site_name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["east", "north", "west"]);
+    let east_rec = net.sites.iter().find(|s| s.site_name == "east").unwrap();
+    assert_eq!(east_rec.links[0].peer_site_name, "west");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_routers_and_controllers_lose_nothing() {
+    let mut west = site("west", "127.0.0.2", RouterMode::Interior).await;
+    let mut east = site("east", "127.0.0.3", RouterMode::Interior).await;
+    link(&east, &west, pb::TokenType::Claim, "east-west").await;
+    let backend = http_server("east backend").await;
+    expose(&east, "backend", 17101, backend).await;
+    reaches("127.0.0.2:17101", "east backend").await;
+
+    // A router restarts empty; config-sync puts everything back with no manual step.
+    let started = std::time::Instant::now();
+    east.restart_router().await;
+    link_active(&east, "east-west").await;
+    reaches("127.0.0.2:17101", "east backend").await;
+    west.restart_router().await;
+    reaches("127.0.0.2:17101", "east backend").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A controller restart keeps links, services and outstanding tokens.
+    let before = west.store.load().unwrap();
+    let token = west
+        .api
+        .clone()
+        .create_token(pb::CreateTokenRequest {
+            name: "later".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    west.restart_controller().await;
+    east.restart_controller().await;
+    link_active(&east, "east-west").await;
+    reaches("127.0.0.2:17101", "east backend").await;
+    let after = west.store.load().unwrap();
+    assert_eq!(after.certs, before.certs, "same CA after a restart");
+    assert!(after.claims.contains_key("later"));
+    // The token issued before the restart still redeems.
+    let north = site("north", "127.0.0.4", RouterMode::Interior).await;
+    north
+        .api
+        .clone()
+        .create_link(pb::CreateLinkRequest {
+            token_yaml: token.yaml,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    link_active(&north, "later").await;
+    reaches("127.0.0.4:17101", "east backend").await;
 }
