@@ -142,9 +142,12 @@ impl SiteController for Api {
         &self,
         _: Request<pb::WatchRouterConfigRequest>,
     ) -> Result<Response<Self::WatchRouterConfigStream>, Status> {
-        let mut rx = self.c.desired();
+        let c = self.c.clone();
         let (tx, out) = tokio::sync::mpsc::channel(2);
         tokio::spawn(async move {
+            // If the router is down there is nothing to configure anyway.
+            c.network_known(std::time::Duration::from_secs(5)).await;
+            let mut rx = c.desired();
             loop {
                 let cfg = (**rx.borrow_and_update()).clone();
                 if tx.send(Ok(cfg)).await.is_err() {

@@ -42,6 +42,8 @@ pub struct Controller {
     /// A copy of the current state for readers that must not wait on a change in progress.
     current: watch::Sender<Arc<SiteState>>,
     remote: watch::Sender<Arc<Remote>>,
+    /// Whether `remote` has been heard from the router since start.
+    remote_known: watch::Sender<bool>,
     observed: Mutex<Observed>,
     desired: watch::Sender<Arc<rpb::RouterConfig>>,
     record: watch::Sender<Arc<SiteRecord>>,
@@ -87,6 +89,7 @@ impl Controller {
             current: watch::channel(state.clone()).0,
             state: tokio::sync::Mutex::new((*state).clone()),
             remote: watch::channel(Arc::new(Remote::new())).0,
+            remote_known: watch::channel(false).0,
             observed: Mutex::new(Observed::default()),
             store,
             cfg,
@@ -112,7 +115,16 @@ impl Controller {
     }
 
     /// Replaces the view of the other sites (from the router's topic subscription).
+    /// Waits until the network view has been heard from the router, or `limit` passed.
+    /// A restarted controller that handed out a configuration before that would have the
+    /// router drop every other site's services for a moment.
+    pub async fn network_known(&self, limit: Duration) {
+        let mut rx = self.remote_known.subscribe();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|k| *k)).await;
+    }
+
     pub fn set_remote(&self, r: Remote) {
+        self.remote_known.send_replace(true);
         let changed = self.remote.send_if_modified(|cur| {
             if **cur == r {
                 false
@@ -792,11 +804,12 @@ impl Controller {
 
     pub fn network(&self) -> pb::Network {
         let remote = self.remote();
+        let own = self.record.borrow().clone();
         let router_site: BTreeMap<&str, (&str, &str)> = remote
             .values()
+            .chain(std::iter::once(&*own))
             .map(|r| (r.router_id.as_str(), (r.id.as_str(), r.name.as_str())))
             .collect();
-        let own = self.record.borrow().clone();
         let mut sites = vec![site_of(&own, true, &router_site)];
         // The local site's services as this site sees them (with conflicts and listeners).
         sites[0].services = self.services().into_iter().filter(|s| s.local).collect();

@@ -676,3 +676,70 @@ async fn restarted_routers_and_controllers_lose_nothing() {
     link_active(&north, "later").await;
     reaches("127.0.0.4:17101", "east backend").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_status_names_why_a_link_is_down() {
+    use van_controller::token::{self, Token};
+    let west = site("west", "127.0.0.2", RouterMode::Interior).await;
+    let east = site("east", "127.0.0.3", RouterMode::Interior).await;
+    let other = site("other", "127.0.0.4", RouterMode::Interior).await;
+    let cert = |s: &Site, name: &str| {
+        let mut api = s.api.clone();
+        let name = name.to_string();
+        async move {
+            let t = api
+                .create_token(pb::CreateTokenRequest {
+                    name,
+                    r#type: pb::TokenType::Cert as i32,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            match token::parse(&t.yaml).unwrap() {
+                Token::Cert(c) => c,
+                Token::Claim(_) => unreachable!(),
+            }
+        }
+    };
+    let mut wrong_host = cert(&west, "wrong-host").await;
+    wrong_host.inter_router_host = "no-such-host.invalid".into();
+    let mut closed_port = cert(&west, "closed-port").await;
+    closed_port.generated_by = "1111111111111111".into();
+    closed_port.inter_router_port = free_port();
+    // Signed by west, but claiming another site's CA: west's server certificate fails.
+    let mut bad_ca = cert(&west, "bad-ca").await;
+    bad_ca.generated_by = "2222222222222222".into();
+    bad_ca.ca_cert = cert(&other, "x").await.ca_cert;
+    for t in [&wrong_host, &closed_port, &bad_ca] {
+        east.api
+            .clone()
+            .create_link(pb::CreateLinkRequest {
+                token_yaml: t.to_yaml(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let mut api = east.api.clone();
+    for (name, reason) in [
+        ("wrong-host", "dns"),
+        ("closed-port", "refused"),
+        ("bad-ca", "certificate"),
+    ] {
+        let l = eventually(&format!("{name} failing with {reason}"), async || {
+            let links = api
+                .list_links(pb::ListLinksRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            links
+                .links
+                .into_iter()
+                .find(|l| l.name == name && l.reason == reason)
+        })
+        .await;
+        assert_ne!(l.state, "active");
+        assert!(!l.detail.is_empty(), "{l:?}");
+    }
+}

@@ -657,27 +657,42 @@ pub async fn serve(
     }
 }
 
-/// Why the admin API could not be reached.
+/// Why a gRPC API could not be reached.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot reach the router admin API at {target}: {source}")]
+#[error("cannot reach the gRPC API at {target}: {source}")]
 pub struct ConnectError {
-    target: String,
+    pub target: String,
     #[source]
-    source: tonic::transport::Error,
+    pub source: tonic::transport::Error,
 }
 
 /// Connects to a router's admin API at `host:port` or `unix:/path`.
 pub async fn connect(
     target: &str,
 ) -> Result<pb::router_admin_client::RouterAdminClient<tonic::transport::Channel>, ConnectError> {
+    Ok(pb::router_admin_client::RouterAdminClient::new(
+        channel(target, None).await?,
+    ))
+}
+
+/// A gRPC channel to `host:port` or `unix:/path` (any of the project's APIs), with an
+/// optional per-call timeout.
+pub async fn channel(
+    target: &str,
+    call_timeout: Option<std::time::Duration>,
+) -> Result<tonic::transport::Channel, ConnectError> {
     use tonic::transport::Endpoint;
     let err = |source| ConnectError {
         target: target.to_string(),
         source,
     };
-    let channel = if let Some(path) = target.strip_prefix("unix:") {
+    let with_timeout = |e: Endpoint| match call_timeout {
+        Some(t) => e.timeout(t),
+        None => e,
+    };
+    if let Some(path) = target.strip_prefix("unix:") {
         let path = path.to_string();
-        Endpoint::from_static("http://localhost")
+        with_timeout(Endpoint::from_static("http://localhost"))
             .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
                 let path = path.clone();
                 async move {
@@ -686,19 +701,17 @@ pub async fn connect(
                 }
             }))
             .await
-            .map_err(err)?
+            .map_err(err)
     } else {
         let uri = if target.starts_with("http://") {
             target.to_string()
         } else {
             format!("http://{target}")
         };
-        Endpoint::from_shared(uri)
-            .map_err(err)?
+        with_timeout(Endpoint::from_shared(uri).map_err(err)?)
             .connect_timeout(std::time::Duration::from_secs(5))
             .connect()
             .await
-            .map_err(err)?
-    };
-    Ok(pb::router_admin_client::RouterAdminClient::new(channel))
+            .map_err(err)
+    }
 }

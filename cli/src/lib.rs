@@ -1,0 +1,159 @@
+//! The `skupper` CLI on the local platform: a site is a directory under
+//! `$SKUPPER_HOME/namespaces/<namespace>` and three processes on this host (router,
+//! controller, config-sync) kept running by a detached supervisor.
+//!
+//! `main.rs` only parses the arguments; everything else lives here so tests and `demo`
+//! call the same functions the subcommands do.
+
+pub mod args;
+pub mod client;
+pub mod debug;
+pub mod demo;
+pub mod duration;
+pub mod link;
+pub mod network;
+pub mod output;
+pub mod service;
+pub mod site;
+pub mod supervisor;
+pub mod system;
+pub mod tar;
+pub mod token;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use args::{Cli, Command, Platform};
+use van_controller::local::SiteDir;
+
+/// What every command needs: where sites live, which one, and the binary that runs them.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// Absolute `$SKUPPER_HOME`.
+    pub home: PathBuf,
+    pub namespace: String,
+    /// The `skupper` executable the supervisor is started from.
+    pub exe: PathBuf,
+}
+
+impl Ctx {
+    pub fn site_dir(&self) -> SiteDir {
+        SiteDir::of(&self.home, &self.namespace)
+    }
+}
+
+/// A mistake in what the user typed (exit code 2), as opposed to a failure (exit code 1).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Shorthand for returning a [`UsageError`].
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+/// The running binary. After a rebuild replaced it, Linux reports "<path> (deleted)"; the
+/// path itself then holds the new build, which is what restarts should run.
+pub fn current_exe() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("cannot find the skupper executable: {e}"))?;
+    let s = exe.to_string_lossy();
+    Ok(match s.strip_suffix(" (deleted)") {
+        Some(p) => PathBuf::from(p),
+        None => exe,
+    })
+}
+
+/// Builds the context from the global flags, checking the platform and namespace.
+pub fn context(cli: &Cli) -> anyhow::Result<Ctx> {
+    match cli.global.platform {
+        Platform::Local => {}
+        Platform::Kubernetes => {
+            return Err(usage(
+                "the kubernetes platform is not available in this build yet",
+            ));
+        }
+    }
+    let ns = &cli.global.namespace;
+    if let Some(p) = van_controller::site::dns_label_problem(ns, 63) {
+        return Err(usage(format!("namespace: {p}")));
+    }
+    let home = cli
+        .global
+        .home
+        .clone()
+        .filter(|h| !h.as_os_str().is_empty())
+        .unwrap_or_else(van_controller::local::skupper_home);
+    let home = std::path::absolute(&home)
+        .map_err(|e| anyhow::anyhow!("home directory {}: {e}", home.display()))?;
+    Ok(Ctx {
+        home,
+        namespace: ns.clone(),
+        exe: current_exe()?,
+    })
+}
+
+/// Runs a parsed command line; the exit code is 2 for usage errors, 1 for failures.
+pub fn main(cli: Cli) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("Error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(run(cli));
+    // `system run` children may leave a thread blocked on stdin; do not wait for it.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Dispatches one command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Hidden plumbing runs without the namespace/platform checks: it gets its site directory.
+    if let Command::System(cmd) = &cli.command {
+        return system::run(cmd).await;
+    }
+    let ctx = context(&cli)?;
+    let mut stdout = std::io::stdout();
+    let out: &mut (dyn std::io::Write + Send) = &mut stdout;
+    match cli.command {
+        Command::Init(a) => site::init(&ctx, &a, out).await,
+        Command::Status(a) => site::status(&ctx, a.output, out).await,
+        Command::Delete => site::delete(&ctx, out).await,
+        Command::Version(a) => site::version(&ctx, a.output, out).await,
+        Command::Token(args::TokenCommand::Create(a)) => token::create(&ctx, &a, out).await,
+        Command::Link(args::LinkCommand::Create(a)) => link::create(&ctx, &a, out).await.map(drop),
+        Command::Link(args::LinkCommand::Status(a)) => link::status(&ctx, &a, out).await,
+        Command::Link(args::LinkCommand::Delete(a)) => link::delete(&ctx, &a.name, out).await,
+        Command::Expose(a) => service::expose(&ctx, &a, out).await.map(drop),
+        Command::Unexpose(a) => service::unexpose(&ctx, &a, out).await,
+        Command::Service(c) => service::run(&ctx, &c, out).await,
+        Command::Network(args::NetworkCommand::Status(a)) => {
+            network::status(&ctx, a.output, out).await
+        }
+        Command::Debug(args::DebugCommand::Dump(a)) => debug::dump(&ctx, &a.file, out).await,
+        Command::Demo(a) => demo::run(&ctx, &a, out).await,
+        Command::System(_) => unreachable!("handled above"),
+    }
+}

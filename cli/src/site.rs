@@ -1,0 +1,457 @@
+//! `init`, `status`, `delete`, `version`: the life of a site.
+
+use std::io::Write;
+use std::net::{TcpListener, ToSocketAddrs};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use van_controller::local::SiteDir;
+use van_controller::site::{self as vsite, RouterMode, SiteConfig};
+use van_proto::controller as pb;
+
+use crate::args::InitArgs;
+use crate::client::{self, rpc_error};
+use crate::output::{self, Format};
+use crate::{Ctx, supervisor, usage};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A site configuration checked and with its ports chosen, ready to create.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub config: SiteConfig,
+    pub timeout: Duration,
+}
+
+/// Checks every `init` flag and reports all problems at once; then chooses the ports not
+/// given (the default if it can be bound on the ingress bind address now, else one the OS
+/// picks).
+pub fn plan(ctx: &Ctx, a: &InitArgs) -> anyhow::Result<Plan> {
+    let mut problems: Vec<String> = Vec::new();
+    let name = a.site_name.clone().unwrap_or_else(|| ctx.namespace.clone());
+    let mode = match a.router_mode.as_deref() {
+        None => RouterMode::Interior,
+        Some(m) => RouterMode::parse(m).unwrap_or_else(|| {
+            problems.push(format!(
+                "--router-mode: {m:?} is not a router mode (interior or edge)"
+            ));
+            RouterMode::Interior
+        }),
+    };
+    let timeout = match a.timeout.as_deref() {
+        None => DEFAULT_TIMEOUT,
+        Some(t) => crate::duration::parse_duration(t).unwrap_or_else(|e| {
+            problems.push(format!("--timeout: {e}"));
+            DEFAULT_TIMEOUT
+        }),
+    };
+    let mut port = |flag: &str, v: &Option<String>| -> Option<u16> {
+        let v = v.as_deref()?;
+        match v.trim().parse::<u16>() {
+            Ok(p) if p > 0 => Some(p),
+            _ => {
+                problems.push(format!("--{flag}: {v:?} is not a port number (1-65535)"));
+                None
+            }
+        }
+    };
+    let given = [
+        (
+            "inter-router-port",
+            port("inter-router-port", &a.inter_router_port),
+            vsite::DEFAULT_INTER_ROUTER_PORT,
+        ),
+        (
+            "edge-port",
+            port("edge-port", &a.edge_port),
+            vsite::DEFAULT_EDGE_PORT,
+        ),
+        (
+            "claims-port",
+            port("claims-port", &a.claims_port),
+            vsite::DEFAULT_CLAIMS_PORT,
+        ),
+    ];
+    let ingress_bind = a.ingress_bind.clone().unwrap_or_else(|| "0.0.0.0".into());
+    let listener_host = a
+        .listener_host
+        .clone()
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let ingress_host = a.ingress_host.clone().unwrap_or_else(default_ingress_host);
+    let mut config = SiteConfig {
+        id: vsite::random_hex(16),
+        name,
+        mode,
+        ingress_host,
+        ingress_bind,
+        listener_host,
+        inter_router_port: given[0].1.unwrap_or(given[0].2),
+        edge_port: given[1].1.unwrap_or(given[1].2),
+        claims_port: given[2].1.unwrap_or(given[2].2),
+    };
+    if let Err(invalid) = config.validate() {
+        for (field, m) in invalid.errors {
+            let flag = match field.as_str() {
+                "name" => "site-name",
+                f => f,
+            };
+            problems.push(format!("--{flag}: {m}"));
+        }
+    }
+    for i in 0..given.len() {
+        for j in i + 1..given.len() {
+            if let (Some(p), Some(q)) = (given[i].1, given[j].1)
+                && p == q
+            {
+                problems.push(format!(
+                    "--{} and --{} are both {p}; each needs its own port",
+                    given[i].0, given[j].0
+                ));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(usage(format!("skupper init: {}", problems.join("; "))));
+    }
+
+    // The addresses are valid; can this host listen on them?
+    let mut held = Vec::new();
+    if let Err(e) = TcpListener::bind((config.listener_host.as_str(), 0)) {
+        problems.push(format!(
+            "--listener-host: cannot listen on {}: {e}",
+            config.listener_host
+        ));
+    }
+    let bind = config.ingress_bind.clone();
+    let mut chosen = [0u16; 3];
+    for (i, (flag, want, default)) in given.iter().enumerate() {
+        match want {
+            Some(p) => match TcpListener::bind((bind.as_str(), *p)) {
+                Ok(l) => {
+                    held.push(l);
+                    chosen[i] = *p;
+                }
+                Err(e) => problems.push(format!("--{flag}: cannot listen on {bind}:{p}: {e}")),
+            },
+            None => {
+                let l = TcpListener::bind((bind.as_str(), *default))
+                    .or_else(|_| TcpListener::bind((bind.as_str(), 0)));
+                match l.and_then(|l| Ok((l.local_addr()?.port(), l))) {
+                    Ok((p, l)) => {
+                        held.push(l);
+                        chosen[i] = p;
+                    }
+                    Err(e) => problems.push(format!(
+                        "--ingress-bind: cannot listen on {bind} for the {flag}: {e}"
+                    )),
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(usage(format!("skupper init: {}", problems.join("; "))));
+    }
+    drop(held);
+    config.inter_router_port = chosen[0];
+    config.edge_port = chosen[1];
+    config.claims_port = chosen[2];
+    Ok(Plan { config, timeout })
+}
+
+/// This machine's host name if it resolves, else 127.0.0.1.
+fn default_ingress_host() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let name = name.trim();
+    let resolves = !name.is_empty()
+        && vsite::host_problem(name).is_none()
+        && (name, 0)
+            .to_socket_addrs()
+            .map(|mut a| a.next().is_some())
+            .unwrap_or(false);
+    if resolves {
+        name.to_string()
+    } else {
+        "127.0.0.1".to_string()
+    }
+}
+
+/// `skupper init`.
+pub async fn init(ctx: &Ctx, a: &InitArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let dir = ctx.site_dir();
+    if dir.exists() {
+        anyhow::bail!(
+            "Skupper is already installed in namespace {:?}",
+            ctx.namespace
+        );
+    }
+    let plan = plan(ctx, a)?;
+    create(ctx, &dir, &plan).await?;
+    writeln!(
+        out,
+        "Skupper is now installed in namespace {:?}.  Use 'skupper status' to get more information.",
+        ctx.namespace
+    )?;
+    Ok(())
+}
+
+/// Writes the site, starts its supervisor and waits for the controller; on failure shows
+/// the logs and removes what it made.
+pub async fn create(ctx: &Ctx, dir: &SiteDir, plan: &Plan) -> anyhow::Result<()> {
+    if let Err(e) = dir.create(&plan.config) {
+        let _ = std::fs::remove_dir_all(&dir.root);
+        anyhow::bail!("cannot create the site in {}: {e}", dir.root.display());
+    }
+    let mut child = match start_supervisor(ctx, dir) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir.root);
+            return Err(e);
+        }
+    };
+    let deadline = Instant::now() + plan.timeout;
+    let failure = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break format!("its supervisor exited ({status})");
+        }
+        if let Ok(mut c) = client::connect(&dir.controller_target()).await
+            && c.get_site(pb::GetSiteRequest {}).await.is_ok()
+        {
+            // The child is reaped by a thread so a long-lived caller (demo) keeps no zombie.
+            std::thread::spawn(move || child.wait());
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            break format!(
+                "its controller did not answer within {}",
+                crate::duration::format_duration(plan.timeout)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("{}", log_tails(dir, 20));
+    if supervisor::stop(dir).await.is_err() || child.try_wait().ok().flatten().is_none() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir.root);
+    anyhow::bail!(
+        "Skupper could not be started in namespace {:?}: {failure}; the site was removed",
+        ctx.namespace
+    )
+}
+
+/// Starts `skupper system supervise` detached: its own process group (so a terminal's
+/// Ctrl-C does not reach it), no standard input, output to `logs/supervisor.log`.
+fn start_supervisor(ctx: &Ctx, dir: &SiteDir) -> anyhow::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    let log_path = dir.logs_dir().join("supervisor.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", log_path.display()))?;
+    let err = log.try_clone()?;
+    std::process::Command::new(&ctx.exe)
+        .arg("system")
+        .arg("supervise")
+        .arg("--site-dir")
+        .arg(&dir.root)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", ctx.exe.display()))
+}
+
+/// The last `lines` lines of each log of the site, for a failure report.
+pub fn log_tails(dir: &SiteDir, lines: usize) -> String {
+    let mut out = String::new();
+    for name in ["supervisor", "controller", "router", "config-sync"] {
+        let path = dir.logs_dir().join(format!("{name}.log"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let all: Vec<&str> = text.lines().collect();
+        let tail = &all[all.len().saturating_sub(lines)..];
+        out.push_str(&format!(
+            "--- {} (last {} lines)\n",
+            path.display(),
+            tail.len()
+        ));
+        for l in tail {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    if out.is_empty() {
+        out.push_str("(no logs were written)");
+    }
+    out
+}
+
+/// `skupper status`.
+pub async fn status(ctx: &Ctx, format: Format, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let dir = ctx.site_dir();
+    if !dir.exists() {
+        return Err(client::not_enabled(ctx));
+    }
+    let answer = match client::connect(&dir.controller_target()).await {
+        Ok(mut c) => c
+            .get_site(pb::GetSiteRequest {})
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let site = match answer {
+        Ok(r) => r.into_inner(),
+        Err(why) => {
+            let sup = match supervisor::status(&dir).await {
+                Ok(s) => s.lines().collect::<Vec<_>>().join(", "),
+                Err(e) => e,
+            };
+            return Err(anyhow::anyhow!(
+                "Skupper is installed in namespace {:?} but its controller is not answering ({why}); supervisor: {sup}; logs: {}",
+                ctx.namespace,
+                dir.logs_dir().display()
+            ));
+        }
+    };
+    if output::structured(format, &site, out)? {
+        return Ok(());
+    }
+    writeln!(out, "{}", status_sentence(&ctx.namespace, &site))?;
+    if !site.router_ready {
+        writeln!(
+            out,
+            "Its router is not ready yet (config-sync has not reported); logs: {}",
+            dir.logs_dir().display()
+        )?;
+    }
+    Ok(())
+}
+
+/// Skupper's one-paragraph status.
+pub fn status_sentence(namespace: &str, s: &pb::SiteStatus) -> String {
+    let links = match s.connected_sites {
+        0 => "It is not connected to any other sites.".to_string(),
+        1 => "It is connected to 1 other site.".to_string(),
+        n => format!("It is connected to {n} other sites."),
+    };
+    let services = match s.exposed_services {
+        0 => "It has no exposed services.".to_string(),
+        1 => "It has 1 exposed service.".to_string(),
+        n => format!("It has {n} exposed services."),
+    };
+    format!(
+        "Skupper is enabled for namespace {namespace:?} with site name {:?} in {} mode. {links} {services}",
+        s.site_name, s.mode
+    )
+}
+
+/// `skupper delete`.
+pub async fn delete(ctx: &Ctx, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let dir = ctx.site_dir();
+    if !dir.root.exists() {
+        return Err(client::not_enabled(ctx));
+    }
+    supervisor::stop(&dir).await?;
+    remove_site_dir(&dir.root)?;
+    writeln!(
+        out,
+        "Skupper is now removed from namespace {:?}.",
+        ctx.namespace
+    )?;
+    Ok(())
+}
+
+fn remove_site_dir(root: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(root) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("cannot remove {}: {e}", root.display())),
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Versions {
+    client: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    controller: Option<String>,
+}
+
+/// `skupper version`.
+pub async fn version(
+    ctx: &Ctx,
+    format: Format,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let dir = ctx.site_dir();
+    let controller = if dir.exists() {
+        match client::connect(&dir.controller_target()).await {
+            Ok(mut c) => match c.get_site(pb::GetSiteRequest {}).await {
+                Ok(s) => Some(s.into_inner().version),
+                Err(e) => Some(format!("(not answering: {})", e.message())),
+            },
+            Err(_) => Some("(not running)".into()),
+        }
+    } else {
+        None
+    };
+    let v = Versions {
+        client: env!("CARGO_PKG_VERSION").into(),
+        controller,
+    };
+    if output::structured(format, &v, out)? {
+        return Ok(());
+    }
+    writeln!(out, "client version                 {}", v.client)?;
+    if let Some(c) = &v.controller {
+        writeln!(out, "controller version             {c}")?;
+    }
+    Ok(())
+}
+
+/// Fetches the site's status (used by `demo` and `debug dump`).
+pub async fn get_site(ctx: &Ctx) -> anyhow::Result<pb::SiteStatus> {
+    let mut c = client::site_client(ctx).await?;
+    Ok(c.get_site(pb::GetSiteRequest {})
+        .await
+        .map_err(|e| rpc_error("get site", e))?
+        .into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(connected: u32, exposed: u32) -> pb::SiteStatus {
+        pb::SiteStatus {
+            site_name: "west".into(),
+            mode: "interior".into(),
+            connected_sites: connected,
+            exposed_services: exposed,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn status_sentence_counts() {
+        assert_eq!(
+            status_sentence("west", &status(1, 2)),
+            "Skupper is enabled for namespace \"west\" with site name \"west\" in interior mode. \
+             It is connected to 1 other site. It has 2 exposed services."
+        );
+        let s = status_sentence("west", &status(0, 1));
+        assert!(s.contains("It is not connected to any other sites."), "{s}");
+        assert!(s.contains("It has 1 exposed service."), "{s}");
+        let s = status_sentence("west", &status(3, 0));
+        assert!(s.contains("It is connected to 3 other sites."), "{s}");
+        assert!(s.contains("It has no exposed services."), "{s}");
+    }
+}

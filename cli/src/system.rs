@@ -1,0 +1,117 @@
+//! Hidden plumbing: `system supervise` (the detached supervisor of a site) and
+//! `system run router|controller|config-sync` (one process of a site).
+
+use std::path::Path;
+
+use van_controller::local::SiteDir;
+
+use crate::args::{Component, SystemCommand};
+use crate::supervisor;
+
+pub async fn run(cmd: &SystemCommand) -> anyhow::Result<()> {
+    match cmd {
+        SystemCommand::Supervise(a) => {
+            let dir = site_dir(&a.site_dir)?;
+            let exe = crate::current_exe()?;
+            supervisor::run(supervisor::Options::for_site(&dir, &exe), signal()).await
+        }
+        SystemCommand::Run(a) => {
+            let dir = site_dir(&a.site_dir)?;
+            run_component(a.component, dir).await
+        }
+    }
+}
+
+fn site_dir(path: &Path) -> anyhow::Result<SiteDir> {
+    let root = std::path::absolute(path)
+        .map_err(|e| anyhow::anyhow!("site directory {}: {e}", path.display()))?;
+    let dir = SiteDir::new(root);
+    if !dir.exists() {
+        anyhow::bail!(
+            "{} is not a site directory (no site.yaml)",
+            dir.root.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Runs one process of the site until its standard input closes (the supervisor went
+/// away or asked it to stop), SIGTERM or Ctrl-C.
+pub async fn run_component(c: Component, dir: SiteDir) -> anyhow::Result<()> {
+    let shutdown = stdin_closed_or_signal();
+    match c {
+        Component::Router => {
+            let cfg = van_router::Config::load(&dir.router_config())?;
+            let telemetry = van_router::telemetry::init(
+                &cfg.log,
+                cfg.otlp_endpoint.as_deref(),
+                &cfg.router_id,
+            )?;
+            let listeners = van_router::Listeners::bind(&cfg).await?;
+            let r = van_router::run(cfg, listeners, shutdown).await;
+            tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
+            r?;
+        }
+        Component::Controller => {
+            init_logs("controller");
+            van_controller::local::run(dir, shutdown).await?;
+        }
+        Component::ConfigSync => {
+            init_logs("config-sync");
+            let opts = van_config_sync::Options {
+                controller: dir.controller_target(),
+                router: dir.router_target(),
+            };
+            van_config_sync::run(opts, shutdown).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Plain logs on standard error (the supervisor appends them to `logs/<name>.log`), level
+/// from `VAN_LOG`, default info.
+fn init_logs(name: &str) {
+    let log = van_router::config::LogSection::default();
+    // Err only if a subscriber is installed already, which then logs for us. Without an
+    // OTLP exporter there is nothing to flush, so the handle is not kept.
+    let _ = van_router::telemetry::init(&log, None, name);
+}
+
+/// Completes when standard input reaches EOF (or fails), on SIGTERM or on Ctrl-C.
+async fn stdin_closed_or_signal() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // A plain thread, not a runtime blocking task: it may stay blocked in read when a
+    // signal ends the process, and the runtime must not wait for it.
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buf = [0u8; 256];
+        let mut stdin = std::io::stdin().lock();
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let _ = tx.send(());
+    });
+    tokio::select! {
+        _ = rx => {}
+        () = signal() => {}
+    }
+}
+
+/// SIGTERM or Ctrl-C.
+pub async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

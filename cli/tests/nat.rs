@@ -1,0 +1,269 @@
+//! A private site behind NAT links to a public site and serves it a service.
+//!
+//! Three network namespaces made (and removed) by the test: `pub` (10.77.1.1), `priv`
+//! (10.77.2.1) and between them `gw`, which forwards private → public with masquerading and
+//! drops every connection the public side starts. Nothing in `pub` can reach `priv`; the
+//! private site dials out, and its service is then called from `pub` over that link.
+//! Needs root, `ip` and `iptables` (CI installs them) and python3 for the backend.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// The namespaces and links of the test network; removed on drop.
+struct Net {
+    pub_ns: String,
+    gw_ns: String,
+    priv_ns: String,
+}
+
+fn run(args: &[&str]) {
+    let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+impl Net {
+    fn new() -> Net {
+        let tag = format!("{:x}", std::process::id() & 0xffff);
+        let net = Net {
+            pub_ns: format!("vanpub{tag}"),
+            gw_ns: format!("vangw{tag}"),
+            priv_ns: format!("vanpriv{tag}"),
+        };
+        let (p, g, q) = (&net.pub_ns, &net.gw_ns, &net.priv_ns);
+        for ns in [p, g, q] {
+            run(&["ip", "netns", "add", ns]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        // pub <-> gw and gw <-> priv; interface names are created inside their namespaces.
+        let (pa, pb, qa, qb) = (
+            format!("vp{tag}a"),
+            format!("vp{tag}b"),
+            format!("vq{tag}a"),
+            format!("vq{tag}b"),
+        );
+        run(&[
+            "ip", "-n", p, "link", "add", &pa, "type", "veth", "peer", "name", &pb, "netns", g,
+        ]);
+        run(&[
+            "ip", "-n", q, "link", "add", &qa, "type", "veth", "peer", "name", &qb, "netns", g,
+        ]);
+        run(&["ip", "-n", p, "addr", "add", "10.77.1.1/24", "dev", &pa]);
+        run(&["ip", "-n", g, "addr", "add", "10.77.1.254/24", "dev", &pb]);
+        run(&["ip", "-n", g, "addr", "add", "10.77.2.254/24", "dev", &qb]);
+        run(&["ip", "-n", q, "addr", "add", "10.77.2.1/24", "dev", &qa]);
+        for (ns, dev) in [(p, &pa), (g, &pb), (g, &qb), (q, &qa)] {
+            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        run(&[
+            "ip",
+            "-n",
+            q,
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.77.2.254",
+        ]);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            g,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]);
+        let ipt = |rule: &[&str]| {
+            let mut a = vec!["ip", "netns", "exec", g, "iptables"];
+            a.extend_from_slice(rule);
+            run(&a);
+        };
+        ipt(&[
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-o",
+            &pb,
+            "-j",
+            "MASQUERADE",
+        ]);
+        ipt(&[
+            "-A",
+            "FORWARD",
+            "-i",
+            &pb,
+            "-o",
+            &qb,
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "ACCEPT",
+        ]);
+        ipt(&["-A", "FORWARD", "-i", &pb, "-o", &qb, "-j", "DROP"]);
+        net
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).args(args);
+        c
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for ns in [&self.pub_ns, &self.gw_ns, &self.priv_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Runs python3 in `ns` to GET `url`; the body, or the error text.
+fn fetch(net: &Net, ns: &str, url: &str) -> Result<String, String> {
+    let code = format!(
+        "import urllib.request; print(urllib.request.urlopen('{url}', timeout=3).read().decode(), end='')"
+    );
+    let o = net.exec(ns, &["python3", "-c", &code]).output().unwrap();
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+}
+
+/// Kills the backend on drop.
+struct Backend(std::process::Child);
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_behind_nat_serves_a_public_site() {
+    // Sites are declared after the network so they are deleted first.
+    let net = Net::new();
+    let mut sites = Sites::new();
+    let exe = env!("CARGO_BIN_EXE_skupper");
+    let home = sites.home.display().to_string();
+    for (ns, site, ip) in [
+        (&net.pub_ns, "public", "10.77.1.1"),
+        (&net.priv_ns, "private", "10.77.2.1"),
+    ] {
+        // init runs inside the namespace, so the site's processes live there.
+        let o = net
+            .exec(
+                ns,
+                &[
+                    exe,
+                    "--home",
+                    &home,
+                    "-n",
+                    site,
+                    "init",
+                    "--ingress-host",
+                    ip,
+                    "--ingress-bind",
+                    ip,
+                    "--listener-host",
+                    "127.0.0.1",
+                ],
+            )
+            .output()
+            .unwrap();
+        sites.names.push(site);
+        assert!(
+            o.status.success(),
+            "init {site}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // The public side cannot reach the private one at all.
+    let direct = fetch(&net, &net.pub_ns, "http://10.77.2.1:55671/");
+    assert!(
+        direct.is_err(),
+        "public reached private directly: {direct:?}"
+    );
+
+    let token = sites.home.join("public.yaml");
+    let token = token.display().to_string();
+    sites.ok("public", &["token", "create", &token]).await;
+    let out = sites.ok("private", &["link", "create", &token]).await;
+    assert!(out.contains("public"), "{out}");
+    sites
+        .ok("private", &["link", "status", "--wait", "30s"])
+        .await;
+    let incoming = sites.ok("public", &["link", "status"]).await;
+    assert!(incoming.contains("private"), "{incoming}");
+
+    // A backend inside the private namespace, exposed there.
+    let dir = sites.home.join("www");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "hello from behind NAT").unwrap();
+    let _backend = Backend(
+        net.exec(
+            &net.priv_ns,
+            &[
+                "python3",
+                "-m",
+                "http.server",
+                "19000",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ],
+        )
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    sites
+        .ok(
+            "private",
+            &[
+                "expose",
+                "host",
+                "127.0.0.1",
+                "--port",
+                "18080",
+                "--target-port",
+                "19000",
+                "--address",
+                "backend",
+            ],
+        )
+        .await;
+    // Called from the public namespace at the public site's listener.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        match fetch(&net, &net.pub_ns, "http://127.0.0.1:18080/") {
+            Ok(b) => break b,
+            Err(e) if Instant::now() > deadline => panic!("backend never answered: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    assert_eq!(body, "hello from behind NAT");
+    let net_status = sites.ok("public", &["network", "status"]).await;
+    assert!(
+        net_status.contains("private") && net_status.contains("backend"),
+        "{net_status}"
+    );
+    drop(sites);
+}

@@ -1,0 +1,85 @@
+//! Helpers shared by the CLI's end-to-end tests: a temporary SKUPPER_HOME whose sites are
+//! deleted when the test ends, however it ends.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::process::Output;
+
+pub struct Sites {
+    pub home: PathBuf,
+    pub names: Vec<&'static str>,
+}
+
+impl Sites {
+    pub fn new() -> Sites {
+        let home = std::env::temp_dir().join(format!(
+            "skupper-two-sites-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        ));
+        std::fs::create_dir_all(&home).unwrap();
+        Sites {
+            home,
+            names: Vec::new(),
+        }
+    }
+
+    pub async fn sk(&self, ns: &str, args: &[&str]) -> Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_skupper"))
+            .arg("-n")
+            .arg(ns)
+            .args(args)
+            .env("SKUPPER_HOME", &self.home)
+            .env_remove("SKUPPER_NAMESPACE")
+            .env_remove("SKUPPER_PLATFORM")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .expect("run skupper")
+    }
+
+    /// Runs a command that must succeed; returns its standard output.
+    pub async fn ok(&self, ns: &str, args: &[&str]) -> String {
+        let o = self.sk(ns, args).await;
+        assert!(
+            o.status.success(),
+            "skupper -n {ns} {} failed ({}):\n{}{}",
+            args.join(" "),
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn site_dir(&self, ns: &str) -> PathBuf {
+        self.home.join("namespaces").join(ns)
+    }
+}
+
+impl Drop for Sites {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            if self.site_dir(ns).exists() {
+                let _ = std::process::Command::new(env!("CARGO_BIN_EXE_skupper"))
+                    .args(["-n", ns, "delete"])
+                    .env("SKUPPER_HOME", &self.home)
+                    .output();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.home);
+    }
+}
+
+/// `n` distinct free ports on 127.0.0.1, chosen by the OS.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
