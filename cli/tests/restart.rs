@@ -1,0 +1,116 @@
+//! Killed processes come back on their own: SIGKILL the router of a running site and its
+//! supervisor restarts it, config-sync gives it back its links and listeners, and the service
+//! answers again — no manual step. Same for the controller, which loses nothing.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use support::*;
+use tokio::net::TcpListener;
+
+async fn pid_of(site_dir: &Path, child: &str) -> u32 {
+    let status = skupper::supervisor::request(
+        &site_dir.join("run/supervisor.sock"),
+        "status",
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("supervisor status");
+    status
+        .lines()
+        .find(|l| l.starts_with(&format!("{child} running")))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("pid=")))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no running {child} in {status:?}"))
+}
+
+fn kill9(pid: u32) {
+    let ok = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -9 {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_router_and_controller_are_restarted_with_their_configuration() {
+    let mut sites = Sites::new();
+    sites.names = vec!["west", "east"];
+    let ports = free_ports(6);
+    for (i, (ns, host)) in [("west", "127.0.0.2"), ("east", "127.0.0.3")]
+        .into_iter()
+        .enumerate()
+    {
+        let p: Vec<String> = ports[i * 3..i * 3 + 3].iter().map(u16::to_string).collect();
+        sites
+            .ok(
+                ns,
+                &[
+                    "init", "--ingress-host", "127.0.0.1", "--ingress-bind", "127.0.0.1",
+                    "--listener-host", host, "--inter-router-port", &p[0], "--edge-port", &p[1],
+                    "--claims-port", &p[2],
+                ],
+            )
+            .await;
+    }
+    let token = sites.home.join("west.yaml");
+    let token = token.to_str().unwrap();
+    sites.ok("west", &["token", "create", token]).await;
+    sites.ok("east", &["link", "create", token, "--name", "to-west"]).await;
+    sites.ok("east", &["link", "status", "to-west", "--wait", "30s"]).await;
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend_port = backend.local_addr().unwrap().port().to_string();
+    tokio::spawn(skupper::demo::serve_backend(backend, "east"));
+    let svc = free_ports(1)[0].to_string();
+    sites
+        .ok(
+            "east",
+            &[
+                "expose", "host", "127.0.0.1", "--port", &svc, "--target-port", &backend_port,
+                "--address", "backend",
+            ],
+        )
+        .await;
+    let addr = format!("127.0.0.2:{svc}");
+    let get = |within| skupper::demo::http_get_retrying(&addr, "/", within);
+    assert_eq!(get(Duration::from_secs(30)).await.unwrap(), "Hello from east (/)");
+
+    for (site, child) in [("east", "router"), ("west", "router"), ("west", "controller")] {
+        let dir = sites.site_dir(site);
+        let old = pid_of(&dir, child).await;
+        kill9(old);
+        let started = Instant::now();
+        // Back with a new pid, the link up again and the service answering through west.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pid = skupper::supervisor::request(
+                &dir.join("run/supervisor.sock"),
+                "status",
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap_or_default();
+            if pid.contains(&format!("{child} running")) && !pid.contains(&format!("pid={old} ")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{site} {child} not restarted: {pid}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sites.ok("east", &["link", "status", "to-west", "--wait", "30s"]).await;
+        let body = get(Duration::from_secs(30)).await;
+        assert_eq!(
+            body.as_deref().ok(),
+            Some("Hello from east (/)"),
+            "after killing {site}'s {child}"
+        );
+        eprintln!("{site} {child}: service back {:?} after SIGKILL", started.elapsed());
+    }
+    // The controller's restart lost nothing: the link and the service are still defined.
+    let links = sites.ok("east", &["link", "status"]).await;
+    assert!(links.contains("to-west"), "{links}");
+    let services = sites.ok("west", &["service", "status"]).await;
+    assert!(services.contains("backend"), "{services}");
+}
