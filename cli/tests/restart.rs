@@ -49,9 +49,19 @@ async fn killed_router_and_controller_are_restarted_with_their_configuration() {
             .ok(
                 ns,
                 &[
-                    "init", "--ingress-host", "127.0.0.1", "--ingress-bind", "127.0.0.1",
-                    "--listener-host", host, "--inter-router-port", &p[0], "--edge-port", &p[1],
-                    "--claims-port", &p[2],
+                    "init",
+                    "--ingress-host",
+                    "127.0.0.1",
+                    "--ingress-bind",
+                    "127.0.0.1",
+                    "--listener-host",
+                    host,
+                    "--inter-router-port",
+                    &p[0],
+                    "--edge-port",
+                    &p[1],
+                    "--claims-port",
+                    &p[2],
                 ],
             )
             .await;
@@ -59,8 +69,12 @@ async fn killed_router_and_controller_are_restarted_with_their_configuration() {
     let token = sites.home.join("west.yaml");
     let token = token.to_str().unwrap();
     sites.ok("west", &["token", "create", token]).await;
-    sites.ok("east", &["link", "create", token, "--name", "to-west"]).await;
-    sites.ok("east", &["link", "status", "to-west", "--wait", "30s"]).await;
+    sites
+        .ok("east", &["link", "create", token, "--name", "to-west"])
+        .await;
+    sites
+        .ok("east", &["link", "status", "to-west", "--wait", "30s"])
+        .await;
     let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend_port = backend.local_addr().unwrap().port().to_string();
     tokio::spawn(skupper::demo::serve_backend(backend, "east"));
@@ -69,16 +83,30 @@ async fn killed_router_and_controller_are_restarted_with_their_configuration() {
         .ok(
             "east",
             &[
-                "expose", "host", "127.0.0.1", "--port", &svc, "--target-port", &backend_port,
-                "--address", "backend",
+                "expose",
+                "host",
+                "127.0.0.1",
+                "--port",
+                &svc,
+                "--target-port",
+                &backend_port,
+                "--address",
+                "backend",
             ],
         )
         .await;
     let addr = format!("127.0.0.2:{svc}");
     let get = |within| skupper::demo::http_get_retrying(&addr, "/", within);
-    assert_eq!(get(Duration::from_secs(30)).await.unwrap(), "Hello from east (/)");
+    assert_eq!(
+        get(Duration::from_secs(30)).await.unwrap(),
+        "Hello from east (/)"
+    );
 
-    for (site, child) in [("east", "router"), ("west", "router"), ("west", "controller")] {
+    for (site, child) in [
+        ("east", "router"),
+        ("west", "router"),
+        ("west", "controller"),
+    ] {
         let dir = sites.site_dir(site);
         let old = pid_of(&dir, child).await;
         kill9(old);
@@ -96,17 +124,25 @@ async fn killed_router_and_controller_are_restarted_with_their_configuration() {
             if pid.contains(&format!("{child} running")) && !pid.contains(&format!("pid={old} ")) {
                 break;
             }
-            assert!(Instant::now() < deadline, "{site} {child} not restarted: {pid}");
+            assert!(
+                Instant::now() < deadline,
+                "{site} {child} not restarted: {pid}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        sites.ok("east", &["link", "status", "to-west", "--wait", "30s"]).await;
+        sites
+            .ok("east", &["link", "status", "to-west", "--wait", "30s"])
+            .await;
         let body = get(Duration::from_secs(30)).await;
         assert_eq!(
             body.as_deref().ok(),
             Some("Hello from east (/)"),
             "after killing {site}'s {child}"
         );
-        eprintln!("{site} {child}: service back {:?} after SIGKILL", started.elapsed());
+        eprintln!(
+            "{site} {child}: service back {:?} after SIGKILL",
+            started.elapsed()
+        );
     }
     // The controller's restart lost nothing: the link and the service are still defined.
     let links = sites.ok("east", &["link", "status"]).await;

@@ -193,12 +193,20 @@ async fn router_session(
                 // The router's feed brings the new configuration; compare again then.
             }
         }
+        // Status is not in the change feed's every event (it changes each second).
+        let now = router
+            .get_status(rpb::GetStatusRequest {})
+            .await?
+            .into_inner();
+        if now.instance != status.instance {
+            return Err(tonic::Status::unavailable("the router restarted"));
+        }
         let obs = cpb::ObservedState {
             links: Some(links.clone()),
-            router_instance: status.instance,
+            router_instance: now.instance,
             apply_errors: errors.clone().into_iter().collect(),
             in_sync,
-            active_flows: 0,
+            active_flows: now.active_flows,
         };
         if let Err(e) = controller.report_observed(obs).await {
             debug!(error = %e, "Cannot report to the controller");

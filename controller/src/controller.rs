@@ -799,6 +799,7 @@ impl Controller {
             edge_port: u32::from(self.cfg.edge_port),
             claims_port: u32::from(self.cfg.claims_port),
             listener_host: self.cfg.listener_host.clone(),
+            active_flows: self.observed().state.active_flows,
         }
     }
 

@@ -102,7 +102,10 @@ impl SiteDir {
 
     /// Creates the directory tree and writes the site options and router bootstrap file.
     pub fn create(&self, cfg: &SiteConfig) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(self.run_dir())?;
+        // The sockets in run/ grant control of the site: only its owner may reach them.
+        std::fs::set_permissions(self.run_dir(), std::fs::Permissions::from_mode(0o700))?;
         std::fs::create_dir_all(self.logs_dir())?;
         let router = format!(
             "# Bootstrap configuration; config-sync applies everything else over the admin API.\n\
