@@ -80,8 +80,11 @@ impl Token {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Secret {
+    #[serde(default)]
     api_version: String,
+    #[serde(default)]
     kind: String,
+    #[serde(default)]
     metadata: Metadata,
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "type")]
     ty: Option<String>,

@@ -1,0 +1,227 @@
+//! Three sites through the CLI (two interior, one edge): service sync add, change and remove
+//! seen from every site, and claim tokens refused for expiry, tampering and replay.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::*;
+use tokio::net::TcpListener;
+
+async fn init(sites: &Sites, ns: &str, host: &str, mode: &str) {
+    let p: Vec<String> = free_ports(3).iter().map(u16::to_string).collect();
+    sites
+        .ok(
+            ns,
+            &[
+                "init",
+                "--router-mode",
+                mode,
+                "--ingress-host",
+                "127.0.0.1",
+                "--ingress-bind",
+                "127.0.0.1",
+                "--listener-host",
+                host,
+                "--inter-router-port",
+                &p[0],
+                "--edge-port",
+                &p[1],
+                "--claims-port",
+                &p[2],
+            ],
+        )
+        .await;
+}
+
+async fn link(sites: &Sites, from: &str, to: &str) {
+    let token = sites.home.join(format!("{to}-for-{from}.yaml"));
+    let token = token.to_str().unwrap();
+    sites.ok(to, &["token", "create", token]).await;
+    sites
+        .ok(from, &["link", "create", token, "--name", to])
+        .await;
+    sites
+        .ok(from, &["link", "status", to, "--wait", "30s"])
+        .await;
+}
+
+/// Waits until `ns`'s `service status -o json` satisfies `f`.
+async fn services_until(
+    sites: &Sites,
+    ns: &str,
+    what: &str,
+    f: impl Fn(&serde_json::Value) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = sites.ok(ns, &["service", "status", "-o", "json"]).await;
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        if f(&v["services"]) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{ns}: never {what}: {out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn has_port(services: &serde_json::Value, port: u16) -> bool {
+    services.as_array().is_some_and(|s| {
+        s.iter()
+            .any(|s| s["address"] == "api" && s["ports"][0] == serde_json::json!(port))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_sync_across_three_sites() {
+    let mut sites = Sites::new();
+    sites.names = vec!["west", "east", "north"];
+    init(&sites, "west", "127.0.0.2", "interior").await;
+    init(&sites, "east", "127.0.0.3", "interior").await;
+    init(&sites, "north", "127.0.0.4", "edge").await;
+    link(&sites, "east", "west").await;
+    link(&sites, "north", "east").await;
+    let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bport = backend.local_addr().unwrap().port().to_string();
+    tokio::spawn(skupper::demo::serve_backend(backend, "north"));
+
+    // Add: exposed at the edge, answered in both interiors.
+    let [p1, p2] = [free_ports(1)[0], free_ports(1)[0]];
+    let expose = |port: u16| {
+        let port = port.to_string();
+        let bport = bport.clone();
+        let sites = &sites;
+        async move {
+            sites
+                .ok(
+                    "north",
+                    &[
+                        "expose",
+                        "host",
+                        "127.0.0.1",
+                        "--port",
+                        &port,
+                        "--target-port",
+                        &bport,
+                        "--address",
+                        "api",
+                    ],
+                )
+                .await
+        }
+    };
+    expose(p1).await;
+    for (ns, host) in [("west", "127.0.0.2"), ("east", "127.0.0.3")] {
+        services_until(&sites, ns, "listed api", |s| has_port(s, p1)).await;
+        let body =
+            skupper::demo::http_get_retrying(&format!("{host}:{p1}"), "/", Duration::from_secs(30))
+                .await
+                .unwrap();
+        assert_eq!(body, "Hello from north (/)", "{ns}");
+    }
+    // Change: the same address on another port replaces it everywhere.
+    sites
+        .ok(
+            "north",
+            &["unexpose", "host", "127.0.0.1", "--address", "api"],
+        )
+        .await;
+    expose(p2).await;
+    for ns in ["west", "east"] {
+        services_until(&sites, ns, "moved api", |s| {
+            has_port(s, p2) && !has_port(s, p1)
+        })
+        .await;
+    }
+    let body =
+        skupper::demo::http_get_retrying(&format!("127.0.0.2:{p2}"), "/", Duration::from_secs(30))
+            .await
+            .unwrap();
+    assert_eq!(body, "Hello from north (/)");
+    // Remove: gone from every site.
+    sites
+        .ok(
+            "north",
+            &["unexpose", "host", "127.0.0.1", "--address", "api"],
+        )
+        .await;
+    for ns in ["west", "east", "north"] {
+        services_until(&sites, ns, "dropped api", |s| {
+            s.as_array().is_none_or(|a| a.is_empty())
+        })
+        .await;
+    }
+    // Every site is seen from the edge.
+    let net = sites
+        .ok("north", &["network", "status", "-o", "json"])
+        .await;
+    let v: serde_json::Value = serde_json::from_str(&net).unwrap();
+    let mut names: Vec<&str> = v["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["siteName"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["east", "north", "west"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_tokens_refused_for_expiry_tampering_and_replay() {
+    let mut sites = Sites::new();
+    sites.names = vec!["west", "east"];
+    init(&sites, "west", "127.0.0.2", "interior").await;
+    init(&sites, "east", "127.0.0.3", "interior").await;
+    let file = |n: &str| sites.home.join(n).to_str().unwrap().to_string();
+    let refused = async |token: &str, want: &str| {
+        let o = sites.sk("east", &["link", "create", token]).await;
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(!o.status.success(), "{err}");
+        assert!(err.contains(want), "wanted {want:?} in {err}");
+    };
+    // Expired (the issuer's clock decides).
+    let t = file("short.yaml");
+    sites
+        .ok("west", &["token", "create", &t, "--expiry", "1s"])
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    refused(&t, "expired").await;
+    // Tampered: another secret in the file.
+    let t = file("tampered.yaml");
+    sites.ok("west", &["token", "create", &t]).await;
+    let text = std::fs::read_to_string(&t).unwrap();
+    let forged: String = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("password:") {
+                "  password: Zm9yZ2VkLXNlY3JldA==".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&t, forged).unwrap();
+    refused(&t, "tampered").await;
+    // Replay: two uses, then refused.
+    let t = file("twice.yaml");
+    sites
+        .ok("west", &["token", "create", &t, "--uses", "2"])
+        .await;
+    sites
+        .ok("east", &["link", "create", &t, "--name", "first"])
+        .await;
+    sites.ok("east", &["link", "delete", "first"]).await;
+    sites
+        .ok("east", &["link", "create", &t, "--name", "second"])
+        .await;
+    sites.ok("east", &["link", "delete", "second"]).await;
+    refused(&t, "used-up").await;
+    // Garbage is named as such.
+    let t = file("garbage.yaml");
+    std::fs::write(&t, "kind: ConfigMap\n").unwrap();
+    refused(&t, "kind").await;
+    // Nothing was left half-made.
+    let links = sites.ok("east", &["link", "status"]).await;
+    assert!(links.contains("There are no links"), "{links}");
+}
