@@ -637,22 +637,40 @@ pub async fn serve(
         .add_service(health_svc)
         .add_service(reflection)
         .add_service(RouterAdminServer::new(AdminService::new(router)));
-    match bind {
-        AdminBind::Tcp(l) => {
-            server
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(l),
-                    shutdown,
-                )
-                .await
+    // Watch and Subscribe streams never end on their own and would hold a graceful shutdown
+    // forever: stop accepting, give calls in flight a moment, then drop the connections.
+    let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(false);
+    let drained = async move {
+        let _ = drain_rx.wait_for(|d| *d).await;
+    };
+    let serve = async move {
+        match bind {
+            AdminBind::Tcp(l) => {
+                server
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::TcpListenerStream::new(l),
+                        drained,
+                    )
+                    .await
+            }
+            AdminBind::Unix(l) => {
+                server
+                    .serve_with_incoming_shutdown(
+                        tokio_stream::wrappers::UnixListenerStream::new(l),
+                        drained,
+                    )
+                    .await
+            }
         }
-        AdminBind::Unix(l) => {
-            server
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::UnixListenerStream::new(l),
-                    shutdown,
-                )
+    };
+    tokio::pin!(serve);
+    tokio::select! {
+        r = &mut serve => r,
+        _ = shutdown => {
+            let _ = drain_tx.send(true);
+            tokio::time::timeout(std::time::Duration::from_secs(1), serve)
                 .await
+                .unwrap_or(Ok(()))
         }
     }
 }
