@@ -146,7 +146,11 @@ impl SiteController for Api {
         let (tx, out) = tokio::sync::mpsc::channel(2);
         tokio::spawn(async move {
             // If the router is down there is nothing to configure anyway.
-            c.network_known(std::time::Duration::from_secs(5)).await;
+            let mut stopped = Box::pin(c.stopped());
+            tokio::select! {
+                _ = c.network_known(std::time::Duration::from_secs(5)) => {}
+                _ = &mut stopped => return,
+            }
             let mut rx = c.desired();
             loop {
                 let cfg = (**rx.borrow_and_update()).clone();
@@ -156,6 +160,7 @@ impl SiteController for Api {
                 tokio::select! {
                     r = rx.changed() => if r.is_err() { return },
                     _ = tx.closed() => return,
+                    _ = &mut stopped => return,
                 }
             }
         });

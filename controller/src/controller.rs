@@ -47,6 +47,8 @@ pub struct Controller {
     observed: Mutex<Observed>,
     desired: watch::Sender<Arc<rpb::RouterConfig>>,
     record: watch::Sender<Arc<SiteRecord>>,
+    /// Set when the controller stops; API streams end on it.
+    stopping: watch::Sender<bool>,
 }
 
 impl Controller {
@@ -90,12 +92,25 @@ impl Controller {
             state: tokio::sync::Mutex::new((*state).clone()),
             remote: watch::channel(Arc::new(Remote::new())).0,
             remote_known: watch::channel(false).0,
+            stopping: watch::channel(false).0,
             observed: Mutex::new(Observed::default()),
             store,
             cfg,
         });
         c.refresh();
         Ok(c)
+    }
+
+    pub fn begin_stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Completes when the controller begins to stop.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stopping.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
     }
 
     pub fn state(&self) -> Arc<SiteState> {
@@ -445,28 +460,47 @@ impl Controller {
             if let Some(l) = s
                 .links
                 .values()
-                .find(|l| l.token.generated_by == token.generated_by())
+                .find(|l| l.peer_id() == token.generated_by())
             {
                 return Err(ControllerError::Conflict(format!(
                     "already linked to site {:?} (link {:?})",
-                    l.token.site_name, l.name
+                    l.peer_name(),
+                    l.name
                 )));
             }
         }
-        let cert = match token {
-            Token::Cert(c) => c,
-            Token::Claim(c) => crate::claims::redeem(&c, &self.cfg.id, &self.cfg.name).await?,
-        };
-        let cost = if req.cost == 0 {
-            cert.cost.max(1)
-        } else {
-            req.cost
-        };
-        let record = LinkRecord {
+        let mut record = LinkRecord {
             name: name.clone(),
-            cost,
-            token: cert,
+            cost: req.cost,
+            token: None,
+            claim: None,
+            claim_error: String::new(),
+            claim_refused: false,
         };
+        match token {
+            Token::Cert(c) => record.token = Some(c),
+            Token::Claim(c) => {
+                match crate::claims::redeem(&c, &self.cfg.id, &self.cfg.name).await {
+                    Ok(cert) => record.token = Some(cert),
+                    // The issuer is unreachable for now: keep the claim and retry it.
+                    Err(e) if e.retry => {
+                        info!(link = %name, error = %e, "Claim not redeemed yet; will retry");
+                        record.claim_error = e.to_string();
+                        record.claim = Some(c);
+                    }
+                    // Refused: nothing is made.
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        if record.cost == 0 {
+            record.cost = match (&record.token, &record.claim) {
+                (Some(t), _) => t.cost,
+                (None, Some(c)) => c.cost,
+                (None, None) => 1,
+            }
+            .max(1);
+        }
         self.change(|s| {
             if s.links.contains_key(&name) {
                 return Err(ControllerError::Conflict(format!(
@@ -483,6 +517,51 @@ impl Controller {
             .into_iter()
             .find(|l| l.name == name)
             .expect("just created"))
+    }
+
+    /// Tries once more to redeem every claim that could not be redeemed yet.
+    pub async fn retry_claims(&self) {
+        let pending: Vec<(String, crate::token::ClaimToken)> = self
+            .state()
+            .links
+            .values()
+            .filter(|l| l.token.is_none() && !l.claim_refused)
+            .filter_map(|l| l.claim.clone().map(|c| (l.name.clone(), c)))
+            .collect();
+        for (name, claim) in pending {
+            let result = crate::claims::redeem(&claim, &self.cfg.id, &self.cfg.name).await;
+            let changed = self
+                .change(|s| {
+                    // Deleted (or replaced) while we were redeeming: leave it.
+                    let Some(l) = s
+                        .links
+                        .get_mut(&name)
+                        .filter(|l| l.claim.as_ref() == Some(&claim))
+                    else {
+                        return Ok(());
+                    };
+                    match &result {
+                        Ok(cert) => {
+                            l.token = Some(cert.clone());
+                            l.claim = None;
+                            l.claim_error.clear();
+                        }
+                        Err(e) => {
+                            l.claim_error = e.to_string();
+                            l.claim_refused = !e.retry;
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+            match (&result, changed) {
+                (Ok(_), Ok(())) => info!(link = %name, "Claim redeemed; linking"),
+                (Err(e), _) => info!(link = %name, error = %e, "Claim still not redeemed"),
+                (_, Err(e)) => {
+                    tracing::warn!(link = %name, error = %e, "Cannot store the redeemed claim")
+                }
+            }
+        }
     }
 
     pub async fn delete_link(&self, name: &str) -> Result<(), ControllerError> {
@@ -515,22 +594,35 @@ impl Controller {
         };
         let mut out = Vec::new();
         for l in state.links.values() {
-            let (host, port) = match self.cfg.mode {
-                RouterMode::Interior => {
-                    (l.token.inter_router_host.clone(), l.token.inter_router_port)
+            let (host, port) = match (&l.token, self.cfg.mode) {
+                (Some(t), RouterMode::Interior) => {
+                    (t.inter_router_host.clone(), t.inter_router_port)
                 }
-                RouterMode::Edge => (l.token.edge_host.clone(), l.token.edge_port),
+                (Some(t), RouterMode::Edge) => (t.edge_host.clone(), t.edge_port),
+                (None, _) => (String::new(), 0),
             };
             let mut st = pb::LinkStatus {
                 name: l.name.clone(),
                 host,
                 port: u32::from(port),
                 cost: l.cost,
-                peer_site_id: l.token.generated_by.clone(),
-                peer_site_name: l.token.site_name.clone(),
+                peer_site_id: l.peer_id().to_string(),
+                peer_site_name: l.peer_name().to_string(),
                 direction: "outgoing".into(),
                 ..Default::default()
             };
+            if l.token.is_none() {
+                st.state = if l.claim_refused {
+                    "failed"
+                } else {
+                    "connecting"
+                }
+                .into();
+                st.reason = "claim".into();
+                st.detail = l.claim_error.clone();
+                out.push(st);
+                continue;
+            }
             let rl = router_links.iter().find(|r| r.name == l.name);
             match (fresh, rl) {
                 (false, _) => {
@@ -995,21 +1087,23 @@ pub fn desired_config(cfg: &SiteConfig, state: &SiteState, remote: &Remote) -> r
         }
     }
     for l in state.links.values() {
+        // A link whose claim is not redeemed yet has nothing to dial with.
+        let Some(token) = &l.token else { continue };
         let profile = format!("link-{}", l.name);
         out.tls_profiles.push(rpb::TlsProfileConfig {
             name: profile.clone(),
-            ca_pem: l.token.ca_cert.clone(),
-            cert_pem: l.token.cert.clone(),
-            key_pem: l.token.key.clone(),
+            ca_pem: token.ca_cert.clone(),
+            cert_pem: token.cert.clone(),
+            key_pem: token.key.clone(),
             ..Default::default()
         });
         let (role, host, port) = match cfg.mode {
             RouterMode::Interior => (
                 "inter-router",
-                &l.token.inter_router_host,
-                l.token.inter_router_port,
+                &token.inter_router_host,
+                token.inter_router_port,
             ),
-            RouterMode::Edge => ("edge", &l.token.edge_host, l.token.edge_port),
+            RouterMode::Edge => ("edge", &token.edge_host, token.edge_port),
         };
         out.links.push(rpb::LinkConfig {
             name: l.name.clone(),

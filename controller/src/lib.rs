@@ -69,6 +69,19 @@ pub struct Options {
     pub router: String,
 }
 
+/// How often claims whose issuer could not be reached are tried again.
+const CLAIM_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn retry_claims(c: Arc<Controller>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(CLAIM_RETRY) => c.retry_claims().await,
+        }
+    }
+}
+
 /// Runs the site controller until `shutdown` completes.
 pub async fn run(
     opts: Options,
@@ -88,6 +101,7 @@ pub async fn run(
         opts.router,
         stopped(stop_rx.clone()),
     ));
+    tokio::spawn(retry_claims(c.clone(), stopped(stop_rx.clone())));
     let (health, health_svc) = tonic_health::server::health_reporter();
     health
         .set_serving::<van_proto::controller::site_controller_server::SiteControllerServer<api::Api>>()
@@ -127,6 +141,7 @@ pub async fn run(
     let result = tokio::select! {
         r = &mut serve => r,
         _ = shutdown => {
+            c.begin_stop();
             let _ = drain_tx.send(true);
             let _ = stop_tx.send(true);
             tokio::time::timeout(std::time::Duration::from_secs(1), serve)

@@ -203,14 +203,44 @@ pub fn check_service(address: &str, ports: &[u32], protocol: &str) -> Result<Vec
     errs.into_result().map(|()| out)
 }
 
-/// A link to another site, made from a redeemed token.
+/// A link to another site, made from a token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LinkRecord {
     pub name: String,
     pub cost: u32,
-    /// The cert token the link authenticates with.
-    pub token: crate::token::CertToken,
+    /// The cert token the link authenticates with, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<crate::token::CertToken>,
+    /// A claim token not redeemed yet because its issuer could not be reached; retried in
+    /// the background until it is redeemed or refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim: Option<crate::token::ClaimToken>,
+    /// Why the claim is not redeemed yet (`reason: detail`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub claim_error: String,
+    /// The issuer refused the claim: retrying cannot help.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub claim_refused: bool,
+}
+
+impl LinkRecord {
+    /// Id of the site at the other end.
+    pub fn peer_id(&self) -> &str {
+        match (&self.token, &self.claim) {
+            (Some(t), _) => &t.generated_by,
+            (None, Some(c)) => &c.generated_by,
+            (None, None) => "",
+        }
+    }
+
+    pub fn peer_name(&self) -> &str {
+        match (&self.token, &self.claim) {
+            (Some(t), _) => &t.site_name,
+            (None, Some(c)) => &c.site_name,
+            (None, None) => "",
+        }
+    }
 }
 
 /// The issuing side of a claim token.

@@ -42,7 +42,8 @@ pub struct CertToken {
 }
 
 /// A token that must be redeemed at its issuer's claims endpoint for a cert token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ClaimToken {
     pub name: String,
     pub url: String,

@@ -663,6 +663,10 @@ async fn restarted_routers_and_controllers_lose_nothing() {
     east.restart_controller().await;
     link_active(&east, "east-west").await;
     reaches("127.0.0.2:17101", "east backend").await;
+    // config-sync follows the new controllers: a change made now reaches the routers.
+    let second = http_server("second service").await;
+    expose(&east, "second", 17102, second).await;
+    reaches("127.0.0.2:17102", "second service").await;
     let after = west.store.load().unwrap();
     assert_eq!(after.certs, before.certs, "same CA after a restart");
     assert!(after.claims.contains_key("later"));
@@ -746,4 +750,41 @@ async fn link_status_names_why_a_link_is_down() {
         assert_ne!(l.state, "active");
         assert!(!l.detail.is_empty(), "{l:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_whose_issuer_is_down_is_redeemed_when_it_comes_back() {
+    let mut west = site("west", "127.0.0.2", RouterMode::Interior).await;
+    let east = site("east", "127.0.0.3", RouterMode::Interior).await;
+    let token = west
+        .api
+        .clone()
+        .create_token(pb::CreateTokenRequest {
+            name: "later".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // West's controller (and with it the claims endpoint) is down when east links.
+    let _ = west.controller_stop.send(true);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let st = east
+        .api
+        .clone()
+        .create_link(pb::CreateLinkRequest {
+            token_yaml: token.yaml,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (st.state.as_str(), st.reason.as_str()),
+        ("connecting", "claim")
+    );
+    assert!(st.detail.starts_with("refused"), "{st:?}");
+    // West comes back: the claim is redeemed in the background and the link comes up.
+    west.start_controller().await;
+    link_active(&east, "later").await;
 }

@@ -531,6 +531,7 @@ impl RouterAdmin for AdminService {
             )));
         }
         let mut table = self.router.table_rx();
+        let mut stopped = Box::pin(self.router.stopped());
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
             let mut last = None;
@@ -560,6 +561,7 @@ impl RouterAdmin for AdminService {
                 tokio::select! {
                     r = table.changed() => if r.is_err() { return },
                     _ = tx.closed() => return,
+                    _ = &mut stopped => return,
                 }
             }
         });
@@ -577,6 +579,7 @@ impl RouterAdmin for AdminService {
         use pb::watch_event::View;
         let router = self.router.clone();
         let mut changes = router.subscribe_changes();
+        let mut stopped = Box::pin(router.stopped());
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             // Send each view when it differs from what this subscriber saw last.
@@ -605,6 +608,7 @@ impl RouterAdmin for AdminService {
                 tokio::select! {
                     r = changes.changed() => if r.is_err() { return },
                     _ = tx.closed() => return,
+                    _ = &mut stopped => return,
                 }
                 // Coalesce bursts of changes.
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -86,6 +86,7 @@ pub struct Running {
 impl Running {
     /// Stops serving the admin API and closes every link and listener.
     pub async fn shutdown(self) {
+        self.router.begin_stop();
         let _ = self.stop.send(true);
         let _ = self
             .router

@@ -66,6 +66,8 @@ pub struct Router {
     pub(crate) edge_table: Option<watch::Sender<Arc<RoutingTable>>>,
     /// This router's own values on network-wide topics.
     published: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// Set when the router shuts down; long-lived admin streams end on it.
+    stopping: watch::Sender<bool>,
 }
 
 /// Entities in force and the tasks that serve them.
@@ -109,6 +111,7 @@ impl Router {
             edges: Mutex::new(Vec::new()),
             edge_table,
             published: Mutex::new(BTreeMap::new()),
+            stopping: watch::channel(false).0,
             id: cfg.router_id.clone(),
             site: cfg.site_id.clone(),
             mode: cfg.mode,
@@ -208,6 +211,19 @@ impl Router {
             .expect("listeners lock")
             .get(name)
             .map(|l| l.port.load(Ordering::Relaxed))
+    }
+
+    /// Marks the router as stopping: admin change feeds and subscriptions end.
+    pub fn begin_stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Completes when the router begins to stop.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stopping.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
     }
 
     pub fn table(&self) -> Arc<RoutingTable> {
