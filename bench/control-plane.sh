@@ -27,7 +27,18 @@ trap cleanup EXIT
 
 now() { date +%s%N; }
 ms() { echo $(( ($2 - $1) / 1000000 )); }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free port below the ephemeral range, so no outgoing connection takes it before a site binds it.
+free_port() {
+  python3 -c '
+import random, socket
+while True:
+    p = random.randrange(20000, 32000)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); print(p); break
+    except OSError:
+        pass'
+}
 # GET / at $1:$2 with bash's /dev/tcp; prints the body's first line, fails if nothing came.
 get() {
   local out

@@ -226,7 +226,7 @@ async fn walkthrough(
             write!(out, "{}", service::status_text(&list))?;
             anyhow::bail!("west did not list a listener for backend within 60s");
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     took(out, t)?;
 
@@ -324,7 +324,7 @@ pub async fn http_get_retrying(addr: &str, path: &str, within: Duration) -> anyh
                     within.as_secs()
                 )));
             }
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }

@@ -84,7 +84,7 @@ pub async fn status(
             render(&links, name, a.output.output, out)?;
             anyhow::bail!("{} (waited {wait})", problem.unwrap_or_default());
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     if let Some(n) = name
         && !links.links.iter().any(|l| l.name == n)

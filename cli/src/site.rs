@@ -136,8 +136,12 @@ pub fn plan(ctx: &Ctx, a: &InitArgs) -> anyhow::Result<Plan> {
                 Err(e) => problems.push(format!("--{flag}: cannot listen on {bind}:{p}: {e}")),
             },
             None => {
-                let l = TcpListener::bind((bind.as_str(), *default))
-                    .or_else(|_| TcpListener::bind((bind.as_str(), 0)));
+                // The default, else the next free port above it (as Skupper's system sites
+                // allocate), so several sites on a host get predictable ports.
+                let l = (0..200u16)
+                    .filter_map(|i| default.checked_add(i))
+                    .find_map(|p| TcpListener::bind((bind.as_str(), p)).ok())
+                    .map_or_else(|| TcpListener::bind((bind.as_str(), 0)), Ok);
                 match l.and_then(|l| Ok((l.local_addr()?.port(), l))) {
                     Ok((p, l)) => {
                         held.push(l);

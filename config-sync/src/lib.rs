@@ -19,7 +19,9 @@ use van_proto::admin::{self as rpb, config_op::Op, router_admin_client::RouterAd
 use van_proto::controller::{self as cpb, site_controller_client::SiteControllerClient};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+// Both ends are on this host (or pod): retrying often is cheap and brings a restarted
+// router back into service sooner.
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// Observed state is re-sent at least this often, so the controller knows we are alive.
 const REPORT_EVERY: Duration = Duration::from_secs(2);
 /// Entities that failed to apply are retried this often.

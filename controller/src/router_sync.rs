@@ -13,7 +13,9 @@ use crate::controller::Controller;
 use crate::network::{self, TOPIC};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+// Both ends are on this host (or pod): retrying often is cheap and brings a restarted
+// router back into service sooner.
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
 
 pub(crate) async fn run(
     c: Arc<Controller>,
