@@ -147,6 +147,14 @@ async fn killed_router_and_controller_are_restarted_with_their_configuration() {
     // The controller's restart lost nothing: the link and the service are still defined.
     let links = sites.ok("east", &["link", "status"]).await;
     assert!(links.contains("to-west"), "{links}");
-    let services = sites.ok("west", &["service", "status"]).await;
-    assert!(services.contains("backend"), "{services}");
+    // West's new controller hears the network from config-sync within moments.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let services = sites.ok("west", &["service", "status"]).await;
+        if services.contains("backend") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{services}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

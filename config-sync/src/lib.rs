@@ -18,6 +18,8 @@ use tracing::{debug, info, warn};
 use van_proto::admin::{self as rpb, config_op::Op, router_admin_client::RouterAdminClient};
 use van_proto::controller::{self as cpb, site_controller_client::SiteControllerClient};
 
+pub mod forward;
+
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 // Both ends are on this host (or pod): retrying often is cheap and brings a restarted
 // router back into service sooner.
@@ -82,10 +84,13 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     let controller = SiteControllerClient::new(lazy_channel(&opts.controller)?);
     let router = RouterAdminClient::new(lazy_channel(&opts.router)?);
     let (desired_tx, desired_rx) = watch::channel(None);
+    let (publication_tx, publication_rx) = watch::channel(None);
     let follow = tokio::spawn(follow_controller(controller.clone(), desired_tx));
-    let sync = tokio::spawn(sync_router(router, controller, desired_rx));
+    let follow_pub = tokio::spawn(follow_publication(controller.clone(), publication_tx));
+    let sync = tokio::spawn(sync_router(router, controller, desired_rx, publication_rx));
     shutdown.await;
     follow.abort();
+    follow_pub.abort();
     sync.abort();
     info!("config-sync stopped");
     Ok(())
@@ -125,15 +130,44 @@ async fn follow_controller(
     }
 }
 
+/// Keeps `tx` holding what the controller wants published on the network-wide topic.
+async fn follow_publication(
+    mut c: SiteControllerClient<Channel>,
+    tx: watch::Sender<Option<rpb::PublishRequest>>,
+) {
+    let mut delay = BACKOFF_MIN;
+    loop {
+        if let Ok(s) = c.watch_publication(cpb::WatchPublicationRequest {}).await {
+            let mut s = s.into_inner();
+            while let Some(Ok(p)) = s.next().await {
+                delay = BACKOFF_MIN;
+                // Sent even when equal: the first item of a new stream means the controller
+                // (re)started and must hear the network again.
+                tx.send_replace(Some(p));
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
 /// Router sessions, one after another: each lasts while the router's change feed does.
 async fn sync_router(
     router: RouterAdminClient<Channel>,
     controller: SiteControllerClient<Channel>,
     mut desired: watch::Receiver<Option<rpb::RouterConfig>>,
+    mut publication: watch::Receiver<Option<rpb::PublishRequest>>,
 ) {
     let mut delay = BACKOFF_MIN;
     loop {
-        match router_session(router.clone(), controller.clone(), &mut desired).await {
+        match router_session(
+            router.clone(),
+            controller.clone(),
+            &mut desired,
+            &mut publication,
+        )
+        .await
+        {
             Ok(()) => delay = BACKOFF_MIN,
             Err(e) => debug!(error = %e, "Router session ended"),
         }
@@ -146,8 +180,20 @@ async fn router_session(
     mut router: RouterAdminClient<Channel>,
     mut controller: SiteControllerClient<Channel>,
     desired: &mut watch::Receiver<Option<rpb::RouterConfig>>,
+    publication: &mut watch::Receiver<Option<rpb::PublishRequest>>,
 ) -> Result<(), tonic::Status> {
     let mut feed = router.watch(rpb::WatchRequest {}).await?.into_inner();
+    // The site's record goes out through this router; every site's comes back. A restarted
+    // router has forgotten what it published, so each session publishes again.
+    let topic = van_proto::controller::TOPIC_SITES;
+    let mut network = router
+        .subscribe(rpb::SubscribeRequest {
+            topic: topic.into(),
+        })
+        .await?
+        .into_inner();
+    publication.mark_changed();
+    let mut last_network: Option<rpb::TopicSnapshot> = None;
     let status = router
         .get_status(rpb::GetStatusRequest {})
         .await?
@@ -180,6 +226,34 @@ async fn router_session(
                 }
                 dirty = true;
             }
+            r = publication.changed() => {
+                if r.is_err() {
+                    return Ok(());
+                }
+                let p = publication.borrow_and_update().clone();
+                if let Some(p) = p {
+                    router.publish(p).await?;
+                }
+                // A new publication may come from a restarted controller, which knows
+                // nothing of the network yet: tell it what the router last said.
+                if let Some(snap) = last_network.clone()
+                    && let Err(e) = controller.report_network(snap).await
+                {
+                    debug!(error = %e, "Cannot report the network to the controller");
+                }
+                continue;
+            }
+            snap = network.next() => {
+                let Some(snap) = snap else {
+                    return Err(tonic::Status::unavailable("router subscription ended"));
+                };
+                let snap = snap?;
+                last_network = Some(snap.clone());
+                if let Err(e) = controller.report_network(snap).await {
+                    debug!(error = %e, "Cannot report the network to the controller");
+                }
+                continue;
+            }
             _ = retry.tick() => dirty = !errors.is_empty(),
             _ = report.tick() => {}
         }
@@ -209,6 +283,7 @@ async fn router_session(
             apply_errors: errors.clone().into_iter().collect(),
             in_sync,
             active_flows: now.active_flows,
+            router_id: now.router_id.clone(),
         };
         if let Err(e) = controller.report_observed(obs).await {
             debug!(error = %e, "Cannot report to the controller");

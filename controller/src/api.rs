@@ -40,6 +40,7 @@ impl From<ControllerError> for Status {
 }
 
 type ConfigStream = Pin<Box<dyn Stream<Item = Result<rpb::RouterConfig, Status>> + Send>>;
+type PublicationStream = Pin<Box<dyn Stream<Item = Result<rpb::PublishRequest, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl SiteController for Api {
@@ -167,6 +168,55 @@ impl SiteController for Api {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(out),
         )))
+    }
+
+    type WatchPublicationStream = PublicationStream;
+
+    async fn watch_publication(
+        &self,
+        _: Request<pb::WatchPublicationRequest>,
+    ) -> Result<Response<Self::WatchPublicationStream>, Status> {
+        let c = self.c.clone();
+        let mut rx = c.publication();
+        let (tx, out) = tokio::sync::mpsc::channel(2);
+        tokio::spawn(async move {
+            let mut stopped = Box::pin(c.stopped());
+            loop {
+                let payload =
+                    serde_json::to_vec(&**rx.borrow_and_update()).expect("a record serialises");
+                let msg = rpb::PublishRequest {
+                    topic: crate::network::TOPIC.into(),
+                    payload,
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    return;
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    _ = tx.closed() => return,
+                    _ = &mut stopped => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out),
+        )))
+    }
+
+    async fn report_network(
+        &self,
+        req: Request<rpb::TopicSnapshot>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let snap = req.into_inner();
+        if snap.topic != crate::network::TOPIC {
+            return Err(Status::invalid_argument(format!(
+                "topic: expected {:?}, got {:?}",
+                crate::network::TOPIC,
+                snap.topic
+            )));
+        }
+        self.c.set_network(snap);
+        Ok(Response::new(pb::Empty {}))
     }
 
     async fn report_observed(

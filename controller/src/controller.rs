@@ -153,6 +153,26 @@ impl Controller {
         }
     }
 
+    /// The topic's values as the router reports them (through config-sync).
+    pub fn set_network(&self, snap: rpb::TopicSnapshot) {
+        let (remote, bad) = network::decode(
+            snap.values
+                .into_iter()
+                .map(|v| (v.origin, v.payload))
+                .collect(),
+            &self.cfg.id,
+        );
+        for b in &bad {
+            tracing::warn!(problem = %b, "Ignoring a site record");
+        }
+        self.set_remote(remote);
+    }
+
+    /// What config-sync should publish through the router.
+    pub fn publication(&self) -> watch::Receiver<Arc<SiteRecord>> {
+        self.record.subscribe()
+    }
+
     pub fn report(&self, o: pb::ObservedState) {
         {
             let mut cur = self.observed.lock().expect("observed");
@@ -215,7 +235,11 @@ impl Controller {
                 cost: l.cost,
             })
             .collect();
-        let record = SiteRecord::build(&self.cfg, &state, links);
+        let mut record = SiteRecord::build(&self.cfg, &state, links);
+        let router = self.observed().state.router_id;
+        if !router.is_empty() {
+            record.router_id = router;
+        }
         self.record.send_if_modified(|cur| {
             if **cur == record {
                 false
@@ -878,7 +902,7 @@ impl Controller {
             mode: self.cfg.mode.as_str().into(),
             version: crate::VERSION.into(),
             router_id: self.cfg.router_id(),
-            connected_sites: remote.len() as u32,
+            connected_sites: network::site_count(&remote) as u32,
             exposed_services: state
                 .services
                 .values()
@@ -907,7 +931,8 @@ impl Controller {
         // The local site's services as this site sees them (with conflicts and listeners).
         sites[0].services = self.services().into_iter().filter(|s| s.local).collect();
         sites[0].links = self.link_statuses();
-        for r in remote.values() {
+        let mut seen = std::collections::BTreeSet::from([own.id.clone()]);
+        for r in remote.values().filter(|r| seen.insert(r.id.clone())) {
             sites.push(site_of(r, false, &router_site));
         }
         pb::Network { sites }

@@ -13,7 +13,6 @@ pub mod controller;
 pub mod error;
 pub mod local;
 pub mod network;
-mod router_sync;
 pub mod site;
 pub mod token;
 
@@ -65,8 +64,6 @@ pub struct Sockets {
 pub struct Options {
     pub site: SiteConfig,
     pub store: Arc<dyn SiteStore>,
-    /// gRPC target of the router's admin API (`host:port` or `unix:/path`).
-    pub router: String,
 }
 
 /// How often claims whose issuer could not be reached are tried again.
@@ -96,11 +93,6 @@ pub async fn run(
     if let Some(l) = sockets.claims {
         tokio::spawn(claims::serve(c.clone(), l, stopped(stop_rx.clone())));
     }
-    tokio::spawn(router_sync::run(
-        c.clone(),
-        opts.router,
-        stopped(stop_rx.clone()),
-    ));
     tokio::spawn(retry_claims(c.clone(), stopped(stop_rx.clone())));
     let (health, health_svc) = tonic_health::server::health_reporter();
     health

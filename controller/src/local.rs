@@ -211,12 +211,10 @@ pub async fn run(
         }
         crate::site::RouterMode::Edge => None,
     };
-    let router = dir.router_target();
     crate::run(
         crate::Options {
             site,
             store: std::sync::Arc::new(LocalStore::new(&dir)),
-            router,
         },
         crate::Sockets {
             api: crate::ApiBind::Unix(api),

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::site::{ServiceDef, SiteConfig, SiteState};
 
-pub const TOPIC: &str = "van.site.v1";
+pub const TOPIC: &str = van_proto::controller::TOPIC_SITES;
 
 /// One site as the network sees it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -72,26 +72,32 @@ impl SiteRecord {
     }
 }
 
-/// The other sites, keyed by router id, as last heard from the router.
+/// The other sites, keyed by the router that carried each record (a site with several
+/// routers appears once per router), as last heard from the router.
 pub type Remote = BTreeMap<String, SiteRecord>;
 
-/// Decodes the values on the topic; a value that does not parse is skipped (and reported).
-pub fn decode(values: Vec<(String, Vec<u8>)>, self_router: &str) -> (Remote, Vec<String>) {
+/// Number of distinct sites in `remote`.
+pub fn site_count(remote: &Remote) -> usize {
+    remote
+        .values()
+        .map(|r| r.id.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
+}
+
+/// Decodes the values on the topic, keyed by the router that carried each, leaving out this
+/// site's own. A value that does not parse is skipped (and reported).
+pub fn decode(values: Vec<(String, Vec<u8>)>, self_site: &str) -> (Remote, Vec<String>) {
     let mut out = Remote::new();
     let mut bad = Vec::new();
     for (origin, payload) in values {
-        if origin == self_router {
-            continue;
-        }
         match serde_json::from_slice::<SiteRecord>(&payload) {
-            // A record must come from the router it names, or one site could speak for another.
-            Ok(r) if r.router_id == origin => {
+            Ok(r) if r.id == self_site => {}
+            Ok(mut r) => {
+                // The router that carried it is the one links name.
+                r.router_id = origin.clone();
                 out.insert(origin, r);
             }
-            Ok(r) => bad.push(format!(
-                "router {origin} published a record for router {}",
-                r.router_id
-            )),
             Err(e) => bad.push(format!(
                 "router {origin} published an unreadable record: {e}"
             )),
@@ -135,7 +141,9 @@ pub fn services(cfg: &SiteConfig, state: &SiteState, remote: &Remote) -> Vec<Ser
             local: true,
         });
     }
-    for r in remote.values() {
+    // A site with several routers is heard once per router.
+    let mut seen = std::collections::BTreeSet::new();
+    for r in remote.values().filter(|r| seen.insert(r.id.as_str())) {
         for s in &r.services {
             by_addr.entry(&s.address).or_default().push(Cand {
                 def: ServiceDef {

@@ -112,7 +112,6 @@ impl Site {
         let opts = van_controller::Options {
             site: self.cfg.clone(),
             store: self.store.clone(),
-            router: self.router_sock(),
         };
         let sockets = van_controller::Sockets {
             api: van_controller::ApiBind::Unix(api_l),

@@ -28,7 +28,12 @@ pub mod van {
 /// Router admin API.
 pub use van::admin::v1 as admin;
 /// Site controller API.
-pub use van::controller::v1 as controller;
+pub mod controller {
+    pub use crate::van::controller::v1::*;
+
+    /// The network-wide topic on which every site controller publishes its site's record.
+    pub const TOPIC_SITES: &str = "van.site.v1";
+}
 /// Inter-router control message bodies.
 pub use van::wire::v1 as wire;
 

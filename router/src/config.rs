@@ -363,13 +363,25 @@ impl EntityKind {
 impl Config {
     /// Reads and validates a YAML file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::single(path.display().to_string(), format!("cannot read: {e}"))
-        })?;
-        Self::from_yaml(&text).map_err(|mut e| {
+        Self::load_with(path, |_| {})
+    }
+
+    /// Loads `path`, letting `adjust` change the file's contents (e.g. the router id from the
+    /// environment) before validation.
+    pub fn load_with(
+        path: &Path,
+        adjust: impl FnOnce(&mut FileConfig),
+    ) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::single(name.clone(), format!("cannot read: {e}")))?;
+        let mut file: FileConfig = serde_yaml_ng::from_str(&text)
+            .map_err(|e| ConfigError::single(name.clone(), e.to_string()))?;
+        adjust(&mut file);
+        Self::from_file(file).map_err(|mut e| {
             for f in &mut e.errors {
                 if f.path.is_empty() {
-                    f.path = path.display().to_string();
+                    f.path = name.clone();
                 }
             }
             e

@@ -13,6 +13,10 @@ struct Args {
     /// Router admin API: `host:port` or `unix:/path`.
     #[arg(long, env = "VAN_ROUTER_ADMIN")]
     router: String,
+    /// Pass TCP connections through, `LISTEN=TARGET` (e.g. the claims endpoint:
+    /// `0.0.0.0:8081=skupper:8081`). May be repeated.
+    #[arg(long, value_parser = van_config_sync::forward::parse)]
+    claims_forward: Vec<(String, String)>,
 }
 
 fn main() -> ExitCode {
@@ -30,6 +34,16 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         let log = van_router::config::LogSection::default();
         let _telemetry = van_router::telemetry::init(&log, None, "config-sync")?;
+        for (listen, target) in args.claims_forward {
+            let l = tokio::net::TcpListener::bind(&listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("--claims-forward: cannot listen on {listen}: {e}"))?;
+            tokio::spawn(van_config_sync::forward::run(
+                l,
+                target,
+                std::future::pending(),
+            ));
+        }
         van_config_sync::run(
             van_config_sync::Options {
                 controller: args.controller,

@@ -14,6 +14,12 @@ struct Args {
     /// Configuration file (YAML).
     #[arg(short, long, env = "VAN_ROUTER_CONFIG")]
     config: PathBuf,
+    /// Router id, overriding `router.id` (on Kubernetes: the pod name).
+    #[arg(long, env = "VAN_ROUTER_ID")]
+    router_id: Option<String>,
+    /// Site id, overriding `router.site`.
+    #[arg(long, env = "VAN_SITE_ID")]
+    site_id: Option<String>,
     /// Validate the configuration and exit.
     #[arg(long)]
     check: bool,
@@ -21,7 +27,15 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = match van_router::Config::load(&args.config) {
+    let (id, site) = (args.router_id.clone(), args.site_id.clone());
+    let cfg = match van_router::Config::load_with(&args.config, |f| {
+        if let Some(id) = id {
+            f.router.id = id;
+        }
+        if let Some(site) = site {
+            f.router.site = site;
+        }
+    }) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("van-router: {e}");

@@ -1,0 +1,946 @@
+#!/usr/bin/env python3
+"""Tests of the skupper Helm chart, without a cluster.
+
+    python3 charts/tests/test_chart.py        # from anywhere; needs charts/requirements-test.txt
+
+- lints the chart with Helm's own linter (helm-python-sdk binds Helm's Go SDK: no helm binary);
+- renders it offline for a matrix of values and validates every rendered object against the
+  Kubernetes 1.30 OpenAPI schemas (kubernetes-validate, strict: unknown fields are errors);
+  the OpenShift Route is checked against a strict schema of its own (below);
+- checks the structure of what was rendered (deployments, containers, ports, probes, security
+  contexts, resources, services per ingress, RBAC, the console Secret, network policies);
+- checks that values.schema.json refuses bad values;
+- checks that the console password survives an upgrade (Helm's `lookup`, answered by a fake
+  API server on 127.0.0.1 that serves only what `lookup` asks for).
+
+Prints one line per check and ends with "N passed, N failed"; exits 1 on any failure, 2 when a
+package is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import http.server
+import json
+import os
+import re
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+try:
+    import helm_python as helm
+    import jsonschema
+    import kubernetes_validate
+    import yaml
+except ImportError as missing:  # CI installs these: a missing one is a failure, not a skip.
+    print(f"missing Python package: {missing}; run: pip install -r charts/requirements-test.txt")
+    sys.exit(2)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CHART = os.path.normpath(os.path.join(HERE, "..", "skupper"))
+RELEASE = "skupper"
+NAMESPACE = "west"
+KUBE_VERSION = "1.30"
+
+# Kinds that exist outside namespaces: none of these may ever be rendered.
+CLUSTER_SCOPED = {
+    "APIService",
+    "CertificateSigningRequest",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "CSIDriver",
+    "CSINode",
+    "CustomResourceDefinition",
+    "FlowSchema",
+    "IngressClass",
+    "MutatingWebhookConfiguration",
+    "Namespace",
+    "Node",
+    "PersistentVolume",
+    "PriorityClass",
+    "PriorityLevelConfiguration",
+    "RuntimeClass",
+    "StorageClass",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+    "ValidatingWebhookConfiguration",
+    "VolumeAttachment",
+}
+# Everything the chart may render (all namespaced).
+ALLOWED_KINDS = {
+    "ConfigMap",
+    "Deployment",
+    "Ingress",
+    "NetworkPolicy",
+    "Role",
+    "RoleBinding",
+    "Route",
+    "Secret",
+    "Service",
+    "ServiceAccount",
+}
+ROUTER_EXPOSED = {"inter-router": 55671, "edge": 45671, "claims": 8081}
+SERVICE_TYPE = {
+    "loadbalancer": "LoadBalancer",
+    "nodeport": "NodePort",
+    "route": "ClusterIP",
+    "ingress": "ClusterIP",
+    "none": "ClusterIP",
+}
+ALL_VERBS = {"get", "list", "watch", "create", "update", "patch", "delete"}
+
+# route.openshift.io/v1 Route: the fields of OpenShift's API (4.x), strict.
+ROUTE_SCHEMA: dict[str, Any] = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "route.openshift.io/v1"},
+        "kind": {"const": "Route"},
+        "metadata": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+                "namespace": {"type": "string"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["to"],
+            "properties": {
+                "host": {"type": "string"},
+                "subdomain": {"type": "string"},
+                "path": {"type": "string"},
+                "to": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["kind", "name"],
+                    "properties": {
+                        "kind": {"const": "Service"},
+                        "name": {"type": "string"},
+                        "weight": {"type": "integer", "minimum": 0, "maximum": 256},
+                    },
+                },
+                "alternateBackends": {"type": "array"},
+                "port": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["targetPort"],
+                    "properties": {"targetPort": {"type": ["string", "integer"]}},
+                },
+                "tls": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["termination"],
+                    "properties": {
+                        "termination": {"enum": ["edge", "passthrough", "reencrypt"]},
+                        "insecureEdgeTerminationPolicy": {"enum": ["Allow", "None", "Redirect"]},
+                        "certificate": {"type": "string"},
+                        "key": {"type": "string"},
+                        "caCertificate": {"type": "string"},
+                        "destinationCACertificate": {"type": "string"},
+                    },
+                },
+                "wildcardPolicy": {"enum": ["None", "Subdomain"]},
+            },
+        },
+    },
+}
+
+
+class Failed(Exception):
+    pass
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise Failed(message)
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge: extra's keys win."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_chart() -> helm.Chart:
+    return helm.Chart.load(CHART)
+
+
+def render(values: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """Render offline; returns the objects and the NOTES.txt text."""
+    with load_chart() as chart:
+        manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return parse(manifests)
+
+
+def parse(manifests: dict[str, str]) -> tuple[list[dict[str, Any]], str]:
+    objects: list[dict[str, Any]] = []
+    notes = ""
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            notes = text
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc is None:
+                continue
+            check(isinstance(doc, dict), f"{path}: a document is not a mapping")
+            doc["__template__"] = path
+            objects.append(doc)
+    return objects, notes
+
+
+def strip(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if k != "__template__"}
+
+
+def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [
+        o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
+    ]
+
+
+def one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = find(objects, kind, name)
+    check(len(found) == 1, f"expected one {kind} {name}, found {len(found)}")
+    return found[0]
+
+
+def by_name(items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {item["name"]: item for item in items}
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def validate_objects(objects: list[dict[str, Any]]) -> None:
+    route_validator = jsonschema.Draft7Validator(ROUTE_SCHEMA)
+    for obj in objects:
+        what = f"{obj['kind']}/{obj['metadata']['name']} ({obj['__template__']})"
+        data = strip(obj)
+        if obj["apiVersion"] == "route.openshift.io/v1":
+            errors = sorted(route_validator.iter_errors(data), key=lambda e: list(e.path))
+            check(not errors, f"{what}: " + "; ".join(e.message for e in errors))
+            continue
+        try:
+            kubernetes_validate.validate(data, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            raise Failed(f"{what}: {path}: {e.message}") from None
+        except kubernetes_validate.SchemaNotFoundError as e:
+            raise Failed(f"{what}: {e.message}") from None
+
+
+# --- structure ----------------------------------------------------------------------------
+
+
+def expected_image(values: dict[str, Any], repository: str) -> str:
+    registry = values["image"]["registry"].rstrip("/")
+    tag = values["image"]["tag"] or "0.1.0"
+    return f"{registry}/{repository}:{tag}" if registry else f"{repository}:{tag}"
+
+
+def check_scope(objects: list[dict[str, Any]]) -> None:
+    seen: set[tuple[str, str]] = set()
+    for obj in objects:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        check(kind not in CLUSTER_SCOPED, f"cluster-scoped {kind}/{name} rendered")
+        check(kind in ALLOWED_KINDS, f"unexpected kind {kind}/{name}")
+        check(
+            obj["metadata"].get("namespace") == NAMESPACE,
+            f"{kind}/{name} is not in the release namespace {NAMESPACE}",
+        )
+        check((kind, name) not in seen, f"{kind}/{name} rendered twice")
+        seen.add((kind, name))
+        labels = obj["metadata"].get("labels", {})
+        check(labels.get("app.kubernetes.io/part-of") == "skupper", f"{kind}/{name}: part-of label")
+        check(labels.get("app.kubernetes.io/instance") == RELEASE, f"{kind}/{name}: instance label")
+
+
+def check_pod_security(name: str, pod: dict[str, Any], values: dict[str, Any]) -> None:
+    sc = pod.get("securityContext", {})
+    want = values["securityContext"]
+    check(sc.get("runAsNonRoot") is True, f"{name}: pod runAsNonRoot")
+    check(sc.get("runAsUser") == want["runAsUser"], f"{name}: pod runAsUser")
+    check(sc.get("runAsGroup") == want["runAsGroup"], f"{name}: pod runAsGroup")
+    check(sc.get("fsGroup") == want["fsGroup"], f"{name}: pod fsGroup")
+    check(sc.get("seccompProfile") == {"type": "RuntimeDefault"}, f"{name}: pod seccompProfile")
+    check(not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC"),
+          f"{name}: host namespaces")
+    for volume in pod.get("volumes", []):
+        check("hostPath" not in volume, f"{name}: hostPath volume {volume['name']}")
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        what = f"{name}/{container['name']}"
+        csc = container.get("securityContext", {})
+        check(csc.get("allowPrivilegeEscalation") is False, f"{what}: allowPrivilegeEscalation")
+        check(csc.get("readOnlyRootFilesystem") is True, f"{what}: readOnlyRootFilesystem")
+        check(csc.get("capabilities", {}).get("drop") == ["ALL"], f"{what}: capabilities drop ALL")
+        check(not csc.get("capabilities", {}).get("add"), f"{what}: capabilities added")
+        check(not csc.get("privileged"), f"{what}: privileged")
+        check(csc.get("runAsUser", 1) != 0, f"{what}: runs as root")
+        check(container.get("imagePullPolicy") == values["image"]["pullPolicy"],
+              f"{what}: imagePullPolicy {container.get('imagePullPolicy')}")
+
+
+def check_resources(what: str, container: dict[str, Any], want: dict[str, Any]) -> None:
+    res = container.get("resources", {})
+    requests = res.get("requests", {})
+    check("cpu" in requests and "memory" in requests, f"{what}: cpu and memory requests")
+    check(requests == want["requests"], f"{what}: requests {requests} != {want['requests']}")
+    if want.get("limits"):
+        check(res.get("limits") == want["limits"], f"{what}: limits {res.get('limits')}")
+    else:
+        check("limits" not in res, f"{what}: limits rendered though none were given")
+
+
+def check_scheduling(what: str, pod: dict[str, Any], component: dict[str, Any]) -> None:
+    for field in ("nodeSelector", "tolerations", "affinity"):
+        want = component.get(field)
+        if want:
+            check(pod.get(field) == want, f"{what}: {field} {pod.get(field)} != {want}")
+        else:
+            check(field not in pod, f"{what}: {field} rendered though empty")
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            out[item["name"]] = item["value"]
+        else:
+            out[item["name"]] = ("fieldRef", item["valueFrom"]["fieldRef"]["fieldPath"])
+    return out
+
+
+def ports_of(container: dict[str, Any]) -> dict[str, int]:
+    return {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+
+
+def check_deployments(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    deployments = find(objects, "Deployment")
+    check(
+        sorted(d["metadata"]["name"] for d in deployments)
+        == ["skupper-router", "skupper-service-controller"],
+        f"deployments: {[d['metadata']['name'] for d in deployments]}",
+    )
+    check(not find(objects, "StatefulSet") and not find(objects, "DaemonSet"), "other workloads")
+    site_name = values["site"]["name"] or NAMESPACE
+
+    # skupper-router: router + config-sync.
+    router_dep = one(objects, "Deployment", "skupper-router")
+    labels = router_dep["metadata"]["labels"]
+    for key, value in {
+        "app.kubernetes.io/name": "skupper-router",
+        "app.kubernetes.io/part-of": "skupper",
+        "skupper.io/component": "router",
+        "application": "skupper-router",
+    }.items():
+        check(labels.get(key) == value, f"skupper-router label {key}={labels.get(key)}")
+    check(router_dep["spec"]["replicas"] == values["router"]["replicas"], "router replicas")
+    selector = router_dep["spec"]["selector"]["matchLabels"]
+    pod_meta = router_dep["spec"]["template"]["metadata"]
+    check(selector.items() <= pod_meta["labels"].items(), "router selector does not match its pods")
+    annotations = pod_meta.get("annotations", {})
+    for key, value in values["router"]["podAnnotations"].items():
+        check(annotations.get(key) == value, f"router pod annotation {key}")
+    check(annotations.get("prometheus.io/port") == "9090", "router prometheus annotation")
+    check(re.fullmatch(r"[0-9a-f]{64}", annotations.get("checksum/router-config", "")) is not None,
+          "router pods roll when their configuration changes")
+    pod = router_dep["spec"]["template"]["spec"]
+    check(pod.get("serviceAccountName") == "skupper-router", "router serviceAccountName")
+    check([c["name"] for c in pod["containers"]] == ["router", "config-sync"],
+          f"router containers {[c['name'] for c in pod['containers']]}")
+    check_pod_security("skupper-router", pod, values)
+    check_scheduling("skupper-router", pod, values["router"])
+    volumes = by_name(pod["volumes"])
+    check(volumes.get("run", {}).get("emptyDir") == {}, "router volume run: emptyDir")
+    config_volume = [v for v in pod["volumes"] if "configMap" in v]
+    check(len(config_volume) == 1 and config_volume[0]["configMap"]["name"] == "skupper-router-config",
+          "router config volume")
+    containers = by_name(pod["containers"])
+
+    router = containers["router"]
+    check(router["image"] == expected_image(values, values["router"]["image"]["repository"]),
+          f"router image {router['image']}")
+    check(router["command"] == ["van-router", "--config", "/etc/van/router.yaml"], "router command")
+    env = env_of(router)
+    check(env.get("VAN_ROUTER_ID") == ("fieldRef", "metadata.name"), "VAN_ROUTER_ID")
+    check(env.get("VAN_SITE_ID") == ("fieldRef", "metadata.namespace"), "VAN_SITE_ID")
+    check(ports_of(router) == {"inter-router": 55671, "edge": 45671, "metrics": 9090},
+          f"router ports {ports_of(router)}")
+    for probe in ("livenessProbe", "readinessProbe"):
+        get = router.get(probe, {}).get("httpGet", {})
+        check(get.get("path") == "/healthz" and get.get("port") in (9090, "metrics"),
+              f"router {probe}: {router.get(probe)}")
+    mounts = {m["mountPath"]: m for m in router["volumeMounts"]}
+    check(mounts.get("/etc/van", {}).get("name") == config_volume[0]["name"]
+          and mounts["/etc/van"].get("readOnly") is True, "router mounts its config read-only")
+    check(mounts.get("/var/run/van", {}).get("name") == "run", "router mounts run")
+    check_resources("skupper-router/router", router, values["router"]["resources"])
+
+    sync = containers["config-sync"]
+    check(sync["image"] == expected_image(values, values["configSync"]["image"]["repository"]),
+          f"config-sync image {sync['image']}")
+    check(sync["command"] == [
+        "van-config-sync", "--controller", "skupper:8080", "--router",
+        "unix:/var/run/van/router.sock", "--claims-forward", "0.0.0.0:8081=skupper:8081",
+    ], f"config-sync command {sync['command']}")
+    check(ports_of(sync) == {"claims": 8081}, f"config-sync ports {ports_of(sync)}")
+    check([m["mountPath"] for m in sync["volumeMounts"]] == ["/var/run/van"]
+          and sync["volumeMounts"][0]["name"] == "run", "config-sync mounts run only")
+    check_resources("skupper-router/config-sync", sync, values["configSync"]["resources"])
+
+    # skupper-service-controller: controller.
+    ctl_dep = one(objects, "Deployment", "skupper-service-controller")
+    labels = ctl_dep["metadata"]["labels"]
+    check(labels.get("skupper.io/component") == "controller", "controller component label")
+    check(labels.get("app.kubernetes.io/part-of") == "skupper", "controller part-of label")
+    check(ctl_dep["spec"]["replicas"] == 1, "one controller")
+    pod_meta = ctl_dep["spec"]["template"]["metadata"]
+    check(ctl_dep["spec"]["selector"]["matchLabels"].items() <= pod_meta["labels"].items(),
+          "controller selector does not match its pod")
+    for key, value in values["controller"]["podAnnotations"].items():
+        check(pod_meta.get("annotations", {}).get(key) == value, f"controller annotation {key}")
+    pod = ctl_dep["spec"]["template"]["spec"]
+    check(pod.get("serviceAccountName") == "skupper-service-controller",
+          "controller serviceAccountName")
+    check([c["name"] for c in pod["containers"]] == ["controller"], "controller containers")
+    check_pod_security("skupper-service-controller", pod, values)
+    check_scheduling("skupper-service-controller", pod, values["controller"])
+    ctl = pod["containers"][0]
+    check(ctl["image"] == expected_image(values, values["controller"]["image"]["repository"]),
+          f"controller image {ctl['image']}")
+    check(ctl["command"] == ["van-controller", "--platform", "kubernetes"], "controller command")
+    env = env_of(ctl)
+    check(env == {
+        "POD_NAMESPACE": ("fieldRef", "metadata.namespace"),
+        "SKUPPER_SITE_NAME": site_name,
+        "SKUPPER_ROUTER_MODE": values["router"]["mode"],
+        "SKUPPER_INGRESS": values["ingress"],
+        "SKUPPER_INGRESS_HOST": values["ingressHost"],
+    }, f"controller env {env}")
+    want_ports = {"api": 8080, "claims": 8081}
+    if values["console"]["enabled"]:
+        want_ports["console"] = 8010
+    check(ports_of(ctl) == want_ports, f"controller ports {ports_of(ctl)}")
+    for probe in ("livenessProbe", "readinessProbe"):
+        check(ctl.get(probe, {}).get("grpc", {}).get("port") == 8080,
+              f"controller {probe} is not gRPC on 8080: {ctl.get(probe)}")
+        check("httpGet" not in ctl[probe] and "tcpSocket" not in ctl[probe], f"controller {probe}")
+    check_resources("skupper-service-controller/controller", ctl, values["controller"]["resources"])
+
+
+def check_configmaps(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    cm = one(objects, "ConfigMap", "skupper-router-config")
+    check(set(cm["data"]) == {"router.yaml"}, "skupper-router-config keys")
+    conf = yaml.safe_load(cm["data"]["router.yaml"])
+    check(conf == {
+        "router": {"id": "set-by-env", "site": "set-by-env", "mode": values["router"]["mode"]},
+        "admin": {"listen": "unix:/var/run/van/router.sock"},
+        "metrics": {"listen": "0.0.0.0:9090"},
+        "log": {"format": "json", "level": values["router"]["logLevel"]},
+    }, f"router.yaml {conf}")
+
+    site = one(objects, "ConfigMap", "skupper-site")
+    check(site["data"] == {
+        "name": values["site"]["name"] or NAMESPACE,
+        "router-mode": values["router"]["mode"],
+        "ingress": values["ingress"],
+        "ingress-host": values["ingressHost"],
+        "console": "true" if values["console"]["enabled"] else "false",
+        "console-authentication": values["console"]["auth"],
+        "service-sync": "true",
+    }, f"skupper-site {site['data']}")
+
+
+def pod_ports(objects: list[dict[str, Any]], selector: dict[str, str]) -> dict[str, int]:
+    """Named container ports of the pods a Service selector picks."""
+    ports: dict[str, int] = {}
+    matched = 0
+    for dep in find(objects, "Deployment"):
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        if selector.items() <= labels.items():
+            matched += 1
+            for container in dep["spec"]["template"]["spec"]["containers"]:
+                ports.update(ports_of(container))
+    check(matched == 1, f"selector {selector} picks {matched} deployments")
+    return ports
+
+
+def check_services(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    check(sorted(s["metadata"]["name"] for s in find(objects, "Service"))
+          == ["skupper", "skupper-router"], "services")
+    ingress = values["ingress"]
+    svc = one(objects, "Service", "skupper-router")
+    check(svc["spec"]["type"] == SERVICE_TYPE[ingress],
+          f"skupper-router type {svc['spec']['type']} for ingress {ingress}")
+    ports = {p["name"]: p["port"] for p in svc["spec"]["ports"]}
+    check(ports == ROUTER_EXPOSED, f"skupper-router ports {ports}")
+    check(svc["spec"]["selector"].get("skupper.io/component") == "router", "router selector")
+    targets = pod_ports(objects, svc["spec"]["selector"])
+    for port in svc["spec"]["ports"]:
+        check(targets.get(port["targetPort"]) == port["port"],
+              f"skupper-router port {port['name']}: target {port['targetPort']} not in its pods")
+
+    svc = one(objects, "Service", "skupper")
+    check(svc["spec"].get("type", "ClusterIP") == "ClusterIP", "skupper Service type")
+    ports = {p["name"]: p["port"] for p in svc["spec"]["ports"]}
+    want = {"api": 8080, "claims": 8081}
+    if values["console"]["enabled"]:
+        want["console"] = 8010
+    check(ports == want, f"skupper ports {ports}")
+    check(svc["spec"]["selector"].get("skupper.io/component") == "controller", "skupper selector")
+    targets = pod_ports(objects, svc["spec"]["selector"])
+    for port in svc["spec"]["ports"]:
+        check(targets.get(port["targetPort"]) == port["port"],
+              f"skupper port {port['name']}: target {port['targetPort']} not in its pod")
+
+
+def check_ingress_objects(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    ingress = values["ingress"]
+    routes = find(objects, "Route")
+    ingresses = find(objects, "Ingress")
+    if ingress == "route":
+        check(len(routes) == len(ROUTER_EXPOSED), f"{len(routes)} Routes")
+        targets = set()
+        for route in routes:
+            spec = route["spec"]
+            check(route["apiVersion"] == "route.openshift.io/v1", "Route apiVersion")
+            check(spec["to"] == {"kind": "Service", "name": "skupper-router", "weight": 100},
+                  f"Route to {spec['to']}")
+            check(spec["tls"]["termination"] == "passthrough", "Route TLS passthrough")
+            name = spec["port"]["targetPort"]
+            targets.add(name)
+            if values["ingressHost"]:
+                check(spec.get("host") == f"{name}.{values['ingressHost']}", f"Route host {spec}")
+            else:
+                check("host" not in spec, "Route host without ingressHost")
+        check(targets == set(ROUTER_EXPOSED), f"Route ports {targets}")
+    else:
+        check(not routes, f"Routes rendered for ingress {ingress}")
+    if ingress == "ingress":
+        check(len(ingresses) == 1, f"{len(ingresses)} Ingresses")
+        ing = ingresses[0]
+        check(ing["metadata"]["annotations"].get("nginx.ingress.kubernetes.io/ssl-passthrough")
+              == "true", "ssl-passthrough annotation")
+        hosts = {}
+        for rule in ing["spec"]["rules"]:
+            paths = rule["http"]["paths"]
+            check(len(paths) == 1, "one path per host")
+            backend = paths[0]["backend"]["service"]
+            check(backend["name"] == "skupper-router", f"Ingress backend {backend}")
+            hosts[rule["host"]] = backend["port"]["name"]
+        want = {f"{name}.{values['ingressHost']}": name for name in ROUTER_EXPOSED}
+        check(hosts == want, f"Ingress hosts {hosts}")
+    else:
+        check(not ingresses, f"Ingress rendered for ingress {ingress}")
+
+
+def check_rbac(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    accounts = sorted(a["metadata"]["name"] for a in find(objects, "ServiceAccount"))
+    check(accounts == ["skupper-router", "skupper-service-controller"], f"accounts {accounts}")
+    roles = {r["metadata"]["name"]: r for r in find(objects, "Role")}
+    check(sorted(roles) == ["skupper-router", "skupper-service-controller"], f"roles {sorted(roles)}")
+    for role in roles.values():
+        check(role["metadata"]["namespace"] == NAMESPACE, "Role outside the release namespace")
+        for rule in role["rules"]:
+            check("*" not in rule["verbs"] and "*" not in rule["resources"]
+                  and "*" not in rule["apiGroups"], f"wildcard in {role['metadata']['name']}")
+    bindings = find(objects, "RoleBinding")
+    check(len(bindings) == 2, f"{len(bindings)} RoleBindings")
+    for binding in bindings:
+        name = binding["metadata"]["name"]
+        check(binding["metadata"]["namespace"] == NAMESPACE, f"RoleBinding {name} namespace")
+        check(binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                     "name": name}, f"RoleBinding {name} roleRef")
+        check(binding["subjects"] == [{"kind": "ServiceAccount", "name": name,
+                                       "namespace": NAMESPACE}], f"RoleBinding {name} subjects")
+
+    def grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+        out: dict[tuple[str, str], set[str]] = {}
+        for rule in role["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    out.setdefault((group, resource), set()).update(rule["verbs"])
+        return out
+
+    router = grants(roles["skupper-router"])
+    check(router == {("", "configmaps"): {"get", "list", "watch"},
+                     ("", "secrets"): {"get", "list", "watch"}}, f"router Role {router}")
+    ctl = grants(roles["skupper-service-controller"])
+    want = {
+        ("", "services"): ALL_VERBS,
+        ("", "secrets"): ALL_VERBS,
+        ("", "configmaps"): ALL_VERBS,
+        ("", "pods"): {"get", "list", "watch"},
+        ("", "events"): {"create", "patch"},
+        ("apps", "deployments"): {"get", "list", "watch"},
+        ("apps", "statefulsets"): {"get", "list", "watch"},
+    }
+    if values["ingress"] == "route":
+        want[("route.openshift.io", "routes")] = ALL_VERBS
+    if values["ingress"] == "ingress":
+        want[("networking.k8s.io", "ingresses")] = ALL_VERBS
+    check(ctl == want, f"controller Role {ctl}")
+
+
+def check_console(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    secrets = find(objects, "Secret")
+    internal = values["console"]["enabled"] and values["console"]["auth"] == "internal"
+    if internal:
+        check([s["metadata"]["name"] for s in secrets] == ["skupper-console-users"],
+              f"secrets {[s['metadata']['name'] for s in secrets]}")
+        data = secrets[0]["data"]
+        check(set(data) == {"admin"}, f"console users {set(data)}")
+        password = base64.b64decode(data["admin"]).decode()
+        check(re.fullmatch(r"[A-Za-z0-9]{24}", password) is not None, "console password")
+    else:
+        check(not secrets, f"Secret rendered without internal console auth: {secrets}")
+
+
+def check_network_policy(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    policies = {p["metadata"]["name"]: p for p in find(objects, "NetworkPolicy")}
+    if not values["networkPolicy"]["enabled"]:
+        check(not policies, "NetworkPolicy rendered though disabled")
+        return
+    check(sorted(policies) == ["skupper-router", "skupper-service-controller"],
+          f"policies {sorted(policies)}")
+    router_dep = one(objects, "Deployment", "skupper-router")
+    ctl_dep = one(objects, "Deployment", "skupper-service-controller")
+
+    router = policies["skupper-router"]["spec"]
+    check(router["podSelector"]["matchLabels"].items()
+          <= router_dep["spec"]["template"]["metadata"]["labels"].items(), "router policy selector")
+    check(router["policyTypes"] == ["Ingress"], "router policy types")
+    open_rules = [r for r in router["ingress"] if "from" not in r]
+    check(len(open_rules) == 1, "one rule open to every source")
+    ports = sorted(p["port"] for p in open_rules[0]["ports"])
+    check(ports == sorted(ROUTER_EXPOSED.values()), f"router open ports {ports}")
+    for rule in router["ingress"]:
+        if "from" in rule:
+            # Applications of this namespace reach the service listeners (any port).
+            check(rule["from"] == [{"podSelector": {}}], f"router rule from {rule['from']}")
+
+    ctl = policies["skupper-service-controller"]["spec"]
+    check(ctl["podSelector"]["matchLabels"].items()
+          <= ctl_dep["spec"]["template"]["metadata"]["labels"].items(), "controller policy selector")
+    check(ctl["policyTypes"] == ["Ingress"], "controller policy types")
+    check(len(ctl["ingress"]) == 1, "controller policy: one rule")
+    rule = ctl["ingress"][0]
+    check(rule.get("from") == [{"podSelector": {"matchLabels": {
+        "app.kubernetes.io/part-of": "skupper", "app.kubernetes.io/instance": RELEASE}}}],
+        f"controller policy from {rule.get('from')}")
+    check(sorted(p["port"] for p in rule["ports"]) == [8010, 8080, 8081], "controller policy ports")
+    selected = rule["from"][0]["podSelector"]["matchLabels"]
+    for dep in (router_dep, ctl_dep):
+        check(selected.items() <= dep["spec"]["template"]["metadata"]["labels"].items(),
+              f"{dep['metadata']['name']} pods not allowed to reach the controller")
+
+
+def check_notes(notes: str, values: dict[str, Any]) -> None:
+    if values["router"]["mode"] == "interior":
+        check("skupper --platform kubernetes -n west token create" in notes, "NOTES: skupper token create")
+        check("skupper.io/type=connection-token-request" in notes, "NOTES: kubectl-only token")
+    else:
+        check("edge site" in notes, "NOTES: edge")
+    check("link create" in notes, "NOTES: link create")
+
+
+def check_all(objects: list[dict[str, Any]], notes: str, values: dict[str, Any]) -> None:
+    check_scope(objects)
+    validate_objects(objects)
+    check_deployments(objects, values)
+    check_configmaps(objects, values)
+    check_services(objects, values)
+    check_ingress_objects(objects, values)
+    check_rbac(objects, values)
+    check_console(objects, values)
+    check_network_policy(objects, values)
+    check_notes(notes, values)
+
+
+# --- the cases ----------------------------------------------------------------------------
+
+MATRIX: list[tuple[str, dict[str, Any]]] = [
+    ("defaults", {}),
+    ("router.mode=edge", {"router": {"mode": "edge"}}),
+    ("router.replicas=3", {"router": {"replicas": 3}}),
+    ("ingress=loadbalancer", {"ingress": "loadbalancer"}),
+    ("ingress=nodeport", {"ingress": "nodeport"}),
+    ("ingress=route", {"ingress": "route"}),
+    ("ingress=route with host", {"ingress": "route", "ingressHost": "west.apps.example.com"}),
+    ("ingress=ingress", {"ingress": "ingress", "ingressHost": "west.example.com",
+                         "ingressClassName": "nginx"}),
+    ("ingress=none", {"ingress": "none"}),
+    ("console enabled (internal auth)", {"console": {"enabled": True}}),
+    ("console.auth=unsecured", {"console": {"enabled": True, "auth": "unsecured"}}),
+    ("console.auth=unsecured, console disabled", {"console": {"auth": "unsecured"}}),
+    ("networkPolicy.enabled", {"networkPolicy": {"enabled": True}, "console": {"enabled": True}}),
+    ("custom image registry/tag", {"image": {"registry": "registry.example.com:5000/van/",
+                                             "tag": "1.2.3-rc.1", "pullPolicy": "Always",
+                                             "pullSecrets": ["regcred"]}}),
+    ("image without registry", {"image": {"registry": "", "tag": "dev"}}),
+    ("custom resources/limits", {
+        "router": {"resources": {"requests": {"cpu": "500m", "memory": "256Mi"},
+                                 "limits": {"cpu": 2, "memory": "1Gi"}}},
+        "configSync": {"resources": {"requests": {"cpu": "50m", "memory": "64Mi"},
+                                     "limits": {"memory": "128Mi"}}},
+        "controller": {"resources": {"requests": {"cpu": "0.2", "memory": "128Mi"},
+                                     "limits": {"cpu": "1", "memory": "512Mi"}}},
+    }),
+    ("scheduling, annotations, site name, uid", {
+        "site": {"name": "west-prod"},
+        "securityContext": {"runAsUser": 2000, "runAsGroup": 3000, "fsGroup": 3000},
+        "router": {
+            "logLevel": "van_router=debug,info",
+            "podAnnotations": {"example.com/team": "net", "prometheus.io/scrape": "false"},
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "van",
+                             "effect": "NoSchedule"}],
+            "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+                "weight": 100, "podAffinityTerm": {
+                    "topologyKey": "kubernetes.io/hostname",
+                    "labelSelector": {"matchLabels": {"application": "skupper-router"}}}}]}},
+        },
+        "controller": {"podAnnotations": {"example.com/team": "net"},
+                       "nodeSelector": {"kubernetes.io/os": "linux"}},
+    }),
+    ("everything on", {"router": {"mode": "edge", "replicas": 2}, "ingress": "ingress",
+                       "ingressHost": "west.example.com", "console": {"enabled": True},
+                       "networkPolicy": {"enabled": True}}),
+]
+
+# Values the schema must refuse: (what, values, text expected in the error).
+REJECTED: list[tuple[str, dict[str, Any], str]] = [
+    ("router.mode=core", {"router": {"mode": "core"}}, "/router/mode"),
+    ("ingress=foo", {"ingress": "foo"}, "/ingress"),
+    ("router.replicas=0", {"router": {"replicas": 0}}, "/router/replicas"),
+    ("router.replicas=1.5", {"router": {"replicas": 1.5}}, "/router/replicas"),
+    ("unknown top-level key", {"routerMode": "edge"}, "routerMode"),
+    ("unknown nested key", {"router": {"replica": 2}}, "replica"),
+    ("image.tag=1 (number)", {"image": {"tag": 1}}, "/image/tag"),
+    ("image.tag=1.10 (number)", {"image": {"tag": 1.10}}, "/image/tag"),
+    ("console.auth=openshift", {"console": {"auth": "openshift"}}, "/console/auth"),
+    ("image.pullPolicy=Sometimes", {"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+    ("runAsUser=0", {"securityContext": {"runAsUser": 0}}, "/securityContext/runAsUser"),
+    ("ingress=ingress without ingressHost", {"ingress": "ingress"}, "/ingressHost"),
+    ("bad memory request", {"router": {"resources": {"requests": {"memory": "lots"}}}},
+     "/router/resources/requests/memory"),
+    ("networkPolicy.enabled=yes", {"networkPolicy": {"enabled": "yes"}}, "/networkPolicy/enabled"),
+]
+
+
+def test_lint() -> None:
+    for values in ({}, {"ingress": "ingress", "ingressHost": "west.example.com"},
+                   {"ingress": "route", "console": {"enabled": True},
+                    "networkPolicy": {"enabled": True}}):
+        report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE,
+                           kube_version=f"v{KUBE_VERSION}.0")
+        check(report["total_charts_linted"] == 1, f"lint: {report}")
+        problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
+        check(not problems, f"lint {values}: {problems}")
+
+
+def test_chart_metadata() -> None:
+    with load_chart() as chart:
+        meta = chart.metadata
+        check(meta["name"] == "skupper" and meta["apiVersion"] == "v2", f"Chart.yaml {meta}")
+        check(meta["version"] == "0.1.0" and meta["appVersion"] == "0.1.0", "chart versions")
+        schema = chart.schema
+        check(schema is not None and schema["$schema"].startswith("http://json-schema.org/draft-07"),
+              "values.schema.json is draft-07")
+        check(schema.get("additionalProperties") is False, "schema: unknown top-level keys")
+        chart.validate_schema(chart.values)
+        check(not chart.crds, "the chart ships CRDs")
+
+
+def test_values_documented() -> None:
+    """Every leaf of values.yaml has a comment and a row in the chart README."""
+    with open(os.path.join(CHART, "values.yaml")) as f:
+        lines = f.read().splitlines()
+    with open(os.path.join(CHART, "README.md")) as f:
+        readme = f.read()
+    with load_chart() as chart:
+        defaults = chart.values
+
+    def leaves(node: Any, prefix: str) -> list[str]:
+        """Dotted paths of the values; a `resources` map counts as one value."""
+        if not isinstance(node, dict) or not node or prefix.endswith("resources"):
+            return [prefix]
+        out = []
+        for key, value in node.items():
+            out.extend(leaves(value, f"{prefix}.{key}" if prefix else key))
+        return out
+
+    for path in leaves(defaults, ""):
+        check(f"`{path}`" in readme, f"README.md does not list `{path}`")
+    # Every leaf line (a key with its value on the line) has a comment right above it; the
+    # requests/limits under a documented `resources` key are covered by that comment.
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#") or stripped.startswith("- "):
+            continue
+        key, _, rest = stripped.partition(":")
+        if not rest.strip() or key in ("requests", "limits", "cpu", "memory"):
+            continue
+        check(i > 0 and lines[i - 1].strip().startswith("#"),
+              f"values.yaml line {i + 1} ({stripped!r}) has no comment above it")
+
+
+def make_case(values: dict[str, Any]) -> Callable[[], None]:
+    def run() -> None:
+        with load_chart() as chart:
+            merged = chart.merge_values(values)
+        objects, notes = render(values)
+        check_all(objects, notes, merged)
+    return run
+
+
+def make_rejected(values: dict[str, Any], expected: str) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            render(values)
+        except helm.HelmValuesError as e:
+            check(expected in str(e), f"error does not name {expected!r}: {e}")
+            return
+        raise Failed(f"rendered although the values are invalid: {values}")
+    return run
+
+
+class FakeApiServer:
+    """Answers only what Helm's `lookup` asks: discovery of v1 and one Secret (or a 404)."""
+
+    def __init__(self, secret: dict[str, Any] | None) -> None:
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def reply(self, code: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:  # noqa: N802
+                outer.requests.append(self.path)
+                path = self.path.split("?")[0]
+                if path == "/api/v1":
+                    self.reply(200, {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                        {"name": "secrets", "singularName": "secret", "namespaced": True,
+                         "kind": "Secret", "verbs": ["get", "list"]}]})
+                elif path == f"/api/v1/namespaces/{NAMESPACE}/secrets/skupper-console-users" \
+                        and secret is not None:
+                    self.reply(200, secret)
+                else:
+                    self.reply(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                     "reason": "NotFound", "code": 404})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def render_against(secret: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    fake = FakeApiServer(secret)
+    with fake as url:
+        # A kubeconfig of its own, so that the user's (or CI's) KUBECONFIG plays no part.
+        kubeconfig = yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {"server": url}}],
+            "users": [{"name": "fake", "user": {"token": "fake"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake",
+                                                      "namespace": NAMESPACE}}],
+        })
+        with helm.Config(kubeconfig_content=kubeconfig, namespace=NAMESPACE,
+                         storage_driver="memory") as cfg, load_chart() as chart:
+            manifests = cfg.render(chart, {"console": {"enabled": True}}, name=RELEASE,
+                                   namespace=NAMESPACE, is_upgrade=True)
+    objects, _ = parse(manifests)
+    return one(objects, "Secret", "skupper-console-users"), fake.requests
+
+
+def test_password_kept_on_upgrade() -> None:
+    existing = base64.b64encode(b"Kept0nUpgradeKept0nUpgrd").decode()
+    secret, requests = render_against({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "skupper-console-users", "namespace": NAMESPACE},
+        "data": {"admin": existing}})
+    check(any("/secrets/skupper-console-users" in r for r in requests),
+          f"lookup did not ask for the Secret: {requests}")
+    check(secret["data"]["admin"] == existing, "upgrade replaced the console password")
+
+
+def test_password_generated_when_absent() -> None:
+    first, _ = render_against(None)
+    second, _ = render_against(None)
+    for secret in (first, second):
+        password = base64.b64decode(secret["data"]["admin"]).decode()
+        check(re.fullmatch(r"[A-Za-z0-9]{24}", password) is not None, f"password {password!r}")
+    check(first["data"]["admin"] != second["data"]["admin"], "the same password twice")
+
+
+def main() -> int:
+    tests: list[tuple[str, Callable[[], None]]] = [
+        ("chart metadata and schema", test_chart_metadata),
+        ("helm lint (strict)", test_lint),
+        ("values documented", test_values_documented),
+    ]
+    tests += [(f"render: {name}", make_case(values)) for name, values in MATRIX]
+    tests += [(f"schema rejects: {name}", make_rejected(values, expected))
+              for name, values, expected in REJECTED]
+    tests += [
+        ("console password kept on upgrade (lookup)", test_password_kept_on_upgrade),
+        ("console password generated when absent", test_password_generated_when_absent),
+    ]
+    print(f"helm SDK {helm.helm_sdk_version()}, kubernetes-validate "
+          f"{kubernetes_validate.__version__ if hasattr(kubernetes_validate, '__version__') else '?'}"
+          f", Kubernetes schemas {KUBE_VERSION}, chart {CHART}")
+    started = time.monotonic()
+    passed = failed = 0
+    for name, test in tests:
+        try:
+            test()
+        except Failed as e:
+            failed += 1
+            print(f"FAIL {name}: {e}")
+        except Exception:  # noqa: BLE001 - report anything else as a failure too
+            failed += 1
+            print(f"FAIL {name}: unexpected error")
+            traceback.print_exc(file=sys.stdout)
+        else:
+            passed += 1
+            print(f"ok   {name}")
+    print(f"chart tests: {time.monotonic() - started:.1f} s")
+    print(f"{passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
