@@ -194,7 +194,7 @@ impl Controller {
     }
 
     /// Applies `f` to a copy of the state, persists it, and makes it current.
-    async fn change<T>(
+    pub(crate) async fn change<T>(
         &self,
         f: impl FnOnce(&mut SiteState) -> Result<T, ControllerError>,
     ) -> Result<T, ControllerError> {
@@ -726,6 +726,7 @@ impl Controller {
                     ports,
                     created: now_unix(),
                     targets: Vec::new(),
+                    source: String::new(),
                 },
             );
             Ok(())
@@ -815,6 +816,7 @@ impl Controller {
                 ports: ports.clone(),
                 created: now_unix(),
                 targets: Vec::new(),
+                source: String::new(),
             });
             if svc.protocol != protocol || svc.ports != ports {
                 return Err(ControllerError::Conflict(format!(

@@ -11,6 +11,7 @@ pub mod certs;
 pub mod claims;
 pub mod controller;
 pub mod error;
+pub mod k8s;
 pub mod local;
 pub mod network;
 pub mod site;

@@ -152,6 +152,7 @@ pub fn services(cfg: &SiteConfig, state: &SiteState, remote: &Remote) -> Vec<Ser
                     ports: s.ports.clone(),
                     created: s.created,
                     targets: Vec::new(),
+                    source: String::new(),
                 },
                 site_id: &r.id,
                 site_name: &r.name,

@@ -150,6 +150,10 @@ pub struct ServiceDef {
     pub created: u64,
     #[serde(default)]
     pub targets: Vec<Target>,
+    /// What defined it: empty for the API and CLI, `service/<name>` for an annotated
+    /// Kubernetes Service (which then owns it: removing the annotation removes it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

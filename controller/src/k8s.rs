@@ -1,0 +1,319 @@
+//! The Kubernetes platform's reconcilers, on top of the same site core as the local platform.
+//!
+//! - Exposure: a Service annotated `skupper.io/proxy` (optionally `skupper.io/address`,
+//!   `skupper.io/port`, `skupper.io/target`) becomes a service of this site whose target is
+//!   that Service (or the `target` one); removing the annotation or the Service withdraws it.
+//!   The user's Service is never changed.
+//! - Network services: for every service in the network that is not local, a Service of that
+//!   name and ports selecting the router pods, created with server-side apply, owned by the
+//!   site (owner reference) and labelled as ours. Drift is repaired; Services we did not create
+//!   are never touched (a name clash is reported instead).
+//!
+//! Both run from one list of the namespace's Services, so one reconciliation is one GET plus
+//! the writes it needs, in a fixed order (deletes, then applies, by name).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use tracing::{info, warn};
+
+use crate::controller::Controller;
+use crate::error::{ControllerError, Invalid};
+use crate::site::{PROTOCOL_TCP, ServiceDef, Target, check_service, now_unix};
+
+pub const PROXY: &str = "skupper.io/proxy";
+pub const ADDRESS: &str = "skupper.io/address";
+pub const PORT: &str = "skupper.io/port";
+pub const TARGET: &str = "skupper.io/target";
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGER: &str = "skupper-controller";
+/// Labels of the router pods, which network Services select.
+pub const ROUTER_SELECTOR: (&str, &str) = ("skupper.io/component", "router");
+
+/// What one annotated Service asks this site to expose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exposure {
+    /// `service/<name>` of the annotated Service.
+    pub source: String,
+    pub address: String,
+    pub ports: Vec<u16>,
+    pub target: Target,
+}
+
+/// Reads the exposure annotations of `svc`; `None` when it has none.
+pub fn exposure(svc: &Service, namespace: &str) -> Option<Result<Exposure, Invalid>> {
+    let ann = svc.metadata.annotations.as_ref()?;
+    let proxy = ann.get(PROXY)?;
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let mut errs = Invalid::default();
+    // HTTP and HTTP/2 are carried as TCP: per-connection balancing, same bytes.
+    if !matches!(proxy.as_str(), "tcp" | "http" | "http2") {
+        errs.push(
+            &format!("service/{name} {PROXY}"),
+            format!("{proxy:?} is not tcp, http or http2"),
+        );
+    }
+    let address = ann.get(ADDRESS).cloned().unwrap_or_else(|| name.clone());
+    // `skupper.io/port: "8080"` or `"8080:9080"` (service port : target port), comma-separated;
+    // without it, the Service's own ports.
+    let mut ports = Vec::new();
+    let mut target_ports = Vec::new();
+    match ann.get(PORT) {
+        Some(spec) => {
+            for part in spec.split(',').map(str::trim) {
+                let (p, t) = part.split_once(':').unwrap_or((part, part));
+                match (p.parse::<u16>(), t.parse::<u16>()) {
+                    (Ok(p), Ok(t)) if p > 0 && t > 0 => {
+                        ports.push(u32::from(p));
+                        target_ports.push(t);
+                    }
+                    _ => errs.push(
+                        &format!("service/{name} {PORT}"),
+                        format!("{part:?} is not PORT or PORT:TARGET_PORT"),
+                    ),
+                }
+            }
+        }
+        None => {
+            for p in svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.ports.as_ref())
+                .into_iter()
+                .flatten()
+            {
+                if let Ok(p) = u16::try_from(p.port) {
+                    ports.push(u32::from(p));
+                    target_ports.push(p);
+                }
+            }
+        }
+    }
+    let target_name = ann.get(TARGET).cloned().unwrap_or_else(|| name.clone());
+    let ports = match check_service(&address, &ports, PROTOCOL_TCP) {
+        Ok(p) => p,
+        Err(e) => {
+            for (f, m) in e.errors {
+                errs.push(&format!("service/{name} {f}"), m);
+            }
+            Vec::new()
+        }
+    };
+    if let Err(e) = errs.into_result() {
+        return Some(Err(e));
+    }
+    Some(Ok(Exposure {
+        source: format!("service/{name}"),
+        address,
+        ports,
+        target: Target {
+            // The Service's DNS name inside the cluster; the router resolves it.
+            host: format!("{target_name}.{namespace}.svc"),
+            ports: target_ports,
+        },
+    }))
+}
+
+/// The Service this site keeps for a network service that is not local.
+pub fn network_service(
+    address: &str,
+    ports: &[u16],
+    namespace: &str,
+    owner: &OwnerReference,
+) -> Service {
+    Service {
+        metadata: ObjectMeta {
+            name: Some(address.to_string()),
+            namespace: Some(namespace.to_string()),
+            labels: Some(BTreeMap::from([
+                (MANAGED_BY.to_string(), MANAGER.to_string()),
+                ("skupper.io/address".to_string(), address.to_string()),
+            ])),
+            owner_references: Some(vec![owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(BTreeMap::from([(
+                ROUTER_SELECTOR.0.to_string(),
+                ROUTER_SELECTOR.1.to_string(),
+            )])),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|p| ServicePort {
+                        name: Some(format!("port{p}")),
+                        port: i32::from(*p),
+                        target_port: Some(IntOrString::Int(i32::from(*p))),
+                        protocol: Some("TCP".into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn managed(svc: &Service) -> bool {
+    svc.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY))
+        .is_some_and(|m| m == MANAGER)
+}
+
+/// Whether the parts of `have` we own equal `want` (what the API server adds is ignored).
+fn same(have: &Service, want: &Service) -> bool {
+    let ports = |s: &Service| -> Vec<(Option<String>, i32, Option<IntOrString>)> {
+        s.spec
+            .as_ref()
+            .and_then(|s| s.ports.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|p| (p.name.clone(), p.port, p.target_port.clone()))
+            .collect()
+    };
+    let selector = |s: &Service| s.spec.as_ref().and_then(|s| s.selector.clone());
+    let owners = |s: &Service| s.metadata.owner_references.clone().unwrap_or_default();
+    ports(have) == ports(want) && selector(have) == selector(want) && owners(have) == owners(want)
+}
+
+/// What one reconciliation did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub applied: Vec<String>,
+    pub deleted: Vec<String>,
+    /// Network services whose name is taken by a Service we did not create.
+    pub clashes: Vec<String>,
+    /// Annotated Services whose annotations are wrong, with why.
+    pub invalid: Vec<String>,
+    /// Exposures taken into, or dropped from, the site's services.
+    pub exposed_changed: bool,
+}
+
+/// One pass over the namespace's Services: exposures into the site core, then the network
+/// services out to Kubernetes.
+pub async fn reconcile(
+    client: kube::Client,
+    namespace: &str,
+    controller: &Controller,
+    owner: &OwnerReference,
+) -> Result<Outcome, ReconcileError> {
+    let api: Api<Service> = Api::namespaced(client, namespace);
+    let list = api.list(&ListParams::default()).await?;
+    let mut out = Outcome::default();
+
+    // Exposures: every annotated Service, as a whole set (absent ones are withdrawn).
+    let mut exposures = Vec::new();
+    for svc in &list.items {
+        match exposure(svc, namespace) {
+            Some(Ok(e)) => exposures.push(e),
+            Some(Err(e)) => out.invalid.push(e.to_string()),
+            None => {}
+        }
+    }
+    out.exposed_changed = controller.sync_exposures(exposures).await?;
+
+    // Network services that are not local.
+    let want: BTreeMap<String, Service> = controller
+        .services()
+        .into_iter()
+        .filter(|s| !s.local)
+        .map(|s| {
+            let ports: Vec<u16> = s
+                .ports
+                .iter()
+                .filter_map(|p| u16::try_from(*p).ok())
+                .collect();
+            let svc = network_service(&s.address, &ports, namespace, owner);
+            (s.address, svc)
+        })
+        .collect();
+    let have: BTreeMap<String, &Service> = list
+        .items
+        .iter()
+        .filter_map(|s| s.metadata.name.clone().map(|n| (n, s)))
+        .collect();
+    let dp = DeleteParams::default();
+    for (name, svc) in &have {
+        if managed(svc) && !want.contains_key(name) {
+            api.delete(name, &dp).await?;
+            info!(service = %name, "Withdrawn network Service deleted");
+            out.deleted.push(name.clone());
+        }
+    }
+    let pp = PatchParams::apply(MANAGER).force();
+    for (name, svc) in &want {
+        match have.get(name) {
+            Some(h) if !managed(h) => {
+                warn!(service = %name, "A Service of this name exists and is not ours; not touching it");
+                out.clashes.push(name.clone());
+                continue;
+            }
+            Some(h) if same(h, svc) => continue,
+            _ => {}
+        }
+        api.patch(name, &pp, &Patch::Apply(svc)).await?;
+        info!(service = %name, "Network Service applied");
+        out.applied.push(name.clone());
+    }
+    Ok(out)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The API server refused or could not be reached; the next pass retries.
+    #[error("Kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+    #[error(transparent)]
+    Site(#[from] ControllerError),
+}
+
+impl Controller {
+    /// Makes the site's annotation-defined services equal `exposures` (one change: all or
+    /// nothing). Services defined through the API or CLI are left alone; an annotation that
+    /// clashes with one of them is reported in the log and skipped. Returns whether anything
+    /// changed.
+    pub async fn sync_exposures(&self, exposures: Vec<Exposure>) -> Result<bool, ControllerError> {
+        let before = self.state();
+        self.change(|s| {
+            s.services
+                .retain(|_, d| {
+                    !d.source.starts_with("service/")
+                        || exposures
+                            .iter()
+                            .any(|e| e.source == d.source && e.address == d.address)
+                });
+            for e in &exposures {
+                if let Some(cur) = s.services.get(&e.address)
+                    && cur.source != e.source
+                {
+                    warn!(address = %e.address, source = %e.source, "Address already defined otherwise; skipping");
+                    continue;
+                }
+                let created = s
+                    .services
+                    .get(&e.address)
+                    .map_or_else(now_unix, |d| d.created);
+                s.services.insert(
+                    e.address.clone(),
+                    ServiceDef {
+                        address: e.address.clone(),
+                        protocol: PROTOCOL_TCP.into(),
+                        ports: e.ports.clone(),
+                        created,
+                        targets: vec![e.target.clone()],
+                        source: e.source.clone(),
+                    },
+                );
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(self.state().services != before.services)
+    }
+}

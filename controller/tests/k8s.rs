@@ -1,0 +1,327 @@
+//! The Kubernetes reconcilers against a scripted API server: a real `kube::Client` whose
+//! HTTP exchanges are answered, and checked, by the test (kube-rs' tower-test pattern).
+//! Each test states the exact requests a reconciliation must make, in order, and nothing else.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::{Method, Request, Response};
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::client::Body;
+use van_controller::Controller;
+use van_controller::k8s::{self, MANAGED_BY, MANAGER, PROXY};
+use van_controller::network::{PublishedService, Remote, SiteRecord};
+use van_controller::site::{RouterMode, SiteConfig, SiteState, SiteStore};
+
+#[derive(Debug, Default)]
+struct MemStore(std::sync::Mutex<SiteState>);
+
+impl SiteStore for MemStore {
+    fn load(&self) -> Result<SiteState, van_controller::error::StoreError> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+    fn save(&self, s: &SiteState) -> Result<(), van_controller::error::StoreError> {
+        *self.0.lock().unwrap() = s.clone();
+        Ok(())
+    }
+}
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+fn mock() -> (kube::Client, Handle) {
+    let (svc, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (kube::Client::new(svc, "west"), handle)
+}
+
+fn controller() -> Arc<Controller> {
+    let cfg = SiteConfig {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        name: "west".into(),
+        mode: RouterMode::Interior,
+        ingress_host: "west.example".into(),
+        ingress_bind: "0.0.0.0".into(),
+        listener_host: "0.0.0.0".into(),
+        inter_router_port: 55671,
+        edge_port: 45671,
+        claims_port: 8081,
+    };
+    Controller::open(cfg, Arc::new(MemStore::default())).unwrap()
+}
+
+/// East publishes `reviews:9080`, `db:5432` and `ratings:9080`.
+fn east() -> Remote {
+    let svc = |a: &str, p: u16| PublishedService {
+        address: a.into(),
+        protocol: "tcp".into(),
+        ports: vec![p],
+        created: 1,
+        targets: 1,
+    };
+    Remote::from([(
+        "east-router".to_string(),
+        SiteRecord {
+            id: "fedcba9876543210fedcba9876543210".into(),
+            name: "east".into(),
+            mode: "interior".into(),
+            version: "0.1.0".into(),
+            router_id: "east-router".into(),
+            services: vec![svc("reviews", 9080), svc("db", 5432), svc("ratings", 9080)],
+            links: Vec::new(),
+        },
+    )])
+}
+
+fn owner() -> OwnerReference {
+    OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: "skupper-site".into(),
+        uid: "site-uid-1".into(),
+        controller: Some(true),
+        ..Default::default()
+    }
+}
+
+fn service(
+    name: &str,
+    port: i32,
+    labels: &[(&str, &str)],
+    annotations: &[(&str, &str)],
+) -> Service {
+    let map = |kv: &[(&str, &str)]| {
+        (!kv.is_empty()).then(|| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>()
+        })
+    };
+    Service {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("west".into()),
+            labels: map(labels),
+            annotations: map(annotations),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            ports: Some(vec![ServicePort {
+                port,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn list(items: Vec<Service>) -> Response<Body> {
+    let v = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ServiceList",
+        "metadata": {"resourceVersion": "1"},
+        "items": items,
+    });
+    Response::new(Body::from(serde_json::to_vec(&v).unwrap()))
+}
+
+async fn body_json(req: Request<Body>) -> serde_json::Value {
+    let bytes = req.into_body().collect_bytes().await.unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Expects a list of the namespace's Services and answers `items`.
+async fn expect_list(h: &mut Handle, items: Vec<Service>) {
+    let (req, send) = h.next_request().await.expect("a list request");
+    assert_eq!(req.method(), Method::GET);
+    assert_eq!(req.uri().path(), "/api/v1/namespaces/west/services");
+    send.send_response(list(items));
+}
+
+/// Expects a server-side apply of Service `name`; returns what was applied.
+async fn expect_apply(h: &mut Handle, name: &str) -> serde_json::Value {
+    let (req, send) = h.next_request().await.expect("an apply request");
+    assert_eq!(req.method(), Method::PATCH, "{}", req.uri());
+    assert_eq!(
+        req.uri().path(),
+        format!("/api/v1/namespaces/west/services/{name}")
+    );
+    let q = req.uri().query().unwrap_or_default().to_string();
+    assert!(
+        q.contains("fieldManager=skupper-controller") && q.contains("force=true"),
+        "{q}"
+    );
+    assert_eq!(
+        req.headers()["content-type"],
+        "application/apply-patch+yaml",
+        "server-side apply"
+    );
+    let body = body_json(req).await;
+    send.send_response(Response::new(Body::from(
+        serde_json::to_vec(&body).unwrap(),
+    )));
+    body
+}
+
+async fn expect_delete(h: &mut Handle, name: &str) {
+    let (req, send) = h.next_request().await.expect("a delete request");
+    assert_eq!(req.method(), Method::DELETE);
+    assert_eq!(
+        req.uri().path(),
+        format!("/api/v1/namespaces/west/services/{name}")
+    );
+    let status = serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Success"});
+    send.send_response(Response::new(Body::from(
+        serde_json::to_vec(&status).unwrap(),
+    )));
+}
+
+#[tokio::test]
+async fn annotated_services_are_exposed_and_network_services_created_owned_and_repaired() {
+    let c = controller();
+    c.set_remote(east());
+    let (client, mut h) = mock();
+    let managed = [(MANAGED_BY, MANAGER)];
+    let server = tokio::spawn(async move {
+        expect_list(
+            &mut h,
+            vec![
+                // The user's own Service, annotated: exposed, never modified.
+                service("productpage", 9080, &[], &[(PROXY, "http")]),
+                // Ours, for a service the network no longer has: deleted.
+                service("old", 1234, &managed, &[]),
+                // Ours, drifted (wrong port): repaired.
+                service("db", 1111, &managed, &[]),
+                // Not ours, with a network service's name: left alone.
+                service("ratings", 9080, &[], &[]),
+            ],
+        )
+        .await;
+        expect_delete(&mut h, "old").await;
+        let db = expect_apply(&mut h, "db").await;
+        let reviews = expect_apply(&mut h, "reviews").await;
+        (db, reviews, h)
+    });
+    let out = k8s::reconcile(client, "west", &c, &owner()).await.unwrap();
+    let (db, reviews, _h) = server.await.unwrap();
+    assert_eq!(out.deleted, ["old"]);
+    assert_eq!(out.applied, ["db", "reviews"]);
+    assert_eq!(out.clashes, ["ratings"]);
+    assert!(out.exposed_changed);
+    // What was applied: our label, the site as owner, the router pods, the service's ports.
+    for (v, port) in [(&db, 5432), (&reviews, 9080)] {
+        assert_eq!(v["metadata"]["labels"][MANAGED_BY], MANAGER);
+        assert_eq!(v["metadata"]["ownerReferences"][0]["uid"], "site-uid-1");
+        assert_eq!(v["spec"]["selector"]["skupper.io/component"], "router");
+        assert_eq!(v["spec"]["ports"][0]["port"], port);
+        assert_eq!(v["spec"]["ports"][0]["targetPort"], port);
+    }
+    // The annotated Service is now this site's service, targeting that Service.
+    let state = c.state();
+    let p = &state.services["productpage"];
+    assert_eq!(p.ports, [9080]);
+    assert_eq!(p.targets[0].host, "productpage.west.svc");
+    assert_eq!(p.source, "service/productpage");
+    assert!(
+        c.services()
+            .iter()
+            .any(|s| s.address == "productpage" && s.local)
+    );
+}
+
+#[tokio::test]
+async fn a_removed_annotation_withdraws_the_service_and_a_settled_namespace_needs_no_writes() {
+    let c = controller();
+    c.set_remote(east());
+    let settled = |annotated: bool| {
+        let mut items = vec![
+            k8s::network_service("db", &[5432], "west", &owner()),
+            k8s::network_service("ratings", &[9080], "west", &owner()),
+            k8s::network_service("reviews", &[9080], "west", &owner()),
+        ];
+        let ann: &[(&str, &str)] = if annotated {
+            &[
+                (PROXY, "tcp"),
+                ("skupper.io/address", "pp"),
+                ("skupper.io/port", "80:9080"),
+            ]
+        } else {
+            &[]
+        };
+        items.push(service("productpage", 9080, &[], ann));
+        items
+    };
+    // First pass: exposed as "pp" on port 80, targeting the Service's port 9080; nothing to write.
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        expect_list(&mut h, settled(true)).await;
+        h
+    });
+    let out = k8s::reconcile(client, "west", &c, &owner()).await.unwrap();
+    let mut h = server.await.unwrap();
+    assert!(out.applied.is_empty() && out.deleted.is_empty(), "{out:?}");
+    assert_eq!(c.state().services["pp"].ports, [80]);
+    assert_eq!(c.state().services["pp"].targets[0].ports, [9080]);
+    let more = tokio::time::timeout(std::time::Duration::from_millis(50), h.next_request()).await;
+    assert!(!matches!(more, Ok(Some(_))), "no further requests");
+    // Second pass: the annotation is gone, and so is the service.
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        expect_list(&mut h, settled(false)).await;
+    });
+    let out = k8s::reconcile(client, "west", &c, &owner()).await.unwrap();
+    server.await.unwrap();
+    assert!(out.exposed_changed);
+    assert!(!c.state().services.contains_key("pp"));
+}
+
+#[tokio::test]
+async fn bad_annotations_are_reported_and_nothing_else_changes() {
+    let c = controller();
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        expect_list(
+            &mut h,
+            vec![
+                service("a", 80, &[], &[(PROXY, "udp")]),
+                service("b", 80, &[], &[(PROXY, "tcp"), ("skupper.io/port", "http")]),
+                service("Bad_Name", 80, &[], &[(PROXY, "tcp")]),
+            ],
+        )
+        .await;
+    });
+    let out = k8s::reconcile(client, "west", &c, &owner()).await.unwrap();
+    server.await.unwrap();
+    assert_eq!(out.invalid.len(), 3, "{:?}", out.invalid);
+    assert!(out.invalid[0].contains("udp"), "{:?}", out.invalid);
+    assert!(
+        out.invalid[1].contains("skupper.io/port"),
+        "{:?}",
+        out.invalid
+    );
+    assert!(out.invalid[2].contains("address"), "{:?}", out.invalid);
+    assert!(c.state().services.is_empty());
+}
+
+#[tokio::test]
+async fn an_api_error_is_returned_for_a_retry() {
+    let c = controller();
+    let (client, mut h) = mock();
+    tokio::spawn(async move {
+        let (_, send) = h.next_request().await.unwrap();
+        let status = serde_json::json!({
+            "apiVersion": "v1", "kind": "Status", "status": "Failure",
+            "message": "services is forbidden", "reason": "Forbidden", "code": 403
+        });
+        send.send_response(
+            Response::builder()
+                .status(403)
+                .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                .unwrap(),
+        );
+    });
+    let err = k8s::reconcile(client, "west", &c, &owner())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("forbidden"), "{err}");
+}
