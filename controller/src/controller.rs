@@ -458,6 +458,15 @@ impl Controller {
         &self,
         req: pb::CreateLinkRequest,
     ) -> Result<pb::LinkStatus, ControllerError> {
+        self.create_link_from(req, String::new()).await
+    }
+
+    /// `create_link`, recording what defined the link (`secret/<name>` on Kubernetes).
+    pub async fn create_link_from(
+        &self,
+        req: pb::CreateLinkRequest,
+        source: String,
+    ) -> Result<pb::LinkStatus, ControllerError> {
         let token = crate::token::parse(&req.token_yaml)?;
         let name = if req.name.is_empty() {
             token.name().to_string()
@@ -500,6 +509,7 @@ impl Controller {
             claim: None,
             claim_error: String::new(),
             claim_refused: false,
+            source,
         };
         match token {
             Token::Cert(c) => record.token = Some(c),

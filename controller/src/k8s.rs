@@ -317,3 +317,146 @@ impl Controller {
         Ok(self.state().services != before.services)
     }
 }
+
+// --- tokens and links as Secrets ---
+
+use k8s_openapi::api::core::v1::Secret;
+
+/// `skupper.io/type` of a Secret the controller fills in with a cert token (the kubectl-only
+/// way to issue a token).
+pub const TOKEN_REQUEST: &str = "connection-token-request";
+/// Annotation where the outcome of using a token Secret is reported.
+pub const STATUS: &str = "internal.skupper.io/status";
+
+/// What one pass over the token Secrets did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SecretsOutcome {
+    /// Token requests filled in.
+    pub filled: Vec<String>,
+    /// Links created from Secrets.
+    pub linked: Vec<String>,
+    /// Links whose Secret is gone, deleted.
+    pub unlinked: Vec<String>,
+    /// Secrets that could not be used, with why (also written to their status annotation).
+    pub failed: Vec<(String, String)>,
+}
+
+fn secret_type(s: &Secret) -> Option<&str> {
+    s.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(crate::token::TYPE_LABEL))
+        .map(String::as_str)
+}
+
+/// The token file a Secret is (the token format is a Secret, so this is its YAML).
+fn token_yaml(s: &Secret) -> String {
+    let mut s = s.clone();
+    // Server-side fields have no place in a token.
+    s.metadata = ObjectMeta {
+        name: s.metadata.name.clone(),
+        labels: s.metadata.labels.clone(),
+        annotations: s.metadata.annotations.clone(),
+        ..Default::default()
+    };
+    serde_yaml_ng::to_string(&s).unwrap_or_default()
+}
+
+/// One pass over the namespace's token Secrets: fills in token requests, makes a link of every
+/// token Secret issued elsewhere, and deletes links whose Secret is gone.
+pub async fn reconcile_secrets(
+    client: kube::Client,
+    namespace: &str,
+    controller: &Controller,
+) -> Result<SecretsOutcome, ReconcileError> {
+    use crate::token::{TYPE_CERT, TYPE_CLAIM, TYPE_LABEL};
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    let selector = format!("{TYPE_LABEL} in ({TOKEN_REQUEST},{TYPE_CERT},{TYPE_CLAIM})");
+    let list = api.list(&ListParams::default().labels(&selector)).await?;
+    let mut out = SecretsOutcome::default();
+    let pp = PatchParams::default();
+    let mut secrets: Vec<&Secret> = list.items.iter().collect();
+    secrets.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let mut wanted = Vec::new();
+    for s in secrets {
+        let Some(name) = s.metadata.name.clone() else {
+            continue;
+        };
+        match secret_type(s) {
+            Some(TOKEN_REQUEST) => {
+                let req = van_proto::controller::CreateTokenRequest {
+                    name: name.clone(),
+                    r#type: van_proto::controller::TokenType::Cert as i32,
+                    ..Default::default()
+                };
+                // The user's Secret keeps its name; it becomes the token (data, labels,
+                // annotations) so that `kubectl get secret -o yaml` is the token file.
+                let patch = match controller.create_token(req).await {
+                    Ok((_, crate::token::Token::Cert(t))) => {
+                        let filled: Secret = serde_yaml_ng::from_str(&t.to_yaml())
+                            .map_err(|e| ControllerError::Unavailable(e.to_string()))?;
+                        serde_json::json!({
+                            "metadata": {
+                                "labels": filled.metadata.labels,
+                                "annotations": filled.metadata.annotations,
+                            },
+                            "data": filled.data,
+                        })
+                    }
+                    Ok(_) => continue,
+                    Err(e) => {
+                        out.failed.push((name.clone(), e.to_string()));
+                        serde_json::json!({"metadata": {"annotations": {STATUS: e.to_string()}}})
+                    }
+                };
+                api.patch(&name, &pp, &Patch::Merge(&patch)).await?;
+                if !out.failed.iter().any(|(n, _)| *n == name) {
+                    info!(secret = %name, "Token request filled in");
+                    out.filled.push(name);
+                }
+            }
+            Some(TYPE_CERT | TYPE_CLAIM) => wanted.push((name, token_yaml(s))),
+            _ => {}
+        }
+    }
+    // Links from Secrets: create the missing, delete those whose Secret is gone.
+    let state = controller.state();
+    let sources: Vec<String> = wanted.iter().map(|(n, _)| format!("secret/{n}")).collect();
+    for l in state.links.values() {
+        if l.source.starts_with("secret/") && !sources.contains(&l.source) {
+            controller.delete_link(&l.name).await?;
+            out.unlinked.push(l.name.clone());
+        }
+    }
+    for (name, yaml) in wanted {
+        let source = format!("secret/{name}");
+        if state.links.values().any(|l| l.source == source) {
+            continue;
+        }
+        // A token this site issued (a filled request, or one applied here by mistake) is
+        // not a link to make.
+        if let Ok(t) = crate::token::parse(&yaml)
+            && t.generated_by() == controller.cfg.id
+        {
+            continue;
+        }
+        let req = van_proto::controller::CreateLinkRequest {
+            token_yaml: yaml,
+            name: name.clone(),
+            cost: 0,
+        };
+        let status = match controller.create_link_from(req, source).await {
+            Ok(_) => {
+                out.linked.push(name.clone());
+                "linked".to_string()
+            }
+            Err(e) => {
+                out.failed.push((name.clone(), e.to_string()));
+                e.to_string()
+            }
+        };
+        let patch = serde_json::json!({"metadata": {"annotations": {STATUS: status}}});
+        api.patch(&name, &pp, &Patch::Merge(&patch)).await?;
+    }
+    Ok(out)
+}

@@ -226,6 +226,10 @@ pub struct LinkRecord {
     /// The issuer refused the claim: retrying cannot help.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub claim_refused: bool,
+    /// What defined it: empty for the API and CLI, `secret/<name>` for a token Secret on
+    /// Kubernetes (deleting the Secret deletes the link).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
 }
 
 impl LinkRecord {

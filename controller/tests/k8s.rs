@@ -325,3 +325,161 @@ async fn an_api_error_is_returned_for_a_retry() {
         .unwrap_err();
     assert!(err.to_string().contains("forbidden"), "{err}");
 }
+
+// --- tokens and links as Secrets ---
+
+use k8s_openapi::api::core::v1::Secret;
+
+fn secret_list(items: Vec<Secret>) -> Response<Body> {
+    let v = serde_json::json!({
+        "apiVersion": "v1", "kind": "SecretList",
+        "metadata": {"resourceVersion": "1"}, "items": items,
+    });
+    Response::new(Body::from(serde_json::to_vec(&v).unwrap()))
+}
+
+async fn expect_secret_list(h: &mut Handle, items: Vec<Secret>) {
+    let (req, send) = h.next_request().await.expect("a list request");
+    assert_eq!(req.method(), Method::GET);
+    assert_eq!(req.uri().path(), "/api/v1/namespaces/west/secrets");
+    let q = req.uri().query().unwrap_or_default().to_string();
+    assert!(q.contains("labelSelector=skupper.io%2Ftype"), "{q}");
+    send.send_response(secret_list(items));
+}
+
+/// Expects a merge patch of Secret `name`; returns the patch.
+async fn expect_secret_patch(h: &mut Handle, name: &str) -> serde_json::Value {
+    let (req, send) = h.next_request().await.expect("a patch request");
+    assert_eq!(req.method(), Method::PATCH);
+    assert_eq!(
+        req.uri().path(),
+        format!("/api/v1/namespaces/west/secrets/{name}")
+    );
+    assert_eq!(
+        req.headers()["content-type"],
+        "application/merge-patch+json"
+    );
+    let body = body_json(req).await;
+    let echo =
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}});
+    send.send_response(Response::new(Body::from(
+        serde_json::to_vec(&echo).unwrap(),
+    )));
+    body
+}
+
+fn labelled_secret(name: &str, ty: &str) -> Secret {
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("west".into()),
+            labels: Some(BTreeMap::from([(
+                "skupper.io/type".to_string(),
+                ty.to_string(),
+            )])),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// A cert token issued by another site, as the Secret a user would apply.
+async fn token_from_east(name: &str) -> Secret {
+    let east_cfg = SiteConfig {
+        id: "fedcba9876543210fedcba9876543210".into(),
+        name: "east".into(),
+        mode: RouterMode::Interior,
+        ingress_host: "east.example".into(),
+        ingress_bind: "0.0.0.0".into(),
+        listener_host: "0.0.0.0".into(),
+        inter_router_port: 55671,
+        edge_port: 45671,
+        claims_port: 8081,
+    };
+    let east = Controller::open(east_cfg, Arc::new(MemStore::default())).unwrap();
+    let (t, _) = east
+        .create_token(van_proto::controller::CreateTokenRequest {
+            name: name.into(),
+            r#type: van_proto::controller::TokenType::Cert as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    serde_yaml_ng::from_str(&t.yaml).unwrap()
+}
+
+#[tokio::test]
+async fn token_requests_are_filled_and_token_secrets_become_links() {
+    let c = controller();
+    let to_east = token_from_east("to-east").await;
+    let mut garbage = labelled_secret("broken", "connection-token");
+    garbage.data = Some(BTreeMap::new());
+    let (client, mut h) = mock();
+    let items = vec![
+        labelled_secret("for-north", "connection-token-request"),
+        to_east.clone(),
+        garbage,
+    ];
+    let server = tokio::spawn(async move {
+        expect_secret_list(&mut h, items).await;
+        let filled = expect_secret_patch(&mut h, "for-north").await;
+        let broken = expect_secret_patch(&mut h, "broken").await;
+        let linked = expect_secret_patch(&mut h, "to-east").await;
+        (filled, broken, linked)
+    });
+    let out = k8s::reconcile_secrets(client, "west", &c).await.unwrap();
+    let (filled, broken, linked) = server.await.unwrap();
+    assert_eq!(out.filled, ["for-north"]);
+    assert_eq!(out.linked, ["to-east"]);
+    assert_eq!(out.failed.len(), 1, "{:?}", out.failed);
+    // The request became a cert token of this site: label, endpoints, certificate and key.
+    assert_eq!(
+        filled["metadata"]["labels"]["skupper.io/type"],
+        "connection-token"
+    );
+    assert_eq!(
+        filled["metadata"]["annotations"]["inter-router-host"],
+        "west.example"
+    );
+    assert_eq!(
+        filled["metadata"]["annotations"]["skupper.io/generated-by"],
+        "0123456789abcdef0123456789abcdef"
+    );
+    for k in ["ca.crt", "tls.crt", "tls.key"] {
+        assert!(
+            filled["data"][k].as_str().is_some_and(|v| !v.is_empty()),
+            "{k}"
+        );
+    }
+    // The broken one says why on the object; the good one says it is linked.
+    let why = broken["metadata"]["annotations"][k8s::STATUS]
+        .as_str()
+        .unwrap();
+    assert!(why.contains("data.ca.crt"), "{why}");
+    assert_eq!(linked["metadata"]["annotations"][k8s::STATUS], "linked");
+    let links = c.link_statuses();
+    assert_eq!(links.len(), 1);
+    assert_eq!(
+        (links[0].name.as_str(), links[0].peer_site_name.as_str()),
+        ("to-east", "east")
+    );
+
+    // Next pass: the filled request (now a token of this very site) is not a link; the
+    // Secret of the link is gone, so is the link.
+    let mut now_token = labelled_secret("for-north", "connection-token");
+    now_token.metadata.annotations =
+        Some(serde_json::from_value(filled["metadata"]["annotations"].clone()).unwrap());
+    now_token.data = Some(serde_json::from_value(filled["data"].clone()).unwrap());
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        expect_secret_list(&mut h, vec![now_token]).await;
+        h
+    });
+    let out = k8s::reconcile_secrets(client, "west", &c).await.unwrap();
+    let mut h = server.await.unwrap();
+    assert_eq!(out.unlinked, ["to-east"]);
+    assert!(out.linked.is_empty() && out.filled.is_empty(), "{out:?}");
+    let more = tokio::time::timeout(std::time::Duration::from_millis(50), h.next_request()).await;
+    assert!(!matches!(more, Ok(Some(_))), "no further requests");
+    assert!(c.link_statuses().is_empty());
+}
