@@ -87,6 +87,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let c = Controller::open(opts.site, opts.store)?;
+    serve(c, sockets, shutdown).await
+}
+
+/// Serves an opened controller (API, claims endpoint, claim retries) until `shutdown`.
+pub async fn serve(
+    c: Arc<Controller>,
+    sockets: Sockets,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;

@@ -483,3 +483,117 @@ async fn token_requests_are_filled_and_token_secrets_become_links() {
     assert!(!matches!(more, Ok(Some(_))), "no further requests");
     assert!(c.link_statuses().is_empty());
 }
+
+// --- site options and state on Kubernetes ---
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use van_controller::k8s::platform::{self, KubeStore};
+
+#[test]
+fn site_options_come_from_the_skupper_site_configmap() {
+    let cm = |data: &[(&str, &str)]| ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("skupper-site".into()),
+            uid: Some("6d9c1a2e-0b1f-4c57-9d0e-3f2a1b4c5d6e".into()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let cfg = platform::site_config(&cm(&[]), "west").unwrap();
+    assert_eq!(
+        cfg.id, "6d9c1a2e0b1f4c579d0e3f2a1b4c5d6e",
+        "the UID is the site id"
+    );
+    assert_eq!(cfg.name, "west");
+    assert_eq!(cfg.mode, RouterMode::Interior);
+    assert_eq!(cfg.ingress_host, "skupper-router.west.svc.cluster.local");
+    let cfg = platform::site_config(
+        &cm(&[
+            ("name", "w1"),
+            ("router-mode", "edge"),
+            ("ingress-host", "w1.example"),
+        ]),
+        "west",
+    )
+    .unwrap();
+    assert_eq!((cfg.name.as_str(), cfg.mode), ("w1", RouterMode::Edge));
+    assert_eq!(cfg.ingress_host, "w1.example");
+    let err = platform::site_config(
+        &cm(&[("router-mode", "core"), ("name", "Bad_Name")]),
+        "west",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("router-mode"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_site_state_lives_in_an_owned_secret() {
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        // First start: no state yet.
+        let (req, send) = h.next_request().await.unwrap();
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(
+            req.uri().path(),
+            "/api/v1/namespaces/west/secrets/skupper-site-state"
+        );
+        let status = serde_json::json!({
+            "apiVersion": "v1", "kind": "Status", "status": "Failure",
+            "reason": "NotFound", "code": 404, "message": "not found"
+        });
+        send.send_response(
+            Response::builder()
+                .status(404)
+                .body(Body::from(serde_json::to_vec(&status).unwrap()))
+                .unwrap(),
+        );
+        // The new CA is saved at once, with server-side apply.
+        let (req, send) = h.next_request().await.unwrap();
+        assert_eq!(req.method(), Method::PATCH);
+        assert_eq!(
+            req.uri().path(),
+            "/api/v1/namespaces/west/secrets/skupper-site-state"
+        );
+        assert_eq!(
+            req.headers()["content-type"],
+            "application/apply-patch+yaml"
+        );
+        let body = body_json(req).await;
+        send.send_response(Response::new(Body::from(
+            serde_json::to_vec(&body).unwrap(),
+        )));
+        body
+    });
+    let store = Arc::new(KubeStore::new(client, "west", owner()));
+    let cfg = SiteConfig {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        name: "west".into(),
+        mode: RouterMode::Interior,
+        ingress_host: "west.example".into(),
+        ingress_bind: "0.0.0.0".into(),
+        listener_host: "0.0.0.0".into(),
+        inter_router_port: 55671,
+        edge_port: 45671,
+        claims_port: 8081,
+    };
+    let c = Controller::open(cfg, store).unwrap();
+    let saved = server.await.unwrap();
+    assert_eq!(saved["metadata"]["ownerReferences"][0]["uid"], "site-uid-1");
+    assert_eq!(saved["metadata"]["labels"][MANAGED_BY], MANAGER);
+    use base64::Engine as _;
+    let text = base64::engine::general_purpose::STANDARD
+        .decode(saved["data"]["state.yaml"].as_str().unwrap())
+        .unwrap();
+    let state: SiteState = serde_yaml_ng::from_slice(&text).unwrap();
+    assert_eq!(
+        state.certs,
+        c.state().certs,
+        "what was saved is what is in force"
+    );
+}

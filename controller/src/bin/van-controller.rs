@@ -8,9 +8,15 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(version, about = "VAN site controller")]
 struct Args {
+    /// Where the site lives: `local` (a directory) or `kubernetes` (a namespace).
+    #[arg(long, env = "SKUPPER_PLATFORM", default_value = "local", value_parser = ["local", "kubernetes"])]
+    platform: String,
     /// Site directory (local platform), e.g. ~/.local/share/skupper/namespaces/west.
-    #[arg(long, env = "SKUPPER_SITE_DIR")]
-    site_dir: PathBuf,
+    #[arg(long, env = "SKUPPER_SITE_DIR", required_if_eq("platform", "local"))]
+    site_dir: Option<PathBuf>,
+    /// Namespace of the site (kubernetes platform); defaults to the pod's or the kubeconfig's.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -26,11 +32,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let dir = van_controller::local::SiteDir::new(args.site_dir);
-    match rt.block_on(van_controller::local::run(dir, shutdown_signal())) {
+    let result = rt.block_on(async {
+        match (args.platform.as_str(), args.site_dir) {
+            ("local", Some(dir)) => {
+                let dir = van_controller::local::SiteDir::new(dir);
+                van_controller::local::run(dir, shutdown_signal()).await?;
+            }
+            _ => {
+                let client = kube::Client::try_default().await?;
+                let ns = args
+                    .namespace
+                    .unwrap_or_else(|| client.default_namespace().to_string());
+                van_controller::k8s::platform::run(client, ns, shutdown_signal()).await?;
+            }
+        }
+        Ok::<_, anyhow::Error>(())
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("van-controller: {e}");
+            eprintln!("van-controller: {e:#}");
             ExitCode::FAILURE
         }
     }

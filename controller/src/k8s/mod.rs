@@ -12,6 +12,8 @@
 //! Both run from one list of the namespace's Services, so one reconciliation is one GET plus
 //! the writes it needs, in a fixed order (deletes, then applies, by name).
 
+pub mod platform;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};

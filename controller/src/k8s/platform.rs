@@ -1,0 +1,252 @@
+//! Running a site's controller on Kubernetes: the site options from the `skupper-site`
+//! ConfigMap (its UID is the site id), the state in the Secret `skupper-site-state`, the API
+//! and claims endpoint on the pod's ports, and the reconcilers driven by watchers on Services
+//! and Secrets, with a periodic resync and backoff after errors.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use tracing::warn;
+
+use crate::error::StoreError;
+use crate::site::{RouterMode, SiteConfig, SiteState, SiteStore};
+use crate::{Controller, RunError};
+
+pub const SITE_CONFIGMAP: &str = "skupper-site";
+pub const STATE_SECRET: &str = "skupper-site-state";
+pub const API_PORT: u16 = 8080;
+const RESYNC: Duration = Duration::from_secs(30);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+
+/// Site options from the `skupper-site` ConfigMap, the way Skupper 1.x keeps them.
+pub fn site_config(cm: &ConfigMap, namespace: &str) -> Result<SiteConfig, crate::error::Invalid> {
+    let data = cm.data.clone().unwrap_or_default();
+    let get = |k: &str| data.get(k).cloned().unwrap_or_default();
+    let mut errs = crate::error::Invalid::default();
+    let uid = cm.metadata.uid.clone().unwrap_or_default().replace('-', "");
+    let mode = match get("router-mode").as_str() {
+        "" | "interior" => RouterMode::Interior,
+        "edge" => RouterMode::Edge,
+        other => {
+            errs.push(
+                "skupper-site router-mode",
+                format!("{other:?} is not interior or edge"),
+            );
+            RouterMode::Interior
+        }
+    };
+    let name = match get("name") {
+        n if n.is_empty() => namespace.to_string(),
+        n => n,
+    };
+    // Without an explicit host, other sites can reach this one only from inside the cluster.
+    let ingress_host = match get("ingress-host") {
+        h if h.is_empty() => format!("skupper-router.{namespace}.svc.cluster.local"),
+        h => h,
+    };
+    errs.into_result()?;
+    let cfg = SiteConfig {
+        id: uid,
+        name,
+        mode,
+        ingress_host,
+        ingress_bind: "0.0.0.0".into(),
+        listener_host: "0.0.0.0".into(),
+        inter_router_port: crate::site::DEFAULT_INTER_ROUTER_PORT,
+        edge_port: crate::site::DEFAULT_EDGE_PORT,
+        claims_port: crate::site::DEFAULT_CLAIMS_PORT,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// The site's state in a Secret, applied with server-side apply and owned by the site.
+#[derive(Debug, Clone)]
+pub struct KubeStore {
+    api: Api<Secret>,
+    owner: OwnerReference,
+}
+
+impl KubeStore {
+    pub fn new(client: kube::Client, namespace: &str, owner: OwnerReference) -> KubeStore {
+        KubeStore {
+            api: Api::namespaced(client, namespace),
+            owner,
+        }
+    }
+
+    async fn load_async(&self) -> Result<SiteState, StoreError> {
+        let err = |message: String| StoreError {
+            what: format!("secret/{STATE_SECRET}"),
+            message,
+        };
+        let Some(s) = self
+            .api
+            .get_opt(STATE_SECRET)
+            .await
+            .map_err(|e| err(e.to_string()))?
+        else {
+            return Ok(SiteState::default());
+        };
+        let bytes = s
+            .data
+            .and_then(|d| d.get("state.yaml").cloned())
+            .map(|b| b.0)
+            .unwrap_or_default();
+        serde_yaml_ng::from_slice(&bytes).map_err(|e| err(e.to_string()))
+    }
+
+    async fn save_async(&self, state: &SiteState) -> Result<(), StoreError> {
+        let err = |message: String| StoreError {
+            what: format!("secret/{STATE_SECRET}"),
+            message,
+        };
+        let text = serde_yaml_ng::to_string(state).map_err(|e| err(e.to_string()))?;
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(STATE_SECRET.into()),
+                labels: Some([(super::MANAGED_BY.to_string(), super::MANAGER.to_string())].into()),
+                owner_references: Some(vec![self.owner.clone()]),
+                ..Default::default()
+            },
+            data: Some([("state.yaml".to_string(), ByteString(text.into_bytes()))].into()),
+            ..Default::default()
+        };
+        self.api
+            .patch(
+                STATE_SECRET,
+                &PatchParams::apply(super::MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        Ok(())
+    }
+}
+
+// The site core's store is synchronous (the local platform writes a file); the API calls run
+// on this worker thread without stalling the runtime's others.
+impl SiteStore for KubeStore {
+    fn load(&self) -> Result<SiteState, StoreError> {
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(self.load_async())
+        })
+    }
+
+    fn save(&self, state: &SiteState) -> Result<(), StoreError> {
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(self.save_async(state))
+        })
+    }
+}
+
+/// Runs the controller of the site in `namespace` until `shutdown`.
+pub async fn run(
+    client: kube::Client,
+    namespace: String,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    let unavailable = |e: kube::Error| {
+        RunError::Controller(crate::ControllerError::Unavailable(format!(
+            "reading configmap/{SITE_CONFIGMAP}: {e}"
+        )))
+    };
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), &namespace)
+        .get(SITE_CONFIGMAP)
+        .await
+        .map_err(unavailable)?;
+    let site = site_config(&cm, &namespace).map_err(crate::ControllerError::from)?;
+    let owner = OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: SITE_CONFIGMAP.into(),
+        uid: cm.metadata.uid.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let store = Arc::new(KubeStore::new(client.clone(), &namespace, owner.clone()));
+    let c = Controller::open(site, store)?;
+    let bind = |port: u16| async move {
+        tokio::net::TcpListener::bind(("0.0.0.0", port))
+            .await
+            .map_err(|source| RunError::Bind {
+                what: "controller",
+                addr: format!("0.0.0.0:{port}"),
+                source,
+            })
+    };
+    let api = bind(API_PORT).await?;
+    let claims = match c.cfg.mode {
+        RouterMode::Interior => Some(bind(c.cfg.claims_port).await?),
+        RouterMode::Edge => None,
+    };
+    let reconciler = tokio::spawn(reconcile_forever(client, namespace, c.clone(), owner));
+    let r = crate::serve(
+        c,
+        crate::Sockets {
+            api: crate::ApiBind::Tcp(api),
+            claims,
+        },
+        shutdown,
+    )
+    .await;
+    reconciler.abort();
+    r
+}
+
+/// Reconciles after every change to Services or Secrets, after every network change, and at
+/// least every 30 s; after an error, again with exponential backoff (the error policy).
+async fn reconcile_forever(
+    client: kube::Client,
+    ns: String,
+    c: Arc<Controller>,
+    owner: OwnerReference,
+) {
+    // Watch errors (an API server restart, an expired resource version) back off and resume.
+    let services = watcher(
+        Api::<Service>::namespaced(client.clone(), &ns),
+        watcher::Config::default(),
+    )
+    .default_backoff();
+    let secrets = watcher(
+        Api::<Secret>::namespaced(client.clone(), &ns),
+        watcher::Config::default(),
+    )
+    .default_backoff();
+    let mut events =
+        futures_util::stream::select(services.map(|_| ()), secrets.map(|_| ())).boxed();
+    let mut desired = c.desired();
+    let mut delay = Duration::ZERO;
+    loop {
+        let pass = async {
+            super::reconcile(client.clone(), &ns, &c, &owner).await?;
+            super::reconcile_secrets(client.clone(), &ns, &c).await
+        };
+        match pass.await {
+            Ok(out) => {
+                delay = Duration::ZERO;
+                for (name, why) in &out.failed {
+                    warn!(secret = %name, %why, "Token Secret not used");
+                }
+            }
+            Err(e) => {
+                delay = (delay * 2).clamp(Duration::from_secs(1), BACKOFF_MAX);
+                warn!(error = %e, retry_in = ?delay, "Reconcile failed");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(if delay.is_zero() { RESYNC } else { delay }) => {}
+            _ = events.next(), if delay.is_zero() => {}
+            _ = desired.changed(), if delay.is_zero() => {}
+        }
+        // Coalesce a burst of events into one pass.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        while let Some(Some(_)) = futures_util::FutureExt::now_or_never(events.next()) {}
+        tracing::debug!("Reconciling");
+    }
+}
