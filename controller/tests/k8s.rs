@@ -597,3 +597,52 @@ async fn the_site_state_lives_in_an_owned_secret() {
         "what was saved is what is in force"
     );
 }
+
+#[tokio::test]
+async fn what_could_not_be_done_is_told_as_events_on_the_objects() {
+    use kube::runtime::events::{Recorder, Reporter};
+    let (client, mut h) = mock();
+    let recorder = Recorder::new(
+        client,
+        Reporter {
+            controller: "skupper-controller".into(),
+            instance: None,
+        },
+    );
+    let services = k8s::Outcome {
+        clashes: vec!["ratings".into()],
+        ..Default::default()
+    };
+    let secrets = k8s::SecretsOutcome {
+        failed: vec![("broken".into(), "token: data.ca.crt: is missing".into())],
+        ..Default::default()
+    };
+    let server = tokio::spawn(async move {
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let (req, send) = h.next_request().await.unwrap();
+            assert_eq!(req.method(), Method::POST);
+            assert_eq!(
+                req.uri().path(),
+                "/apis/events.k8s.io/v1/namespaces/west/events"
+            );
+            let body = body_json(req).await;
+            send.send_response(Response::new(Body::from(
+                serde_json::to_vec(&body).unwrap(),
+            )));
+            got.push(body);
+        }
+        got
+    });
+    k8s::report_events(&recorder, "west", &services, &secrets)
+        .await
+        .unwrap();
+    let got = server.await.unwrap();
+    assert_eq!(got[0]["reason"], "ServiceNameTaken");
+    assert_eq!(got[0]["type"], "Warning");
+    assert_eq!(got[0]["regarding"]["kind"], "Service");
+    assert_eq!(got[0]["regarding"]["name"], "ratings");
+    assert_eq!(got[1]["reason"], "TokenNotUsed");
+    assert_eq!(got[1]["regarding"]["name"], "broken");
+    assert!(got[1]["note"].as_str().unwrap().contains("data.ca.crt"));
+}

@@ -462,3 +462,82 @@ pub async fn reconcile_secrets(
     }
     Ok(out)
 }
+
+// --- events ---
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder};
+
+fn object(kind: &str, namespace: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some(kind.into()),
+        namespace: Some(namespace.into()),
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+/// Tells users, on the objects concerned, what a reconciliation could not do (as Kubernetes
+/// Events; the recorder folds repeats into a series).
+pub async fn report_events(
+    recorder: &Recorder,
+    namespace: &str,
+    services: &Outcome,
+    secrets: &SecretsOutcome,
+) -> Result<(), kube::Error> {
+    let warn = |reason: &str, note: String| Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    for name in &services.clashes {
+        let ev = warn(
+            "ServiceNameTaken",
+            format!(
+                "the network service {name:?} needs this name; this Service is not managed by Skupper, so it was left alone"
+            ),
+        );
+        recorder
+            .publish(&ev, &object("Service", namespace, name))
+            .await?;
+    }
+    for why in &services.invalid {
+        // `service/<name> <annotation>: problem`
+        let name = why
+            .strip_prefix("service/")
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_default();
+        if !name.is_empty() {
+            recorder
+                .publish(
+                    &warn("InvalidAnnotation", why.clone()),
+                    &object("Service", namespace, name),
+                )
+                .await?;
+        }
+    }
+    for (name, why) in &secrets.failed {
+        recorder
+            .publish(
+                &warn("TokenNotUsed", why.clone()),
+                &object("Secret", namespace, name),
+            )
+            .await?;
+    }
+    for name in &secrets.linked {
+        let ev = Event {
+            type_: EventType::Normal,
+            reason: "Linked".into(),
+            note: Some("a link was made from this token".into()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        recorder
+            .publish(&ev, &object("Secret", namespace, name))
+            .await?;
+    }
+    Ok(())
+}

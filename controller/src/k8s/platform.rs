@@ -221,17 +221,28 @@ async fn reconcile_forever(
     let mut events =
         futures_util::stream::select(services.map(|_| ()), secrets.map(|_| ())).boxed();
     let mut desired = c.desired();
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: super::MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
     let mut delay = Duration::ZERO;
     loop {
         let pass = async {
-            super::reconcile(client.clone(), &ns, &c, &owner).await?;
-            super::reconcile_secrets(client.clone(), &ns, &c).await
+            let services = super::reconcile(client.clone(), &ns, &c, &owner).await?;
+            let secrets = super::reconcile_secrets(client.clone(), &ns, &c).await?;
+            Ok::<_, super::ReconcileError>((services, secrets))
         };
         match pass.await {
-            Ok(out) => {
+            Ok((services, secrets)) => {
                 delay = Duration::ZERO;
-                for (name, why) in &out.failed {
+                for (name, why) in &secrets.failed {
                     warn!(secret = %name, %why, "Token Secret not used");
+                }
+                if let Err(e) = super::report_events(&recorder, &ns, &services, &secrets).await {
+                    warn!(error = %e, "Cannot record events");
                 }
             }
             Err(e) => {
