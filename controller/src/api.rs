@@ -144,30 +144,13 @@ impl SiteController for Api {
         _: Request<pb::WatchRouterConfigRequest>,
     ) -> Result<Response<Self::WatchRouterConfigStream>, Status> {
         let c = self.c.clone();
-        let (tx, out) = tokio::sync::mpsc::channel(2);
-        tokio::spawn(async move {
-            // If the router is down there is nothing to configure anyway.
-            let mut stopped = Box::pin(c.stopped());
-            tokio::select! {
-                _ = c.network_known(std::time::Duration::from_secs(5)) => {}
-                _ = &mut stopped => return,
-            }
-            let mut rx = c.desired();
-            loop {
-                let cfg = (**rx.borrow_and_update()).clone();
-                if tx.send(Ok(cfg)).await.is_err() {
-                    return;
-                }
-                tokio::select! {
-                    r = rx.changed() => if r.is_err() { return },
-                    _ = tx.closed() => return,
-                    _ = &mut stopped => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(out),
-        )))
+        // Until the network is known (or the router is down, then there is nothing to
+        // configure anyway), a configuration would drop every other site's services.
+        let ready = async move {
+            c.network_known(std::time::Duration::from_secs(5)).await;
+            c.desired()
+        };
+        Ok(Response::new(follow(&self.c, ready, |cfg| (**cfg).clone())))
     }
 
     type WatchPublicationStream = PublicationStream;
@@ -176,31 +159,13 @@ impl SiteController for Api {
         &self,
         _: Request<pb::WatchPublicationRequest>,
     ) -> Result<Response<Self::WatchPublicationStream>, Status> {
-        let c = self.c.clone();
-        let mut rx = c.publication();
-        let (tx, out) = tokio::sync::mpsc::channel(2);
-        tokio::spawn(async move {
-            let mut stopped = Box::pin(c.stopped());
-            loop {
-                let payload =
-                    serde_json::to_vec(&**rx.borrow_and_update()).expect("a record serialises");
-                let msg = rpb::PublishRequest {
-                    topic: crate::network::TOPIC.into(),
-                    payload,
-                };
-                if tx.send(Ok(msg)).await.is_err() {
-                    return;
-                }
-                tokio::select! {
-                    r = rx.changed() => if r.is_err() { return },
-                    _ = tx.closed() => return,
-                    _ = &mut stopped => return,
-                }
+        let rx = self.c.publication();
+        Ok(Response::new(follow(&self.c, async { rx }, |record| {
+            rpb::PublishRequest {
+                topic: crate::network::TOPIC.into(),
+                payload: serde_json::to_vec(&**record).expect("a record serialises"),
             }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(out),
-        )))
+        })))
     }
 
     async fn report_network(
@@ -226,4 +191,37 @@ impl SiteController for Api {
         self.c.report(req.into_inner());
         Ok(Response::new(pb::Empty {}))
     }
+}
+
+/// A stream of `map(value)` for the watch channel `rx` (once `rx` is ready): the current value,
+/// then each new one, until the client goes away or the controller stops.
+fn follow<T, U>(
+    c: &Arc<Controller>,
+    rx: impl std::future::Future<Output = tokio::sync::watch::Receiver<T>> + Send + 'static,
+    map: impl Fn(&T) -> U + Send + 'static,
+) -> Pin<Box<dyn Stream<Item = Result<U, Status>> + Send>>
+where
+    T: Send + Sync + 'static,
+    U: Send + 'static,
+{
+    let mut stopped = Box::pin(c.stopped());
+    let (tx, out) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut rx = tokio::select! {
+            rx = rx => rx,
+            _ = &mut stopped => return,
+        };
+        loop {
+            let item = map(&rx.borrow_and_update());
+            if tx.send(Ok(item)).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() { return },
+                _ = tx.closed() => return,
+                _ = &mut stopped => return,
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))
 }

@@ -2,6 +2,8 @@
 //! HTTP exchanges are answered, and checked, by the test (kube-rs' tower-test pattern).
 //! Each test states the exact requests a reconciliation must make, in order, and nothing else.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -9,23 +11,11 @@ use http::{Method, Request, Response};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::client::Body;
+use support::MemStore;
 use van_controller::Controller;
 use van_controller::k8s::{self, MANAGED_BY, MANAGER, PROXY};
 use van_controller::network::{PublishedService, Remote, SiteRecord};
-use van_controller::site::{RouterMode, SiteConfig, SiteState, SiteStore};
-
-#[derive(Debug, Default)]
-struct MemStore(std::sync::Mutex<SiteState>);
-
-impl SiteStore for MemStore {
-    fn load(&self) -> Result<SiteState, van_controller::error::StoreError> {
-        Ok(self.0.lock().unwrap().clone())
-    }
-    fn save(&self, s: &SiteState) -> Result<(), van_controller::error::StoreError> {
-        *self.0.lock().unwrap() = s.clone();
-        Ok(())
-    }
-}
+use van_controller::site::{RouterMode, SiteState};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -35,17 +25,7 @@ fn mock() -> (kube::Client, Handle) {
 }
 
 fn controller() -> Arc<Controller> {
-    let cfg = SiteConfig {
-        id: "0123456789abcdef0123456789abcdef".into(),
-        name: "west".into(),
-        mode: RouterMode::Interior,
-        ingress_host: "west.example".into(),
-        ingress_bind: "0.0.0.0".into(),
-        listener_host: "0.0.0.0".into(),
-        inter_router_port: 55671,
-        edge_port: 45671,
-        claims_port: 8081,
-    };
+    let cfg = support::kube_site("west", "0123456789abcdef0123456789abcdef");
     Controller::open(cfg, Arc::new(MemStore::default())).unwrap()
 }
 
@@ -385,17 +365,7 @@ fn labelled_secret(name: &str, ty: &str) -> Secret {
 
 /// A cert token issued by another site, as the Secret a user would apply.
 async fn token_from_east(name: &str) -> Secret {
-    let east_cfg = SiteConfig {
-        id: "fedcba9876543210fedcba9876543210".into(),
-        name: "east".into(),
-        mode: RouterMode::Interior,
-        ingress_host: "east.example".into(),
-        ingress_bind: "0.0.0.0".into(),
-        listener_host: "0.0.0.0".into(),
-        inter_router_port: 55671,
-        edge_port: 45671,
-        claims_port: 8081,
-    };
+    let east_cfg = support::kube_site("east", "fedcba9876543210fedcba9876543210");
     let east = Controller::open(east_cfg, Arc::new(MemStore::default())).unwrap();
     let (t, _) = east
         .create_token(van_proto::controller::CreateTokenRequest {
@@ -571,17 +541,7 @@ async fn the_site_state_lives_in_an_owned_secret() {
         body
     });
     let store = Arc::new(KubeStore::new(client, "west", owner()));
-    let cfg = SiteConfig {
-        id: "0123456789abcdef0123456789abcdef".into(),
-        name: "west".into(),
-        mode: RouterMode::Interior,
-        ingress_host: "west.example".into(),
-        ingress_bind: "0.0.0.0".into(),
-        listener_host: "0.0.0.0".into(),
-        inter_router_port: 55671,
-        edge_port: 45671,
-        claims_port: 8081,
-    };
+    let cfg = support::kube_site("west", "0123456789abcdef0123456789abcdef");
     let c = Controller::open(cfg, store).unwrap();
     let saved = server.await.unwrap();
     assert_eq!(saved["metadata"]["ownerReferences"][0]["uid"], "site-uid-1");

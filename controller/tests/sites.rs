@@ -2,27 +2,17 @@
 //! real gRPC, real TLS links and real HTTPS claims on loopback. The CLI tests in cli/ run the
 //! same parts as separate processes.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::MemStore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::Channel;
-use van_controller::site::{RouterMode, SiteConfig, SiteState, SiteStore};
+use van_controller::site::{RouterMode, SiteConfig, SiteStore};
 use van_proto::controller::{self as pb, site_controller_client::SiteControllerClient};
-
-#[derive(Debug, Default)]
-struct MemStore(std::sync::Mutex<SiteState>);
-
-impl SiteStore for MemStore {
-    fn load(&self) -> Result<SiteState, van_controller::error::StoreError> {
-        Ok(self.0.lock().unwrap().clone())
-    }
-    fn save(&self, s: &SiteState) -> Result<(), van_controller::error::StoreError> {
-        *self.0.lock().unwrap() = s.clone();
-        Ok(())
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

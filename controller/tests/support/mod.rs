@@ -1,0 +1,33 @@
+//! Helpers shared by the controller's integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use van_controller::site::{RouterMode, SiteConfig, SiteState, SiteStore};
+
+/// A site store in memory.
+#[derive(Debug, Default)]
+pub struct MemStore(pub std::sync::Mutex<SiteState>);
+
+impl SiteStore for MemStore {
+    fn load(&self) -> Result<SiteState, van_controller::error::StoreError> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+    fn save(&self, s: &SiteState) -> Result<(), van_controller::error::StoreError> {
+        *self.0.lock().unwrap() = s.clone();
+        Ok(())
+    }
+}
+
+/// Options of a Kubernetes-like site `name` with id `id` (32 hex digits).
+pub fn kube_site(name: &str, id: &str) -> SiteConfig {
+    SiteConfig {
+        id: id.into(),
+        name: name.into(),
+        mode: RouterMode::Interior,
+        ingress_host: format!("{name}.example"),
+        ingress_bind: "0.0.0.0".into(),
+        listener_host: "0.0.0.0".into(),
+        inter_router_port: 55671,
+        edge_port: 45671,
+        claims_port: 8081,
+    }
+}
