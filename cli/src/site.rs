@@ -90,6 +90,7 @@ pub fn plan(ctx: &Ctx, a: &InitArgs) -> anyhow::Result<Plan> {
         inter_router_port: given[0].1.unwrap_or(given[0].2),
         edge_port: given[1].1.unwrap_or(given[1].2),
         claims_port: given[2].1.unwrap_or(given[2].2),
+        advertised_ports: None,
     };
     if let Err(invalid) = config.validate() {
         for (field, m) in invalid.errors {

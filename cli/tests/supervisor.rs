@@ -268,6 +268,7 @@ async fn site_processes_follow_a_killed_supervisor() {
         inter_router_port: a,
         edge_port: b,
         claims_port: c,
+        advertised_ports: None,
     })
     .unwrap();
     let log = std::fs::File::create(dir.logs_dir().join("supervisor.log")).unwrap();

@@ -380,6 +380,7 @@ fn write_site(home: &Path, ns: &str) -> van_controller::local::SiteDir {
         inter_router_port: 1,
         edge_port: 2,
         claims_port: 3,
+        advertised_ports: None,
     })
     .unwrap();
     dir

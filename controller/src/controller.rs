@@ -328,7 +328,7 @@ impl Controller {
             name: name.clone(),
             url: format!(
                 "https://{}/{}",
-                host_port(&self.cfg.ingress_host, self.cfg.claims_port),
+                host_port(&self.cfg.ingress_host, self.cfg.public_ports().claims),
                 name
             ),
             secret: record.secret.clone(),
@@ -376,9 +376,9 @@ impl Controller {
             cert,
             key,
             inter_router_host: self.cfg.ingress_host.clone(),
-            inter_router_port: self.cfg.inter_router_port,
+            inter_router_port: self.cfg.public_ports().inter_router,
             edge_host: self.cfg.ingress_host.clone(),
-            edge_port: self.cfg.edge_port,
+            edge_port: self.cfg.public_ports().edge,
             generated_by: self.cfg.id.clone(),
             site_name: self.cfg.name.clone(),
             cost,

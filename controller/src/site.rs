@@ -30,6 +30,18 @@ pub struct SiteConfig {
     pub inter_router_port: u16,
     pub edge_port: u16,
     pub claims_port: u16,
+    /// Ports other sites dial when they differ from the ports bound (a Kubernetes NodePort).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertised_ports: Option<Ports>,
+}
+
+/// The inter-router, edge and claims ports, as other sites see them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Ports {
+    pub inter_router: u16,
+    pub edge: u16,
+    pub claims: u16,
 }
 
 fn any_host() -> String {
@@ -61,6 +73,15 @@ impl RouterMode {
 }
 
 impl SiteConfig {
+    /// The ports tokens carry.
+    pub fn public_ports(&self) -> Ports {
+        self.advertised_ports.unwrap_or(Ports {
+            inter_router: self.inter_router_port,
+            edge: self.edge_port,
+            claims: self.claims_port,
+        })
+    }
+
     /// The router's id: readable in logs, unique through the site id.
     pub fn router_id(&self) -> String {
         format!("{}-{}", self.name, &self.id[..8.min(self.id.len())])

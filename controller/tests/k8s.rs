@@ -606,3 +606,86 @@ async fn what_could_not_be_done_is_told_as_events_on_the_objects() {
     assert_eq!(got[1]["regarding"]["name"], "broken");
     assert!(got[1]["note"].as_str().unwrap().contains("data.ca.crt"));
 }
+
+#[test]
+fn tokens_carry_the_address_the_router_service_is_reachable_at() {
+    use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
+    let cfg = support::kube_site("west", "0123456789abcdef0123456789abcdef");
+    let port = |name: &str, port: i32, node: i32| ServicePort {
+        name: Some(name.into()),
+        port,
+        node_port: Some(node),
+        ..Default::default()
+    };
+    let mut svc = Service {
+        spec: Some(ServiceSpec {
+            ports: Some(vec![
+                port("inter-router", 55671, 31001),
+                port("edge", 45671, 31002),
+                port("claims", 8081, 31003),
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    // A load balancer without an address yet: wait.
+    assert!(platform::ingress_of("loadbalancer", &svc, &cfg).is_none());
+    svc.status = Some(ServiceStatus {
+        load_balancer: Some(LoadBalancerStatus {
+            ingress: Some(vec![LoadBalancerIngress {
+                ip: Some("203.0.113.7".into()),
+                ..Default::default()
+            }]),
+        }),
+        ..Default::default()
+    });
+    let lb = platform::ingress_of("loadbalancer", &svc, &cfg).unwrap();
+    assert_eq!(lb.ingress_host, "203.0.113.7");
+    assert_eq!(lb.public_ports().inter_router, 55671);
+    // NodePort: the node ports go into tokens; the pods keep listening on the standard ones.
+    let np = platform::ingress_of("nodeport", &svc, &cfg).unwrap();
+    assert_eq!(np.ingress_host, "west.example");
+    assert_eq!(np.inter_router_port, 55671);
+    assert_eq!(np.claims_port, 8081);
+    let p = np.public_ports();
+    assert_eq!((p.inter_router, p.edge, p.claims), (31001, 31002, 31003));
+    // Route, Ingress and none keep what was configured.
+    assert_eq!(platform::ingress_of("route", &svc, &cfg).unwrap(), cfg);
+}
+
+#[tokio::test]
+async fn a_nodeport_site_issues_tokens_with_node_ports() {
+    let mut cfg = support::kube_site("west", "0123456789abcdef0123456789abcdef");
+    cfg.advertised_ports = Some(van_controller::site::Ports {
+        inter_router: 31001,
+        edge: 31002,
+        claims: 31003,
+    });
+    let c = Controller::open(cfg, Arc::new(MemStore::default())).unwrap();
+    let (claim, _) = c
+        .create_token(van_proto::controller::CreateTokenRequest::default())
+        .await
+        .unwrap();
+    assert!(
+        claim.yaml.contains("https://west.example:31003/"),
+        "{}",
+        claim.yaml
+    );
+    let (cert, _) = c
+        .create_token(van_proto::controller::CreateTokenRequest {
+            r#type: van_proto::controller::TokenType::Cert as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        cert.yaml.contains("inter-router-port: '31001'"),
+        "{}",
+        cert.yaml
+    );
+    assert!(cert.yaml.contains("edge-port: '31002'"), "{}", cert.yaml);
+    // The router still listens on the standard ports in its pod.
+    let d = c.desired().borrow().clone();
+    let ports: Vec<u32> = d.link_listeners.iter().map(|l| l.port).collect();
+    assert_eq!(ports, [55671, 45671]);
+}

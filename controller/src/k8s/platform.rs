@@ -61,9 +61,89 @@ pub fn site_config(cm: &ConfigMap, namespace: &str) -> Result<SiteConfig, crate:
         inter_router_port: crate::site::DEFAULT_INTER_ROUTER_PORT,
         edge_port: crate::site::DEFAULT_EDGE_PORT,
         claims_port: crate::site::DEFAULT_CLAIMS_PORT,
+        advertised_ports: None,
     };
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// The router Service other sites dial.
+pub const ROUTER_SERVICE: &str = "skupper-router";
+/// How long to wait for a load balancer's address before giving up for now.
+const LB_WAIT: Duration = Duration::from_secs(120);
+
+/// Where other sites reach this one, from the `skupper-router` Service as the `ingress`
+/// option exposes it: a load balancer's address, or with `nodeport` the node ports (on
+/// `ingress-host`). `route`, `ingress` and `none` keep the configured host and the standard
+/// ports. `None` while a load balancer has no address yet.
+pub fn ingress_of(ingress: &str, svc: &Service, cfg: &SiteConfig) -> Option<SiteConfig> {
+    let mut out = cfg.clone();
+    let spec = svc.spec.clone().unwrap_or_default();
+    let port_of = |name: &str, node: bool| -> Option<u16> {
+        spec.ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name))
+            .and_then(|p| {
+                let v = if node { p.node_port? } else { p.port };
+                u16::try_from(v).ok()
+            })
+    };
+    match ingress {
+        "loadbalancer" => {
+            let lb = svc
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .and_then(|l| l.ingress.as_ref())
+                .and_then(|i| i.first())?;
+            out.ingress_host = lb.ip.clone().or_else(|| lb.hostname.clone())?;
+        }
+        "nodeport" => {
+            // The pods still listen on the standard ports; tokens carry the node ports.
+            out.advertised_ports = Some(crate::site::Ports {
+                inter_router: port_of("inter-router", true)?,
+                edge: port_of("edge", true)?,
+                claims: port_of("claims", true)?,
+            });
+        }
+        _ => {}
+    }
+    Some(out)
+}
+
+/// `cfg` with the ingress the `skupper-router` Service gives, waiting (a while) for a load
+/// balancer's address; on timeout the configured host is kept and a warning logged.
+async fn resolve_ingress(
+    client: &kube::Client,
+    ns: &str,
+    ingress: &str,
+    cfg: SiteConfig,
+) -> SiteConfig {
+    if !matches!(ingress, "loadbalancer" | "nodeport") {
+        return cfg;
+    }
+    let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let deadline = tokio::time::Instant::now() + LB_WAIT;
+    loop {
+        match api.get_opt(ROUTER_SERVICE).await {
+            Ok(Some(svc)) => {
+                if let Some(c) = ingress_of(ingress, &svc, &cfg) {
+                    return c;
+                }
+            }
+            Ok(None) => warn!(service = ROUTER_SERVICE, "Router Service not found"),
+            Err(e) => warn!(error = %e, "Cannot read the router Service"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            warn!(
+                ingress,
+                "No ingress address yet; tokens carry the configured host"
+            );
+            return cfg;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// The site's state in a Secret, applied with server-side apply and owned by the site.
@@ -162,6 +242,12 @@ pub async fn run(
         .await
         .map_err(unavailable)?;
     let site = site_config(&cm, &namespace).map_err(crate::ControllerError::from)?;
+    let ingress = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get("ingress").cloned())
+        .unwrap_or_default();
+    let site = resolve_ingress(&client, &namespace, &ingress, site).await;
     let owner = OwnerReference {
         api_version: "v1".into(),
         kind: "ConfigMap".into(),

@@ -29,5 +29,6 @@ pub fn kube_site(name: &str, id: &str) -> SiteConfig {
         inter_router_port: 55671,
         edge_port: 45671,
         claims_port: 8081,
+        advertised_ports: None,
     }
 }
