@@ -39,33 +39,8 @@ fn kill9(pid: u32) {
 async fn killed_router_and_controller_are_restarted_with_their_configuration() {
     let mut sites = Sites::new();
     sites.names = vec!["west", "east"];
-    let ports = free_ports(6);
-    for (i, (ns, host)) in [("west", "127.0.0.2"), ("east", "127.0.0.3")]
-        .into_iter()
-        .enumerate()
-    {
-        let p: Vec<String> = ports[i * 3..i * 3 + 3].iter().map(u16::to_string).collect();
-        sites
-            .ok(
-                ns,
-                &[
-                    "init",
-                    "--ingress-host",
-                    "127.0.0.1",
-                    "--ingress-bind",
-                    "127.0.0.1",
-                    "--listener-host",
-                    host,
-                    "--inter-router-port",
-                    &p[0],
-                    "--edge-port",
-                    &p[1],
-                    "--claims-port",
-                    &p[2],
-                ],
-            )
-            .await;
-    }
+    sites.init("west", "127.0.0.2", "interior").await;
+    sites.init("east", "127.0.0.3", "interior").await;
     let token = sites.home.join("west.yaml");
     let token = token.to_str().unwrap();
     sites.ok("west", &["token", "create", token]).await;

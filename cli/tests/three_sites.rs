@@ -8,32 +8,6 @@ use std::time::{Duration, Instant};
 use support::*;
 use tokio::net::TcpListener;
 
-async fn init(sites: &Sites, ns: &str, host: &str, mode: &str) {
-    let p: Vec<String> = free_ports(3).iter().map(u16::to_string).collect();
-    sites
-        .ok(
-            ns,
-            &[
-                "init",
-                "--router-mode",
-                mode,
-                "--ingress-host",
-                "127.0.0.1",
-                "--ingress-bind",
-                "127.0.0.1",
-                "--listener-host",
-                host,
-                "--inter-router-port",
-                &p[0],
-                "--edge-port",
-                &p[1],
-                "--claims-port",
-                &p[2],
-            ],
-        )
-        .await;
-}
-
 async fn link(sites: &Sites, from: &str, to: &str) {
     let token = sites.home.join(format!("{to}-for-{from}.yaml"));
     let token = token.to_str().unwrap();
@@ -76,9 +50,9 @@ fn has_port(services: &serde_json::Value, port: u16) -> bool {
 async fn service_sync_across_three_sites() {
     let mut sites = Sites::new();
     sites.names = vec!["west", "east", "north"];
-    init(&sites, "west", "127.0.0.2", "interior").await;
-    init(&sites, "east", "127.0.0.3", "interior").await;
-    init(&sites, "north", "127.0.0.4", "edge").await;
+    sites.init("west", "127.0.0.2", "interior").await;
+    sites.init("east", "127.0.0.3", "interior").await;
+    sites.init("north", "127.0.0.4", "edge").await;
     link(&sites, "east", "west").await;
     link(&sites, "north", "east").await;
     let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -170,8 +144,8 @@ async fn service_sync_across_three_sites() {
 async fn claim_tokens_refused_for_expiry_tampering_and_replay() {
     let mut sites = Sites::new();
     sites.names = vec!["west", "east"];
-    init(&sites, "west", "127.0.0.2", "interior").await;
-    init(&sites, "east", "127.0.0.3", "interior").await;
+    sites.init("west", "127.0.0.2", "interior").await;
+    sites.init("east", "127.0.0.3", "interior").await;
     let file = |n: &str| sites.home.join(n).to_str().unwrap().to_string();
     let refused = async |token: &str, want: &str| {
         let o = sites.sk("east", &["link", "create", token]).await;

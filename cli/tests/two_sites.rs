@@ -57,32 +57,8 @@ async fn supervisor_status(site_dir: &Path) -> String {
 async fn two_sites_link_expose_and_reach_a_service() {
     let mut sites = Sites::new();
     sites.names = vec!["west", "east"];
-    let ports = free_ports(6);
-    for (i, (ns, listener_host)) in [("west", "127.0.0.2"), ("east", "127.0.0.3")]
-        .into_iter()
-        .enumerate()
-    {
-        let p: Vec<String> = ports[i * 3..i * 3 + 3].iter().map(u16::to_string).collect();
-        let out = sites
-            .ok(
-                ns,
-                &[
-                    "init",
-                    "--ingress-host",
-                    "127.0.0.1",
-                    "--ingress-bind",
-                    "127.0.0.1",
-                    "--listener-host",
-                    listener_host,
-                    "--inter-router-port",
-                    &p[0],
-                    "--edge-port",
-                    &p[1],
-                    "--claims-port",
-                    &p[2],
-                ],
-            )
-            .await;
+    for (ns, listener_host) in [("west", "127.0.0.2"), ("east", "127.0.0.3")] {
+        let out = sites.init(ns, listener_host, "interior").await;
         assert_eq!(
             out,
             format!(

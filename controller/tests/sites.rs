@@ -77,6 +77,19 @@ impl Site {
         self.router = Some(van_router::start(rcfg, listeners).await.unwrap());
     }
 
+    /// A claim token named `name`, with the defaults (15 minutes, one use).
+    async fn claim_token(&self, name: &str) -> pb::Token {
+        self.api
+            .clone()
+            .create_token(pb::CreateTokenRequest {
+                name: name.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// Stops the router and starts a new, empty one in its place.
     async fn restart_router(&mut self) {
         if let Some(r) = self.router.take() {
@@ -639,16 +652,7 @@ async fn restarted_routers_and_controllers_lose_nothing() {
 
     // A controller restart keeps links, services and outstanding tokens.
     let before = west.store.load().unwrap();
-    let token = west
-        .api
-        .clone()
-        .create_token(pb::CreateTokenRequest {
-            name: "later".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let token = west.claim_token("later").await;
     west.restart_controller().await;
     east.restart_controller().await;
     link_active(&east, "east-west").await;
@@ -746,16 +750,7 @@ async fn link_status_names_why_a_link_is_down() {
 async fn a_claim_whose_issuer_is_down_is_redeemed_when_it_comes_back() {
     let mut west = site("west", "127.0.0.2", RouterMode::Interior).await;
     let east = site("east", "127.0.0.3", RouterMode::Interior).await;
-    let token = west
-        .api
-        .clone()
-        .create_token(pb::CreateTokenRequest {
-            name: "later".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let token = west.claim_token("later").await;
     // West's controller (and with it the claims endpoint) is down when east links.
     let _ = west.controller_stop.send(true);
     tokio::time::sleep(Duration::from_millis(200)).await;

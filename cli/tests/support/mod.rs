@@ -83,3 +83,32 @@ pub fn free_ports(n: usize) -> Vec<u16> {
         .map(|l| l.local_addr().unwrap().port())
         .collect()
 }
+
+impl Sites {
+    /// `skupper -n NS init` with loopback ingress, `listener_host` for services, OS-chosen
+    /// free ports and router mode `mode`; returns what it printed.
+    pub async fn init(&self, ns: &str, listener_host: &str, mode: &str) -> String {
+        let p: Vec<String> = free_ports(3).iter().map(u16::to_string).collect();
+        self.ok(
+            ns,
+            &[
+                "init",
+                "--router-mode",
+                mode,
+                "--ingress-host",
+                "127.0.0.1",
+                "--ingress-bind",
+                "127.0.0.1",
+                "--listener-host",
+                listener_host,
+                "--inter-router-port",
+                &p[0],
+                "--edge-port",
+                &p[1],
+                "--claims-port",
+                &p[2],
+            ],
+        )
+        .await
+    }
+}
