@@ -23,11 +23,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        // The CLI prints admin views as JSON.
-        .type_attribute(".van.admin", "#[derive(serde::Serialize)]")
+        // The CLI prints admin views as JSON; on Kubernetes it reads the controller's views
+        // back from the status ConfigMap, so they deserialise too (missing fields default).
+        .type_attribute(
+            ".van.admin",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
         .type_attribute(".van.admin", "#[serde(rename_all = \"camelCase\")]")
-        .type_attribute(".van.controller", "#[derive(serde::Serialize)]")
+        .message_attribute(".van.admin", "#[serde(default)]")
+        .type_attribute(
+            ".van.controller",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
         .type_attribute(".van.controller", "#[serde(rename_all = \"camelCase\")]")
+        .message_attribute(".van.controller", "#[serde(default)]")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -397,12 +397,17 @@ def check_deployments(objects: list[dict[str, Any]], values: dict[str, Any]) -> 
     check(sync["image"] == expected_image(values, values["configSync"]["image"]["repository"]),
           f"config-sync image {sync['image']}")
     check(sync["command"] == [
-        "van-config-sync", "--controller", "skupper:8080", "--router",
+        "van-config-sync", "--controller", "skupper:8080",
+        "--controller-token-file", "/var/run/secrets/skupper/api/token", "--router",
         "unix:/var/run/van/router.sock", "--claims-forward", "0.0.0.0:8081=skupper:8081",
     ], f"config-sync command {sync['command']}")
     check(ports_of(sync) == {"claims": 8081}, f"config-sync ports {ports_of(sync)}")
-    check([m["mountPath"] for m in sync["volumeMounts"]] == ["/var/run/van"]
-          and sync["volumeMounts"][0]["name"] == "run", "config-sync mounts run only")
+    sync_mounts = {m["mountPath"]: m for m in sync["volumeMounts"]}
+    check(set(sync_mounts) == {"/var/run/van", "/var/run/secrets/skupper/api"}
+          and sync_mounts["/var/run/van"]["name"] == "run",
+          f"config-sync mounts run and the API token only: {set(sync_mounts)}")
+    check_api_token_mount("skupper-router/config-sync", pod, sync_mounts)
+    check("/var/run/secrets/skupper/api" not in mounts, "the router container gets no API token")
     check_resources("skupper-router/config-sync", sync, values["configSync"]["resources"])
 
     # skupper-service-controller: controller.
@@ -425,7 +430,12 @@ def check_deployments(objects: list[dict[str, Any]], values: dict[str, Any]) -> 
     ctl = pod["containers"][0]
     check(ctl["image"] == expected_image(values, values["controller"]["image"]["repository"]),
           f"controller image {ctl['image']}")
-    check(ctl["command"] == ["van-controller", "--platform", "kubernetes"], "controller command")
+    check(ctl["command"] == ["van-controller", "--platform", "kubernetes", "--api-token-file",
+                             "/var/run/secrets/skupper/api/token"], "controller command")
+    ctl_mounts = {m["mountPath"]: m for m in ctl.get("volumeMounts", [])}
+    check(set(ctl_mounts) == {"/var/run/secrets/skupper/api"},
+          f"controller mounts the API token only: {set(ctl_mounts)}")
+    check_api_token_mount("skupper-service-controller", pod, ctl_mounts)
     env = env_of(ctl)
     check(env == {
         "POD_NAMESPACE": ("fieldRef", "metadata.namespace"),
@@ -599,8 +609,27 @@ def check_rbac(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
     check(ctl == want, f"controller Role {ctl}")
 
 
+def check_api_token_mount(name: str, pod: dict[str, Any], mounts: dict[str, Any]) -> None:
+    """The controller API's bearer token: Secret skupper-api-token, read-only, not world-readable."""
+    mount = mounts.get("/var/run/secrets/skupper/api", {})
+    check(mount.get("readOnly") is True, f"{name}: API token mounted read-only")
+    volume = by_name(pod["volumes"]).get(mount.get("name"), {})
+    secret = volume.get("secret", {})
+    check(secret.get("secretName") == "skupper-api-token", f"{name}: API token volume {volume}")
+    check(secret.get("defaultMode") == 0o440, f"{name}: API token mode {secret.get('defaultMode')}")
+
+
+def check_api_token(objects: list[dict[str, Any]]) -> None:
+    secret = one(objects, "Secret", "skupper-api-token")
+    check(set(secret["data"]) == {"token"}, f"API token keys {set(secret['data'])}")
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    # The controller refuses tokens shorter than 16 characters.
+    check(re.fullmatch(r"[A-Za-z0-9]{40}", token) is not None, "API token")
+
+
 def check_console(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
-    secrets = find(objects, "Secret")
+    check_api_token(objects)
+    secrets = [s for s in find(objects, "Secret") if s["metadata"]["name"] != "skupper-api-token"]
     internal = values["console"]["enabled"] and values["console"]["auth"] == "internal"
     if internal:
         check([s["metadata"]["name"] for s in secrets] == ["skupper-console-users"],
@@ -848,8 +877,8 @@ class FakeApiServer:
                     self.reply(200, {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
                         {"name": "secrets", "singularName": "secret", "namespaced": True,
                          "kind": "Secret", "verbs": ["get", "list"]}]})
-                elif path == f"/api/v1/namespaces/{NAMESPACE}/secrets/skupper-console-users" \
-                        and secret is not None:
+                elif secret is not None and path == \
+                        f"/api/v1/namespaces/{NAMESPACE}/secrets/{secret['metadata']['name']}":
                     self.reply(200, secret)
                 else:
                     self.reply(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure",
@@ -867,7 +896,8 @@ class FakeApiServer:
         self.server.server_close()
 
 
-def render_against(secret: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+def render_against(secret: dict[str, Any] | None,
+                   name: str = "skupper-console-users") -> tuple[dict[str, Any], list[str]]:
     fake = FakeApiServer(secret)
     with fake as url:
         # A kubeconfig of its own, so that the user's (or CI's) KUBECONFIG plays no part.
@@ -883,7 +913,7 @@ def render_against(secret: dict[str, Any] | None) -> tuple[dict[str, Any], list[
             manifests = cfg.render(chart, {"console": {"enabled": True}}, name=RELEASE,
                                    namespace=NAMESPACE, is_upgrade=True)
     objects, _ = parse(manifests)
-    return one(objects, "Secret", "skupper-console-users"), fake.requests
+    return one(objects, "Secret", name), fake.requests
 
 
 def test_password_kept_on_upgrade() -> None:
@@ -906,6 +936,17 @@ def test_password_generated_when_absent() -> None:
     check(first["data"]["admin"] != second["data"]["admin"], "the same password twice")
 
 
+def test_api_token_kept_on_upgrade() -> None:
+    existing = base64.b64encode(b"KeptOnUpgradeKeptOnUpgradeKeptOnUpgrade0").decode()
+    secret, requests = render_against({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "skupper-api-token", "namespace": NAMESPACE},
+        "data": {"token": existing}}, name="skupper-api-token")
+    check(any("/secrets/skupper-api-token" in r for r in requests),
+          f"lookup did not ask for the Secret: {requests}")
+    check(secret["data"]["token"] == existing, "upgrade replaced the API token")
+
+
 def main() -> int:
     tests: list[tuple[str, Callable[[], None]]] = [
         ("chart metadata and schema", test_chart_metadata),
@@ -918,6 +959,7 @@ def main() -> int:
     tests += [
         ("console password kept on upgrade (lookup)", test_password_kept_on_upgrade),
         ("console password generated when absent", test_password_generated_when_absent),
+        ("API token kept on upgrade (lookup)", test_api_token_kept_on_upgrade),
     ]
     print(f"helm SDK {helm.helm_sdk_version()}, kubernetes-validate "
           f"{kubernetes_validate.__version__ if hasattr(kubernetes_validate, '__version__') else '?'}"

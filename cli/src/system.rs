@@ -61,6 +61,7 @@ pub async fn run_component(c: Component, dir: SiteDir) -> anyhow::Result<()> {
             let opts = van_config_sync::Options {
                 controller: dir.controller_target(),
                 router: dir.router_target(),
+                controller_token: None,
             };
             van_config_sync::run(opts, shutdown).await?;
         }

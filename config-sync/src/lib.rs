@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tracing::{debug, info, warn};
 use van_proto::admin::{self as rpb, config_op::Op, router_admin_client::RouterAdminClient};
@@ -35,10 +36,49 @@ pub struct Options {
     pub controller: String,
     /// gRPC target of the router's admin API.
     pub router: String,
+    /// Bearer token for the controller's API (required when it listens on TCP).
+    pub controller_token: Option<String>,
+}
+
+/// The controller's client, sending the API token with every call when there is one.
+pub type ControllerClient = SiteControllerClient<InterceptedService<Channel, BearerToken>>;
+
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Clone, Default)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl BearerToken {
+    /// A token from the text of a file (surrounding whitespace ignored).
+    pub fn new(token: Option<&str>) -> Result<BearerToken, Error> {
+        match token.map(str::trim) {
+            None => Ok(BearerToken(None)),
+            Some(t) => format!("Bearer {t}")
+                .parse()
+                .map(|v| BearerToken(Some(v)))
+                .map_err(|_| Error::Token),
+        }
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(..)")
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("the controller API token is not printable ASCII")]
+    Token,
     #[error("invalid target {target:?}: {source}")]
     Target {
         target: String,
@@ -81,7 +121,10 @@ pub fn lazy_channel(target: &str) -> Result<Channel, Error> {
 
 /// Runs until `shutdown` completes.
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
-    let controller = SiteControllerClient::new(lazy_channel(&opts.controller)?);
+    let controller = SiteControllerClient::with_interceptor(
+        lazy_channel(&opts.controller)?,
+        BearerToken::new(opts.controller_token.as_deref())?,
+    );
     let router = RouterAdminClient::new(lazy_channel(&opts.router)?);
     let (desired_tx, desired_rx) = watch::channel(None);
     let (publication_tx, publication_rx) = watch::channel(None);
@@ -97,10 +140,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
 }
 
 /// Keeps `tx` holding the controller's newest desired configuration.
-async fn follow_controller(
-    mut c: SiteControllerClient<Channel>,
-    tx: watch::Sender<Option<rpb::RouterConfig>>,
-) {
+async fn follow_controller(mut c: ControllerClient, tx: watch::Sender<Option<rpb::RouterConfig>>) {
     let mut delay = BACKOFF_MIN;
     loop {
         match c
@@ -132,7 +172,7 @@ async fn follow_controller(
 
 /// Keeps `tx` holding what the controller wants published on the network-wide topic.
 async fn follow_publication(
-    mut c: SiteControllerClient<Channel>,
+    mut c: ControllerClient,
     tx: watch::Sender<Option<rpb::PublishRequest>>,
 ) {
     let mut delay = BACKOFF_MIN;
@@ -154,7 +194,7 @@ async fn follow_publication(
 /// Router sessions, one after another: each lasts while the router's change feed does.
 async fn sync_router(
     router: RouterAdminClient<Channel>,
-    controller: SiteControllerClient<Channel>,
+    controller: ControllerClient,
     mut desired: watch::Receiver<Option<rpb::RouterConfig>>,
     mut publication: watch::Receiver<Option<rpb::PublishRequest>>,
 ) {
@@ -178,7 +218,7 @@ async fn sync_router(
 
 async fn router_session(
     mut router: RouterAdminClient<Channel>,
-    mut controller: SiteControllerClient<Channel>,
+    mut controller: ControllerClient,
     desired: &mut watch::Receiver<Option<rpb::RouterConfig>>,
     publication: &mut watch::Receiver<Option<rpb::PublishRequest>>,
 ) -> Result<(), tonic::Status> {

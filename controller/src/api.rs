@@ -23,6 +23,63 @@ impl Api {
     }
 }
 
+/// The bearer token every call must carry when the API is served over TCP (Kubernetes), where
+/// any pod that reaches the port could otherwise issue tokens or delete links. The gRPC health
+/// service is served beside it without this check, so that kubelet's probes keep working.
+#[derive(Clone)]
+pub struct ApiToken(Arc<[u8]>);
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiToken(..)")
+    }
+}
+
+/// Shortest token accepted: guessing must stay out of reach.
+pub const API_TOKEN_MIN_LEN: usize = 16;
+
+impl ApiToken {
+    /// A token from the text of a file or Secret (surrounding whitespace ignored).
+    pub fn new(text: &str) -> Result<ApiToken, String> {
+        let t = text.trim();
+        if t.len() < API_TOKEN_MIN_LEN {
+            return Err(format!(
+                "the API token has {} characters; at least {API_TOKEN_MIN_LEN} are required",
+                t.len()
+            ));
+        }
+        if !t.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("the API token must be printable ASCII without spaces".into());
+        }
+        Ok(ApiToken(t.as_bytes().into()))
+    }
+
+    /// The `authorization` header value a client sends.
+    pub fn header(&self) -> String {
+        format!("Bearer {}", String::from_utf8_lossy(&self.0))
+    }
+
+    /// Accepts a request whose `authorization` header carries this token.
+    #[allow(clippy::result_large_err)]
+    pub fn check<T>(&self, req: Request<T>) -> Result<Request<T>, Status> {
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match given {
+            Some(t) if crate::controller::constant_time_eq(t.as_bytes(), &self.0) => Ok(req),
+            Some(_) => Err(Status::unauthenticated(
+                "wrong API token (the bearer token is in Secret skupper-api-token)",
+            )),
+            None => Err(Status::unauthenticated(
+                "missing API token: send `authorization: Bearer <token>` \
+                 (the token is in Secret skupper-api-token)",
+            )),
+        }
+    }
+}
+
 impl From<ControllerError> for Status {
     fn from(e: ControllerError) -> Status {
         let msg = e.to_string();

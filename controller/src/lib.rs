@@ -59,6 +59,8 @@ pub struct Sockets {
     pub api: ApiBind,
     /// The claims endpoint; interior sites only.
     pub claims: Option<tokio::net::TcpListener>,
+    /// When set, every API call but the health service's must carry this bearer token.
+    pub api_token: Option<api::ApiToken>,
 }
 
 #[derive(Debug)]
@@ -108,13 +110,18 @@ pub async fn serve(
     health
         .set_serving::<van_proto::controller::site_controller_server::SiteControllerServer<api::Api>>()
         .await;
+    let token = sockets.api_token;
     let router = tonic::transport::Server::builder()
         .add_service(health_svc)
-        .add_service(
+        .add_service(tonic::service::interceptor::InterceptedService::new(
             van_proto::controller::site_controller_server::SiteControllerServer::new(
                 api::Api::new(c.clone()),
             ),
-        );
+            move |req| match &token {
+                Some(t) => t.check(req),
+                None => Ok(req),
+            },
+        ));
     info!(site = %c.cfg.name, id = %c.cfg.id, mode = c.cfg.mode.as_str(), "Controller started");
     // Open streams (config-sync's) would hold a graceful shutdown forever: stop accepting,
     // give requests in flight a moment, then drop what is left.

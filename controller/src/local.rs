@@ -219,6 +219,8 @@ pub async fn run(
         crate::Sockets {
             api: crate::ApiBind::Unix(api),
             claims,
+            // The socket sits in `run/` (mode 0700): only the site's owner reaches it.
+            api_token: None,
         },
         shutdown,
     )

@@ -7,20 +7,12 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::MemStore;
+use support::{MemStore, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::Channel;
 use van_controller::site::{RouterMode, SiteConfig, SiteStore};
 use van_proto::controller::{self as pb, site_controller_client::SiteControllerClient};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Site {
     api: SiteControllerClient<Channel>,
@@ -119,6 +111,7 @@ impl Site {
         let sockets = van_controller::Sockets {
             api: van_controller::ApiBind::Unix(api_l),
             claims,
+            api_token: None,
         };
         tokio::spawn(van_controller::run(opts, sockets, stopped()));
     }
@@ -176,6 +169,7 @@ async fn site(name: &str, listener_host: &str, mode: RouterMode) -> Site {
         van_config_sync::Options {
             controller: api_target,
             router: site.router_sock(),
+            controller_token: None,
         },
         cs_stopped(),
     ));

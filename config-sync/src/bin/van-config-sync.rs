@@ -10,6 +10,9 @@ struct Args {
     /// Controller API: `host:port` or `unix:/path`.
     #[arg(long, env = "VAN_CONTROLLER")]
     controller: String,
+    /// File holding the controller API's bearer token (Secret skupper-api-token on Kubernetes).
+    #[arg(long, env = "VAN_CONTROLLER_TOKEN_FILE")]
+    controller_token_file: Option<std::path::PathBuf>,
     /// Router admin API: `host:port` or `unix:/path`.
     #[arg(long, env = "VAN_ROUTER_ADMIN")]
     router: String,
@@ -32,6 +35,13 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
+        let controller_token = match &args.controller_token_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("--controller-token-file {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
         let log = van_router::config::LogSection::default();
         let _telemetry = van_router::telemetry::init(&log, None, "config-sync")?;
         for (listen, target) in args.claims_forward {
@@ -48,6 +58,7 @@ fn main() -> ExitCode {
             van_config_sync::Options {
                 controller: args.controller,
                 router: args.router,
+                controller_token,
             },
             shutdown_signal(),
         )

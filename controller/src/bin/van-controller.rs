@@ -1,4 +1,5 @@
-//! The site controller daemon: `van-controller --site-dir DIR` (local platform).
+//! The site controller daemon: `van-controller --site-dir DIR` (local platform) or
+//! `van-controller --platform kubernetes --api-token-file FILE` (in a pod).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +18,14 @@ struct Args {
     /// Namespace of the site (kubernetes platform); defaults to the pod's or the kubeconfig's.
     #[arg(long, env = "POD_NAMESPACE")]
     namespace: Option<String>,
+    /// File holding the bearer token API clients must send (required on kubernetes, where
+    /// the API listens on TCP; the chart mounts it from Secret skupper-api-token).
+    #[arg(
+        long,
+        env = "VAN_API_TOKEN_FILE",
+        required_if_eq("platform", "kubernetes")
+    )]
+    api_token_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -39,11 +48,17 @@ fn main() -> ExitCode {
                 van_controller::local::run(dir, shutdown_signal()).await?;
             }
             _ => {
+                // Checked before anything else starts: a bad token file is a config error.
+                let path = args.api_token_file.unwrap_or_default();
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| anyhow::anyhow!("--api-token-file {}: {e}", path.display()))?;
+                let token = van_controller::api::ApiToken::new(&text)
+                    .map_err(|e| anyhow::anyhow!("--api-token-file {}: {e}", path.display()))?;
                 let client = kube::Client::try_default().await?;
                 let ns = args
                     .namespace
                     .unwrap_or_else(|| client.default_namespace().to_string());
-                van_controller::k8s::platform::run(client, ns, shutdown_signal()).await?;
+                van_controller::k8s::platform::run(client, ns, token, shutdown_signal()).await?;
             }
         }
         Ok::<_, anyhow::Error>(())

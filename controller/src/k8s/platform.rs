@@ -230,6 +230,7 @@ impl SiteStore for KubeStore {
 pub async fn run(
     client: kube::Client,
     namespace: String,
+    api_token: crate::api::ApiToken,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
     let unavailable = |e: kube::Error| {
@@ -277,6 +278,7 @@ pub async fn run(
         crate::Sockets {
             api: crate::ApiBind::Tcp(api),
             claims,
+            api_token: Some(api_token),
         },
         shutdown,
     )

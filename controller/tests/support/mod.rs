@@ -32,3 +32,13 @@ pub fn kube_site(name: &str, id: &str) -> SiteConfig {
         advertised_ports: None,
     }
 }
+
+/// A port nothing listens on right now (for sites whose listeners the router binds itself).
+#[allow(dead_code)] // not every test binary uses it
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
