@@ -340,8 +340,9 @@ async fn expect_secret_patch(h: &mut Handle, name: &str) -> serde_json::Value {
         "application/merge-patch+json"
     );
     let body = body_json(req).await;
-    let echo =
-        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}});
+    // The patched Secret has a new resourceVersion: what the controller remembers it by.
+    let echo = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name, "resourceVersion": "patched"}});
     send.send_response(Response::new(Body::from(
         serde_json::to_vec(&echo).unwrap(),
     )));
@@ -381,7 +382,12 @@ async fn token_from_east(name: &str) -> Secret {
 #[tokio::test]
 async fn token_requests_are_filled_and_token_secrets_become_links() {
     let c = controller();
-    let to_east = token_from_east("to-east").await;
+    let mut to_east = token_from_east("to-east").await;
+    to_east
+        .metadata
+        .annotations
+        .get_or_insert_default()
+        .insert(k8s::COST.into(), "5".into());
     let mut garbage = labelled_secret("broken", "connection-token");
     garbage.data = Some(BTreeMap::new());
     let (client, mut h) = mock();
@@ -397,7 +403,9 @@ async fn token_requests_are_filled_and_token_secrets_become_links() {
         let linked = expect_secret_patch(&mut h, "to-east").await;
         (filled, broken, linked)
     });
-    let out = k8s::reconcile_secrets(client, "west", &c).await.unwrap();
+    let out = k8s::reconcile_secrets(client, "west", &c, &mut Default::default())
+        .await
+        .unwrap();
     let (filled, broken, linked) = server.await.unwrap();
     assert_eq!(out.filled, ["for-north"]);
     assert_eq!(out.linked, ["to-east"]);
@@ -433,6 +441,7 @@ async fn token_requests_are_filled_and_token_secrets_become_links() {
         (links[0].name.as_str(), links[0].peer_site_name.as_str()),
         ("to-east", "east")
     );
+    assert_eq!(links[0].cost, 5, "the cost annotation");
 
     // Next pass: the filled request (now a token of this very site) is not a link; the
     // Secret of the link is gone, so is the link.
@@ -445,7 +454,9 @@ async fn token_requests_are_filled_and_token_secrets_become_links() {
         expect_secret_list(&mut h, vec![now_token]).await;
         h
     });
-    let out = k8s::reconcile_secrets(client, "west", &c).await.unwrap();
+    let out = k8s::reconcile_secrets(client, "west", &c, &mut Default::default())
+        .await
+        .unwrap();
     let mut h = server.await.unwrap();
     assert_eq!(out.unlinked, ["to-east"]);
     assert!(out.linked.is_empty() && out.filled.is_empty(), "{out:?}");
@@ -688,4 +699,190 @@ async fn a_nodeport_site_issues_tokens_with_node_ports() {
     let d = c.desired().borrow().clone();
     let ports: Vec<u32> = d.link_listeners.iter().map(|l| l.port).collect();
     assert_eq!(ports, [55671, 45671]);
+}
+
+#[tokio::test]
+async fn the_status_configmap_holds_the_api_views_and_is_owned_by_the_site() {
+    use van_controller::k8s::status::{STATUS_CONFIGMAP, Snapshot, write};
+    use van_proto::controller as pb;
+    let c = controller();
+    c.set_remote(east());
+    let snap = Snapshot::of(&c);
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        let (req, send) = h.next_request().await.expect("an apply request");
+        assert_eq!(req.method(), Method::PATCH);
+        assert_eq!(
+            req.uri().path(),
+            format!("/api/v1/namespaces/west/configmaps/{STATUS_CONFIGMAP}")
+        );
+        let q = req.uri().query().unwrap_or_default().to_string();
+        assert!(
+            q.contains("fieldManager=skupper-controller") && q.contains("force=true"),
+            "{q}"
+        );
+        let body = body_json(req).await;
+        send.send_response(Response::new(Body::from(
+            serde_json::to_vec(&body).unwrap(),
+        )));
+        body
+    });
+    write(client, "west", &owner(), &snap, "2026-11-26T20:00:00Z")
+        .await
+        .unwrap();
+    let body = server.await.unwrap();
+    assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "site-uid-1");
+    assert_eq!(body["metadata"]["labels"][MANAGED_BY], MANAGER);
+    let data = &body["data"];
+    assert_eq!(data["updated"], "2026-11-26T20:00:00Z");
+    // What the CLI reads back: the API's own messages.
+    let site: pb::SiteStatus = serde_json::from_str(data["site"].as_str().unwrap()).unwrap();
+    assert_eq!(site.site_name, "west");
+    let services: pb::ServiceList =
+        serde_json::from_str(data["services"].as_str().unwrap()).unwrap();
+    let mut addresses: Vec<_> = services
+        .services
+        .iter()
+        .map(|s| s.address.as_str())
+        .collect();
+    addresses.sort();
+    assert_eq!(addresses, ["db", "ratings", "reviews"]);
+    let network: pb::Network = serde_json::from_str(data["network"].as_str().unwrap()).unwrap();
+    assert!(
+        network.sites.iter().any(|s| s.site_name == "east"),
+        "{network:?}"
+    );
+    let _: pb::LinkList = serde_json::from_str(data["links"].as_str().unwrap()).unwrap();
+}
+
+fn annotated(mut s: Secret, annotations: &[(&str, &str)], version: &str) -> Secret {
+    s.metadata.annotations = Some(
+        annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    );
+    s.metadata.resource_version = Some(version.into());
+    s
+}
+
+#[tokio::test]
+async fn a_token_request_can_ask_for_a_claim_and_bad_annotations_are_all_named() {
+    let c = controller();
+    let request = |name: &str, ann: &[(&str, &str)]| {
+        annotated(labelled_secret(name, "connection-token-request"), ann, "1")
+    };
+    let items = vec![
+        request(
+            "claim-for-north",
+            &[
+                (k8s::TOKEN_TYPE, "claim"),
+                (k8s::TOKEN_EXPIRY, "15m"),
+                (k8s::TOKEN_USES, "2"),
+            ],
+        ),
+        request(
+            "muddled",
+            &[
+                (k8s::TOKEN_TYPE, "password"),
+                (k8s::TOKEN_EXPIRY, "soon"),
+                (k8s::TOKEN_USES, "-1"),
+            ],
+        ),
+    ];
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        expect_secret_list(&mut h, items).await;
+        let claim = expect_secret_patch(&mut h, "claim-for-north").await;
+        let muddled = expect_secret_patch(&mut h, "muddled").await;
+        (claim, muddled)
+    });
+    let out = k8s::reconcile_secrets(client, "west", &c, &mut Default::default())
+        .await
+        .unwrap();
+    let (claim, muddled) = server.await.unwrap();
+    assert_eq!(out.filled, ["claim-for-north"]);
+    assert_eq!(
+        claim["metadata"]["labels"]["skupper.io/type"],
+        "token-claim"
+    );
+    let ann = &claim["metadata"]["annotations"];
+    assert!(
+        ann["skupper.io/url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://")),
+        "{ann}"
+    );
+    let why = muddled["metadata"]["annotations"][k8s::STATUS]
+        .as_str()
+        .unwrap();
+    for k in [k8s::TOKEN_TYPE, k8s::TOKEN_EXPIRY, k8s::TOKEN_USES] {
+        assert!(why.contains(k), "{k} not named in {why}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_token_secret_that_failed_waits_unless_it_changes() {
+    let c = controller();
+    let mut broken = labelled_secret("broken", "connection-token");
+    broken.data = Some(BTreeMap::new());
+    let mut retries = k8s::SecretRetries::default();
+
+    // First pass: refused, and the reason written.
+    let (client, mut h) = mock();
+    let first = annotated(broken.clone(), &[], "1");
+    let server = tokio::spawn(async move {
+        expect_secret_list(&mut h, vec![first]).await;
+        expect_secret_patch(&mut h, "broken").await
+    });
+    let out = k8s::reconcile_secrets(client, "west", &c, &mut retries)
+        .await
+        .unwrap();
+    assert_eq!(out.failed.len(), 1);
+    let why = server.await.unwrap()["metadata"]["annotations"][k8s::STATUS].clone();
+
+    // Next pass, unchanged (the version our patch left): not tried, nothing written.
+    let (client, mut h) = mock();
+    let same = annotated(
+        broken.clone(),
+        &[(k8s::STATUS, why.as_str().unwrap())],
+        "patched",
+    );
+    let again = same.clone();
+    let server = tokio::spawn(async move {
+        expect_secret_list(&mut h, vec![again]).await;
+        h
+    });
+    let out = k8s::reconcile_secrets(client, "west", &c, &mut retries)
+        .await
+        .unwrap();
+    assert!(out.failed.is_empty(), "tried again too soon: {out:?}");
+    let mut h = server.await.unwrap();
+    let more = tokio::time::timeout(std::time::Duration::from_millis(50), h.next_request()).await;
+    assert!(!matches!(more, Ok(Some(_))), "no further requests");
+
+    // After the backoff it is tried again; the reason is unchanged, so nothing is written.
+    tokio::time::advance(k8s::RETRY_MIN).await;
+    let (client, mut h) = mock();
+    let again = same.clone();
+    let server = tokio::spawn(async move {
+        expect_secret_list(&mut h, vec![again]).await;
+    });
+    let out = k8s::reconcile_secrets(client, "west", &c, &mut retries)
+        .await
+        .unwrap();
+    assert_eq!(out.failed.len(), 1, "retried after the backoff");
+    server.await.unwrap();
+
+    // The user edits the Secret: tried at once (the backoff has doubled meanwhile).
+    let (client, mut h) = mock();
+    let edited = annotated(broken, &[(k8s::STATUS, why.as_str().unwrap())], "edited");
+    let server = tokio::spawn(async move {
+        expect_secret_list(&mut h, vec![edited]).await;
+    });
+    let out = k8s::reconcile_secrets(client, "west", &c, &mut retries)
+        .await
+        .unwrap();
+    assert_eq!(out.failed.len(), 1, "an edited Secret is tried at once");
+    server.await.unwrap();
 }

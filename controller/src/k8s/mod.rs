@@ -13,8 +13,10 @@
 //! the writes it needs, in a fixed order (deletes, then applies, by name).
 
 pub mod platform;
+pub mod status;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -364,12 +366,150 @@ fn token_yaml(s: &Secret) -> String {
     serde_yaml_ng::to_string(&s).unwrap_or_default()
 }
 
+/// Annotations of a token request: `cert` (the default, as in Skupper's kubectl flow) or
+/// `claim`; a claim's lifetime (seconds, or a number ending in s, m, h or d) and use count.
+pub const TOKEN_TYPE: &str = "skupper.io/token-type";
+pub const TOKEN_EXPIRY: &str = "skupper.io/token-expiry";
+pub const TOKEN_USES: &str = "skupper.io/token-uses";
+/// Annotation of a token Secret: the cost of the link it makes.
+pub const COST: &str = "skupper.io/cost";
+
+/// The first wait before a token Secret that could not be used is tried again; it doubles
+/// up to [`RETRY_MAX`]. Changing the Secret makes it be tried at the next pass.
+pub const RETRY_MIN: Duration = Duration::from_secs(30);
+pub const RETRY_MAX: Duration = Duration::from_secs(600);
+
+/// Token Secrets that failed, so that a refused claim is not presented again every pass.
+#[derive(Debug, Default)]
+pub struct SecretRetries {
+    failed: HashMap<String, Retry>,
+}
+
+#[derive(Debug)]
+struct Retry {
+    /// resourceVersion of the Secret once its failure was written on it.
+    version: String,
+    next: tokio::time::Instant,
+    delay: Duration,
+}
+
+impl SecretRetries {
+    fn waiting(&self, name: &str, version: &str) -> bool {
+        self.failed
+            .get(name)
+            .is_some_and(|r| r.version == version && tokio::time::Instant::now() < r.next)
+    }
+
+    fn failed(&mut self, name: &str, version: String) {
+        let delay = match self.failed.get(name) {
+            Some(r) => (r.delay * 2).min(RETRY_MAX),
+            None => RETRY_MIN,
+        };
+        let next = tokio::time::Instant::now() + delay;
+        self.failed.insert(
+            name.to_string(),
+            Retry {
+                version,
+                next,
+                delay,
+            },
+        );
+    }
+
+    fn succeeded(&mut self, name: &str) {
+        self.failed.remove(name);
+    }
+}
+
+fn version(s: &Secret) -> String {
+    s.metadata.resource_version.clone().unwrap_or_default()
+}
+
+fn annotation<'a>(s: &'a Secret, key: &str) -> Option<&'a str> {
+    s.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+/// `30`, `30s`, `15m`, `2h`, `7d` as seconds.
+fn parse_seconds(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (num, unit) = match t.char_indices().last()? {
+        (i, c @ ('s' | 'm' | 'h' | 'd')) => (&t[..i], c),
+        _ => (t, 's'),
+    };
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit {
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        _ => 1,
+    };
+    n.checked_mul(mult).filter(|s| *s > 0)
+}
+
+/// The token a request Secret asks for, or every problem with its annotations.
+fn token_request(
+    s: &Secret,
+    name: &str,
+) -> Result<van_proto::controller::CreateTokenRequest, Invalid> {
+    use van_proto::controller::TokenType;
+    let mut errs = Invalid::default();
+    let field = |k: &str| format!("secret/{name} {k}");
+    let r#type = match annotation(s, TOKEN_TYPE).unwrap_or("cert") {
+        "cert" => TokenType::Cert,
+        "claim" => TokenType::Claim,
+        other => {
+            errs.push(
+                &field(TOKEN_TYPE),
+                format!("{other:?} is not cert or claim"),
+            );
+            TokenType::Cert
+        }
+    };
+    let expiry_seconds = match annotation(s, TOKEN_EXPIRY) {
+        None => 0,
+        Some(t) => parse_seconds(t).unwrap_or_else(|| {
+            errs.push(
+                &field(TOKEN_EXPIRY),
+                format!("{t:?} is not a duration such as 900, 15m, 2h or 1d"),
+            );
+            0
+        }),
+    };
+    let uses = match annotation(s, TOKEN_USES) {
+        None => 0,
+        Some(t) => match t.trim().parse::<u32>() {
+            Ok(n) if n > 0 => n,
+            _ => {
+                errs.push(
+                    &field(TOKEN_USES),
+                    format!("{t:?} is not a positive number"),
+                );
+                0
+            }
+        },
+    };
+    errs.into_result()?;
+    Ok(van_proto::controller::CreateTokenRequest {
+        name: name.to_string(),
+        r#type: r#type as i32,
+        expiry_seconds,
+        uses,
+        cost: 0,
+    })
+}
+
 /// One pass over the namespace's token Secrets: fills in token requests, makes a link of every
-/// token Secret issued elsewhere, and deletes links whose Secret is gone.
+/// token Secret issued elsewhere, and deletes links whose Secret is gone. A Secret that could
+/// not be used is tried again with backoff (`retries`), or at once when it changes.
 pub async fn reconcile_secrets(
     client: kube::Client,
     namespace: &str,
     controller: &Controller,
+    retries: &mut SecretRetries,
 ) -> Result<SecretsOutcome, ReconcileError> {
     use crate::token::{TYPE_CERT, TYPE_CLAIM, TYPE_LABEL};
     let api: Api<Secret> = Api::namespaced(client, namespace);
@@ -386,38 +526,40 @@ pub async fn reconcile_secrets(
         };
         match secret_type(s) {
             Some(TOKEN_REQUEST) => {
-                let req = van_proto::controller::CreateTokenRequest {
-                    name: name.clone(),
-                    r#type: van_proto::controller::TokenType::Cert as i32,
-                    ..Default::default()
+                if retries.waiting(&name, &version(s)) {
+                    continue;
+                }
+                let made = match token_request(s, &name) {
+                    Ok(req) => controller.create_token(req).await.map(|(t, _)| t),
+                    Err(e) => Err(e.into()),
                 };
                 // The user's Secret keeps its name; it becomes the token (data, labels,
                 // annotations) so that `kubectl get secret -o yaml` is the token file.
-                let patch = match controller.create_token(req).await {
-                    Ok((_, crate::token::Token::Cert(t))) => {
-                        let filled: Secret = serde_yaml_ng::from_str(&t.to_yaml())
+                match made {
+                    Ok(t) => {
+                        let filled: Secret = serde_yaml_ng::from_str(&t.yaml)
                             .map_err(|e| ControllerError::Unavailable(e.to_string()))?;
-                        serde_json::json!({
+                        let patch = serde_json::json!({
                             "metadata": {
                                 "labels": filled.metadata.labels,
                                 "annotations": filled.metadata.annotations,
                             },
                             "data": filled.data,
-                        })
+                        });
+                        api.patch(&name, &pp, &Patch::Merge(&patch)).await?;
+                        retries.succeeded(&name);
+                        info!(secret = %name, "Token request filled in");
+                        out.filled.push(name);
                     }
-                    Ok(_) => continue,
                     Err(e) => {
-                        out.failed.push((name.clone(), e.to_string()));
-                        serde_json::json!({"metadata": {"annotations": {STATUS: e.to_string()}}})
+                        let why = e.to_string();
+                        let v = report(&api, s, &name, &why).await?;
+                        retries.failed(&name, v);
+                        out.failed.push((name, why));
                     }
-                };
-                api.patch(&name, &pp, &Patch::Merge(&patch)).await?;
-                if !out.failed.iter().any(|(n, _)| *n == name) {
-                    info!(secret = %name, "Token request filled in");
-                    out.filled.push(name);
                 }
             }
-            Some(TYPE_CERT | TYPE_CLAIM) => wanted.push((name, token_yaml(s))),
+            Some(TYPE_CERT | TYPE_CLAIM) => wanted.push((name, s)),
             _ => {}
         }
     }
@@ -430,11 +572,12 @@ pub async fn reconcile_secrets(
             out.unlinked.push(l.name.clone());
         }
     }
-    for (name, yaml) in wanted {
+    for (name, s) in wanted {
         let source = format!("secret/{name}");
         if state.links.values().any(|l| l.source == source) {
             continue;
         }
+        let yaml = token_yaml(s);
         // A token this site issued (a filled request, or one applied here by mistake) is
         // not a link to make.
         if let Ok(t) = crate::token::parse(&yaml)
@@ -442,25 +585,64 @@ pub async fn reconcile_secrets(
         {
             continue;
         }
-        let req = van_proto::controller::CreateLinkRequest {
-            token_yaml: yaml,
-            name: name.clone(),
-            cost: 0,
+        if retries.waiting(&name, &version(s)) {
+            continue;
+        }
+        let cost = match annotation(s, COST).map(|c| c.trim().parse::<u32>()) {
+            None => Ok(0),
+            Some(Ok(c)) if c > 0 => Ok(c),
+            Some(_) => {
+                let mut e = Invalid::default();
+                e.push(
+                    &format!("secret/{name} {COST}"),
+                    "not a positive number".to_string(),
+                );
+                Err(ControllerError::from(e))
+            }
         };
-        let status = match controller.create_link_from(req, source).await {
+        let made = match cost {
+            Ok(cost) => {
+                let req = van_proto::controller::CreateLinkRequest {
+                    token_yaml: yaml,
+                    name: name.clone(),
+                    cost,
+                };
+                controller.create_link_from(req, source).await
+            }
+            Err(e) => Err(e),
+        };
+        match made {
             Ok(_) => {
-                out.linked.push(name.clone());
-                "linked".to_string()
+                report(&api, s, &name, "linked").await?;
+                retries.succeeded(&name);
+                out.linked.push(name);
             }
             Err(e) => {
-                out.failed.push((name.clone(), e.to_string()));
-                e.to_string()
+                let why = e.to_string();
+                let v = report(&api, s, &name, &why).await?;
+                retries.failed(&name, v);
+                out.failed.push((name, why));
             }
-        };
-        let patch = serde_json::json!({"metadata": {"annotations": {STATUS: status}}});
-        api.patch(&name, &pp, &Patch::Merge(&patch)).await?;
+        }
     }
     Ok(out)
+}
+
+/// Writes `status` on the Secret unless it already says so; returns its resourceVersion after.
+async fn report(
+    api: &Api<Secret>,
+    s: &Secret,
+    name: &str,
+    status: &str,
+) -> Result<String, kube::Error> {
+    if annotation(s, STATUS) == Some(status) {
+        return Ok(version(s));
+    }
+    let patch = serde_json::json!({"metadata": {"annotations": {STATUS: status}}});
+    let after = api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(version(&after))
 }
 
 // --- events ---

@@ -272,6 +272,12 @@ pub async fn run(
         RouterMode::Interior => Some(bind(c.cfg.claims_port).await?),
         RouterMode::Edge => None,
     };
+    let status = tokio::spawn(status_forever(
+        client.clone(),
+        namespace.clone(),
+        c.clone(),
+        owner.clone(),
+    ));
     let reconciler = tokio::spawn(reconcile_forever(client, namespace, c.clone(), owner));
     let r = crate::serve(
         c,
@@ -284,7 +290,42 @@ pub async fn run(
     )
     .await;
     reconciler.abort();
+    status.abort();
     r
+}
+
+/// How often the status is looked at (it is written only when due, see [`super::status`]).
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// Keeps ConfigMap `skupper-network-status` showing the site's status.
+async fn status_forever(
+    client: kube::Client,
+    ns: String,
+    c: Arc<Controller>,
+    owner: OwnerReference,
+) {
+    use super::status::{Snapshot, Writer, now_rfc3339, write};
+    let mut writer = Writer::default();
+    let mut delay = Duration::ZERO;
+    loop {
+        tokio::time::sleep(STATUS_EVERY.max(delay)).await;
+        let snap = Snapshot::of(&c);
+        let now = std::time::Instant::now();
+        if !writer.due(&snap, now) {
+            continue;
+        }
+        match write(client.clone(), &ns, &owner, &snap, &now_rfc3339()).await {
+            Ok(()) => {
+                writer.wrote(snap, now);
+                delay = Duration::ZERO;
+            }
+            Err(e) => {
+                writer.forget();
+                delay = (delay * 2).clamp(Duration::from_secs(1), BACKOFF_MAX);
+                warn!(error = %e, retry_in = ?delay, "Cannot write the status ConfigMap");
+            }
+        }
+    }
 }
 
 /// Reconciles after every change to Services or Secrets, after every network change, and at
@@ -317,10 +358,11 @@ async fn reconcile_forever(
         },
     );
     let mut delay = Duration::ZERO;
+    let mut retries = super::SecretRetries::default();
     loop {
         let pass = async {
             let services = super::reconcile(client.clone(), &ns, &c, &owner).await?;
-            let secrets = super::reconcile_secrets(client.clone(), &ns, &c).await?;
+            let secrets = super::reconcile_secrets(client.clone(), &ns, &c, &mut retries).await?;
             Ok::<_, super::ReconcileError>((services, secrets))
         };
         match pass.await {
