@@ -91,6 +91,7 @@ pub fn plan(ctx: &Ctx, a: &InitArgs) -> anyhow::Result<Plan> {
         edge_port: given[1].1.unwrap_or(given[1].2),
         claims_port: given[2].1.unwrap_or(given[2].2),
         advertised_ports: None,
+        advertised_hosts: None,
     };
     if let Err(invalid) = config.validate() {
         for (field, m) in invalid.errors {

@@ -381,6 +381,7 @@ fn write_site(home: &Path, ns: &str) -> van_controller::local::SiteDir {
         edge_port: 2,
         claims_port: 3,
         advertised_ports: None,
+        advertised_hosts: None,
     })
     .unwrap();
     dir

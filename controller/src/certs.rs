@@ -69,15 +69,11 @@ fn leaf(
     Ok(p)
 }
 
-/// Host names the server certificate must hold: the ingress host, plus loopback names so
-/// sites on one host can always reach each other.
-pub fn server_hosts(ingress_host: &str) -> Vec<String> {
-    let mut h = vec![
-        ingress_host.to_string(),
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-    ];
-    h.dedup();
+/// Host names the server certificate must hold: the hosts other sites dial, plus loopback
+/// names so sites on one host can always reach each other.
+pub fn server_hosts<'a>(public: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut h: Vec<String> = public.into_iter().map(str::to_string).collect();
+    h.extend(["localhost".to_string(), "127.0.0.1".to_string()]);
     h.sort();
     h.dedup();
     h
@@ -145,7 +141,7 @@ mod tests {
         use rustls::client::danger::ServerCertVerifier;
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-        let certs = new_site_certs("abcdef0123456789", server_hosts("west.example")).unwrap();
+        let certs = new_site_certs("abcdef0123456789", server_hosts(["west.example"])).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(CertificateDer::from_pem_slice(certs.ca_cert.as_bytes()).unwrap())
@@ -188,7 +184,7 @@ mod tests {
         let c = CertificateDer::from_pem_slice(c.as_bytes()).unwrap();
         client.verify_client_cert(&c, &[], UnixTime::now()).unwrap();
         // Another site's CA does not vouch for it.
-        let other = new_site_certs("9999999999999999", server_hosts("x")).unwrap();
+        let other = new_site_certs("9999999999999999", server_hosts(["x"])).unwrap();
         let (o, _) = issue_client("9999999999999999", &other, "east").unwrap();
         let o = CertificateDer::from_pem_slice(o.as_bytes()).unwrap();
         assert!(client.verify_client_cert(&o, &[], UnixTime::now()).is_err());

@@ -59,7 +59,13 @@ impl Controller {
     ) -> Result<Arc<Controller>, ControllerError> {
         cfg.validate()?;
         let mut state = store.load()?;
-        let hosts = certs::server_hosts(&cfg.ingress_host);
+        let public = cfg.public_hosts();
+        let hosts = certs::server_hosts([
+            cfg.ingress_host.as_str(),
+            &public.inter_router,
+            &public.edge,
+            &public.claims,
+        ]);
         let mut dirty = false;
         match &mut state.certs {
             None => {
@@ -328,7 +334,10 @@ impl Controller {
             name: name.clone(),
             url: format!(
                 "https://{}/{}",
-                host_port(&self.cfg.ingress_host, self.cfg.public_ports().claims),
+                host_port(
+                    &self.cfg.public_hosts().claims,
+                    self.cfg.public_ports().claims
+                ),
                 name
             ),
             secret: record.secret.clone(),
@@ -375,9 +384,9 @@ impl Controller {
             ca_cert: ca,
             cert,
             key,
-            inter_router_host: self.cfg.ingress_host.clone(),
+            inter_router_host: self.cfg.public_hosts().inter_router,
             inter_router_port: self.cfg.public_ports().inter_router,
-            edge_host: self.cfg.ingress_host.clone(),
+            edge_host: self.cfg.public_hosts().edge,
             edge_port: self.cfg.public_ports().edge,
             generated_by: self.cfg.id.clone(),
             site_name: self.cfg.name.clone(),

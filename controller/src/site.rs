@@ -30,9 +30,23 @@ pub struct SiteConfig {
     pub inter_router_port: u16,
     pub edge_port: u16,
     pub claims_port: u16,
-    /// Ports other sites dial when they differ from the ports bound (a Kubernetes NodePort).
+    /// Ports other sites dial when they differ from the ports bound (a Kubernetes NodePort,
+    /// or 443 behind an OpenShift Route or an Ingress).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertised_ports: Option<Ports>,
+    /// Host names other sites dial when each endpoint has its own (Routes, Ingress rules);
+    /// else all are `ingress_host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertised_hosts: Option<Hosts>,
+}
+
+/// The inter-router, edge and claims host names, as other sites see them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Hosts {
+    pub inter_router: String,
+    pub edge: String,
+    pub claims: String,
 }
 
 /// The inter-router, edge and claims ports, as other sites see them.
@@ -82,6 +96,15 @@ impl SiteConfig {
         })
     }
 
+    /// The host names tokens carry.
+    pub fn public_hosts(&self) -> Hosts {
+        self.advertised_hosts.clone().unwrap_or_else(|| Hosts {
+            inter_router: self.ingress_host.clone(),
+            edge: self.ingress_host.clone(),
+            claims: self.ingress_host.clone(),
+        })
+    }
+
     /// The router's id: readable in logs, unique through the site id.
     pub fn router_id(&self) -> String {
         format!("{}-{}", self.name, &self.id[..8.min(self.id.len())])
@@ -96,10 +119,14 @@ impl SiteConfig {
         if let Some(m) = dns_label_problem(&self.name, 40) {
             errs.push("name", m);
         }
+        let hosts = self.public_hosts();
         for (field, host) in [
             ("ingress-host", &self.ingress_host),
             ("ingress-bind", &self.ingress_bind),
             ("listener-host", &self.listener_host),
+            ("advertised-hosts.inter-router", &hosts.inter_router),
+            ("advertised-hosts.edge", &hosts.edge),
+            ("advertised-hosts.claims", &hosts.claims),
         ] {
             if let Some(m) = host_problem(host) {
                 errs.push(field, m);

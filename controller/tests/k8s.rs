@@ -660,8 +660,93 @@ fn tokens_carry_the_address_the_router_service_is_reachable_at() {
     assert_eq!(np.claims_port, 8081);
     let p = np.public_ports();
     assert_eq!((p.inter_router, p.edge, p.claims), (31001, 31002, 31003));
-    // Route, Ingress and none keep what was configured.
+    // Ingress: one host per endpoint under ingress-host, all on 443 (TLS passthrough by SNI).
+    let ing = platform::ingress_of("ingress", &svc, &cfg).unwrap();
+    let h = ing.public_hosts();
+    assert_eq!(
+        (h.inter_router.as_str(), h.edge.as_str(), h.claims.as_str()),
+        (
+            "inter-router.west.example",
+            "edge.west.example",
+            "claims.west.example"
+        )
+    );
+    let p = ing.public_ports();
+    assert_eq!((p.inter_router, p.edge, p.claims), (443, 443, 443));
+    assert_eq!(ing.inter_router_port, 55671, "the pods keep their ports");
+    // Route and none keep what was configured (Routes are read apart: routes_of).
     assert_eq!(platform::ingress_of("route", &svc, &cfg).unwrap(), cfg);
+    assert_eq!(platform::ingress_of("none", &svc, &cfg).unwrap(), cfg);
+}
+
+#[tokio::test]
+async fn routes_give_each_endpoint_its_host_in_tokens_and_in_the_certificate() {
+    let cfg = support::kube_site("west", "0123456789abcdef0123456789abcdef");
+    let route = |endpoint: &str, spec_host: &str, admitted: Option<&str>| {
+        let mut data = serde_json::json!({"spec": {"host": spec_host}});
+        if let Some(a) = admitted {
+            data["status"] = serde_json::json!({"ingress": [{"host": a}]});
+        }
+        kube::api::DynamicObject {
+            types: None,
+            metadata: ObjectMeta {
+                name: Some(format!("skupper-{endpoint}")),
+                ..Default::default()
+            },
+            data,
+        }
+    };
+    // OpenShift has not picked the claims Route's host yet: wait.
+    let pending = [
+        route("inter-router", "", Some("ir-west.apps.example")),
+        route("edge", "edge-west.apps.example", None),
+        route("claims", "", None),
+    ];
+    assert!(platform::routes_of(&pending, &cfg).is_none());
+    let routes = [
+        route("inter-router", "", Some("ir-west.apps.example")),
+        route("edge", "edge-west.apps.example", None),
+        route("claims", "", Some("claims-west.apps.example")),
+    ];
+    let cfg = platform::routes_of(&routes, &cfg).unwrap();
+    let c = Controller::open(cfg, Arc::new(MemStore::default())).unwrap();
+    let (claim, _) = c
+        .create_token(van_proto::controller::CreateTokenRequest::default())
+        .await
+        .unwrap();
+    assert!(
+        claim.yaml.contains("https://claims-west.apps.example:443/"),
+        "{}",
+        claim.yaml
+    );
+    let (cert, _) = c
+        .create_token(van_proto::controller::CreateTokenRequest {
+            r#type: van_proto::controller::TokenType::Cert as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let t = van_controller::token::parse(&cert.yaml).unwrap();
+    let van_controller::token::Token::Cert(t) = t else {
+        panic!("a cert token")
+    };
+    assert_eq!(
+        (t.inter_router_host.as_str(), t.inter_router_port),
+        ("ir-west.apps.example", 443)
+    );
+    assert_eq!(
+        (t.edge_host.as_str(), t.edge_port),
+        ("edge-west.apps.example", 443)
+    );
+    // Other routers check the server certificate against the host they dialled.
+    let hosts = c.state().certs.as_ref().unwrap().server_hosts.clone();
+    for h in [
+        "ir-west.apps.example",
+        "edge-west.apps.example",
+        "claims-west.apps.example",
+    ] {
+        assert!(hosts.iter().any(|x| x == h), "{h} not in {hosts:?}");
+    }
 }
 
 #[tokio::test]

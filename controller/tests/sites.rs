@@ -141,6 +141,7 @@ async fn site(name: &str, listener_host: &str, mode: RouterMode) -> Site {
         edge_port: free_port(),
         claims_port: free_port(),
         advertised_ports: None,
+        advertised_hosts: None,
     };
     // The router starts empty, with only its identity, as on a real site.
     let router_yaml = format!(

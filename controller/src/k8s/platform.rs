@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use tracing::warn;
 
@@ -62,6 +62,7 @@ pub fn site_config(cm: &ConfigMap, namespace: &str) -> Result<SiteConfig, crate:
         edge_port: crate::site::DEFAULT_EDGE_PORT,
         claims_port: crate::site::DEFAULT_CLAIMS_PORT,
         advertised_ports: None,
+        advertised_hosts: None,
     };
     cfg.validate()?;
     Ok(cfg)
@@ -72,9 +73,47 @@ pub const ROUTER_SERVICE: &str = "skupper-router";
 /// How long to wait for a load balancer's address before giving up for now.
 const LB_WAIT: Duration = Duration::from_secs(120);
 
+/// The router Service's port names; behind Routes and Ingress rules each is also the first
+/// label of the endpoint's own host name (`claims.<ingress-host>`).
+pub const ENDPOINTS: [&str; 3] = ["inter-router", "edge", "claims"];
+
+/// `cfg` reached through a TLS-passthrough proxy on port 443, one host per endpoint.
+fn behind_proxy(cfg: &SiteConfig, host: impl Fn(&str) -> Option<String>) -> Option<SiteConfig> {
+    let mut out = cfg.clone();
+    out.advertised_hosts = Some(crate::site::Hosts {
+        inter_router: host(ENDPOINTS[0])?,
+        edge: host(ENDPOINTS[1])?,
+        claims: host(ENDPOINTS[2])?,
+    });
+    out.advertised_ports = Some(crate::site::Ports {
+        inter_router: 443,
+        edge: 443,
+        claims: 443,
+    });
+    Some(out)
+}
+
+/// Where other sites reach this one through OpenShift Routes `skupper-<endpoint>` (TLS
+/// passthrough on 443): each Route's host, as OpenShift admitted it or as it was asked for.
+/// `None` while a Route is missing or has no host yet.
+pub fn routes_of(routes: &[kube::api::DynamicObject], cfg: &SiteConfig) -> Option<SiteConfig> {
+    behind_proxy(cfg, |endpoint| {
+        let r = routes
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(&format!("skupper-{endpoint}")))?;
+        let admitted = r.data["status"]["ingress"][0]["host"].as_str();
+        let asked = r.data["spec"]["host"].as_str();
+        admitted
+            .or(asked)
+            .filter(|h| !h.is_empty())
+            .map(str::to_string)
+    })
+}
+
 /// Where other sites reach this one, from the `skupper-router` Service as the `ingress`
 /// option exposes it: a load balancer's address, or with `nodeport` the node ports (on
-/// `ingress-host`). `route`, `ingress` and `none` keep the configured host and the standard
+/// `ingress-host`); with `ingress`, the Ingress rules' hosts `<endpoint>.<ingress-host>` on
+/// 443. `route` (see [`routes_of`]) and `none` keep the configured host and the standard
 /// ports. `None` while a load balancer has no address yet.
 pub fn ingress_of(ingress: &str, svc: &Service, cfg: &SiteConfig) -> Option<SiteConfig> {
     let mut out = cfg.clone();
@@ -107,6 +146,11 @@ pub fn ingress_of(ingress: &str, svc: &Service, cfg: &SiteConfig) -> Option<Site
                 claims: port_of("claims", true)?,
             });
         }
+        "ingress" => {
+            return behind_proxy(cfg, |endpoint| {
+                Some(format!("{endpoint}.{}", cfg.ingress_host))
+            });
+        }
         _ => {}
     }
     Some(out)
@@ -120,20 +164,37 @@ async fn resolve_ingress(
     ingress: &str,
     cfg: SiteConfig,
 ) -> SiteConfig {
-    if !matches!(ingress, "loadbalancer" | "nodeport") {
+    if !matches!(ingress, "loadbalancer" | "nodeport" | "ingress" | "route") {
         return cfg;
     }
     let api: Api<Service> = Api::namespaced(client.clone(), ns);
+    let gvk = kube::api::GroupVersionKind::gvk("route.openshift.io", "v1", "Route");
+    let routes: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns,
+        &kube::api::ApiResource::from_gvk_with_plural(&gvk, "routes"),
+    );
     let deadline = tokio::time::Instant::now() + LB_WAIT;
     loop {
-        match api.get_opt(ROUTER_SERVICE).await {
-            Ok(Some(svc)) => {
-                if let Some(c) = ingress_of(ingress, &svc, &cfg) {
-                    return c;
+        if ingress == "route" {
+            match routes.list(&ListParams::default()).await {
+                Ok(list) => {
+                    if let Some(c) = routes_of(&list.items, &cfg) {
+                        return c;
+                    }
                 }
+                Err(e) => warn!(error = %e, "Cannot read the router's Routes"),
             }
-            Ok(None) => warn!(service = ROUTER_SERVICE, "Router Service not found"),
-            Err(e) => warn!(error = %e, "Cannot read the router Service"),
+        } else {
+            match api.get_opt(ROUTER_SERVICE).await {
+                Ok(Some(svc)) => {
+                    if let Some(c) = ingress_of(ingress, &svc, &cfg) {
+                        return c;
+                    }
+                }
+                Ok(None) => warn!(service = ROUTER_SERVICE, "Router Service not found"),
+                Err(e) => warn!(error = %e, "Cannot read the router Service"),
+            }
         }
         if tokio::time::Instant::now() >= deadline {
             warn!(

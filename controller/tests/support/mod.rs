@@ -30,6 +30,7 @@ pub fn kube_site(name: &str, id: &str) -> SiteConfig {
         edge_port: 45671,
         claims_port: 8081,
         advertised_ports: None,
+        advertised_hosts: None,
     }
 }
 
