@@ -199,21 +199,34 @@ pub struct Outcome {
     pub exposed_changed: bool,
 }
 
-/// One pass over the namespace's Services: exposures into the site core, then the network
-/// services out to Kubernetes.
+/// One pass over the namespace's Services, listed first: see [`reconcile_services`].
 pub async fn reconcile(
     client: kube::Client,
     namespace: &str,
     controller: &Controller,
     owner: &OwnerReference,
 ) -> Result<Outcome, ReconcileError> {
-    let api: Api<Service> = Api::namespaced(client, namespace);
+    let api: Api<Service> = Api::namespaced(client.clone(), namespace);
     let list = api.list(&ListParams::default()).await?;
+    reconcile_services(client, namespace, controller, owner, &list.items).await
+}
+
+/// One pass over the namespace's Services (`services`: all of them, from a list or a
+/// reflector's store): exposures into the site core, then the network services out to
+/// Kubernetes.
+pub async fn reconcile_services(
+    client: kube::Client,
+    namespace: &str,
+    controller: &Controller,
+    owner: &OwnerReference,
+    services: &[Service],
+) -> Result<Outcome, ReconcileError> {
+    let api: Api<Service> = Api::namespaced(client, namespace);
     let mut out = Outcome::default();
 
     // Exposures: every annotated Service, as a whole set (absent ones are withdrawn).
     let mut exposures = Vec::new();
-    for svc in &list.items {
+    for svc in services {
         match exposure(svc, namespace) {
             Some(Ok(e)) => exposures.push(e),
             Some(Err(e)) => out.invalid.push(e.to_string()),
@@ -237,8 +250,7 @@ pub async fn reconcile(
             (s.address, svc)
         })
         .collect();
-    let have: BTreeMap<String, &Service> = list
-        .items
+    let have: BTreeMap<String, &Service> = services
         .iter()
         .filter_map(|s| s.metadata.name.clone().map(|n| (n, s)))
         .collect();
@@ -511,13 +523,33 @@ pub async fn reconcile_secrets(
     controller: &Controller,
     retries: &mut SecretRetries,
 ) -> Result<SecretsOutcome, ReconcileError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let list = api
+        .list(&ListParams::default().labels(&token_selector()))
+        .await?;
+    reconcile_token_secrets(client, namespace, controller, retries, &list.items).await
+}
+
+/// The label selector of the Secrets the controller acts on.
+pub fn token_selector() -> String {
     use crate::token::{TYPE_CERT, TYPE_CLAIM, TYPE_LABEL};
+    format!("{TYPE_LABEL} in ({TOKEN_REQUEST},{TYPE_CERT},{TYPE_CLAIM})")
+}
+
+/// [`reconcile_secrets`] over `secrets` (those matching [`token_selector`], from a list or a
+/// reflector's store).
+pub async fn reconcile_token_secrets(
+    client: kube::Client,
+    namespace: &str,
+    controller: &Controller,
+    retries: &mut SecretRetries,
+    secrets: &[Secret],
+) -> Result<SecretsOutcome, ReconcileError> {
+    use crate::token::{TYPE_CERT, TYPE_CLAIM};
     let api: Api<Secret> = Api::namespaced(client, namespace);
-    let selector = format!("{TYPE_LABEL} in ({TOKEN_REQUEST},{TYPE_CERT},{TYPE_CLAIM})");
-    let list = api.list(&ListParams::default().labels(&selector)).await?;
     let mut out = SecretsOutcome::default();
     let pp = PatchParams::default();
-    let mut secrets: Vec<&Secret> = list.items.iter().collect();
+    let mut secrets: Vec<&Secret> = secrets.iter().collect();
     secrets.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let mut wanted = Vec::new();
     for s in secrets {

@@ -11,6 +11,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use tracing::warn;
 
@@ -397,19 +398,49 @@ async fn reconcile_forever(
     c: Arc<Controller>,
     owner: OwnerReference,
 ) {
-    // Watch errors (an API server restart, an expired resource version) back off and resume.
-    let services = watcher(
-        Api::<Service>::namespaced(client.clone(), &ns),
-        watcher::Config::default(),
+    // Reflectors keep the namespace's Services and token Secrets in memory, so a pass reads
+    // no list from the API server; watch errors (an API server restart, an expired resource
+    // version) back off and resume, and a re-list replaces a store whole.
+    let (service_store, writer) = reflector::store::<Service>();
+    let services = reflector(
+        writer,
+        watcher(
+            Api::<Service>::namespaced(client.clone(), &ns),
+            watcher::Config::default(),
+        ),
     )
     .default_backoff();
-    let secrets = watcher(
-        Api::<Secret>::namespaced(client.clone(), &ns),
-        watcher::Config::default(),
+    let (secret_store, writer) = reflector::store::<Secret>();
+    let secrets = reflector(
+        writer,
+        watcher(
+            Api::<Secret>::namespaced(client.clone(), &ns),
+            watcher::Config::default().labels(&super::token_selector()),
+        ),
     )
     .default_backoff();
     let mut events =
         futures_util::stream::select(services.map(|_| ()), secrets.map(|_| ())).boxed();
+    // An empty store before the first list would withdraw every exposure: wait for both.
+    {
+        let ready = async {
+            let _ = service_store.wait_until_ready().await;
+            let _ = secret_store.wait_until_ready().await;
+        };
+        tokio::pin!(ready);
+        loop {
+            tokio::select! {
+                _ = &mut ready => break,
+                _ = events.next() => {}
+            }
+        }
+    }
+    fn snapshot<K: kube::Resource + Clone>(store: &Store<K>) -> Vec<K>
+    where
+        K::DynamicType: std::hash::Hash + Eq + Clone,
+    {
+        store.state().iter().map(|o| (**o).clone()).collect()
+    }
     let mut desired = c.desired();
     let recorder = kube::runtime::events::Recorder::new(
         client.clone(),
@@ -422,8 +453,22 @@ async fn reconcile_forever(
     let mut retries = super::SecretRetries::default();
     loop {
         let pass = async {
-            let services = super::reconcile(client.clone(), &ns, &c, &owner).await?;
-            let secrets = super::reconcile_secrets(client.clone(), &ns, &c, &mut retries).await?;
+            let services = super::reconcile_services(
+                client.clone(),
+                &ns,
+                &c,
+                &owner,
+                &snapshot(&service_store),
+            )
+            .await?;
+            let secrets = super::reconcile_token_secrets(
+                client.clone(),
+                &ns,
+                &c,
+                &mut retries,
+                &snapshot(&secret_store),
+            )
+            .await?;
             Ok::<_, super::ReconcileError>((services, secrets))
         };
         match pass.await {
