@@ -26,16 +26,16 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// The namespace: one site per namespace.
+    /// The namespace: one site per namespace [default: on kubernetes the context's namespace,
+    /// else "default"].
     #[arg(
         short = 'n',
         long,
         env = "SKUPPER_NAMESPACE",
-        default_value = "default",
         global = true,
         help_heading = "Global options"
     )]
-    pub namespace: String,
+    pub namespace: Option<String>,
     /// Where sites live [default: $XDG_DATA_HOME/skupper or ~/.local/share/skupper].
     #[arg(
         long,
@@ -44,23 +44,29 @@ pub struct GlobalArgs {
         help_heading = "Global options"
     )]
     pub home: Option<PathBuf>,
-    /// Where sites run.
+    /// Where sites run [default: kubernetes if --kubeconfig or --context is given or a
+    /// kubeconfig with a current context is found, else local].
     #[arg(
         long,
         value_enum,
         env = "SKUPPER_PLATFORM",
-        default_value_t = Platform::Local,
         global = true,
         help_heading = "Global options"
     )]
-    pub platform: Platform,
+    pub platform: Option<Platform>,
+    /// Path to the kubeconfig file [default: $KUBECONFIG, else ~/.kube/config].
+    #[arg(long, global = true, help_heading = "Global options")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use [default: its current context].
+    #[arg(short = 'c', long, global = true, help_heading = "Global options")]
+    pub context: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Platform {
     /// Processes on this host.
     Local,
-    /// Not available in this build yet.
+    /// A namespace of a Kubernetes cluster (the objects of the Helm chart charts/skupper).
     Kubernetes,
 }
 
@@ -135,9 +141,25 @@ pub struct InitArgs {
     /// Port where claim tokens are redeemed [default: 8081 if free, else any free port].
     #[arg(long, value_name = "PORT")]
     pub claims_port: Option<String>,
-    /// How long to wait for the site to start [default: 60s].
+    /// How long to wait for the site to start [default: 60s; kubernetes: 120s].
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// Kubernetes: how other sites reach this one
+    /// (loadbalancer, nodeport, route, ingress or none) [default: loadbalancer].
+    #[arg(long, value_name = "TYPE")]
+    pub ingress: Option<String>,
+    /// Kubernetes: registry (and path) of the images [default: localhost].
+    #[arg(long)]
+    pub image_registry: Option<String>,
+    /// Kubernetes: tag of the images [default: this CLI's version].
+    #[arg(long)]
+    pub image_tag: Option<String>,
+    /// Kubernetes: wait until the router and controller Deployments are available (default).
+    #[arg(long, overrides_with = "no_wait")]
+    pub wait: bool,
+    /// Kubernetes: return once the objects are applied.
+    #[arg(long, overrides_with = "wait")]
+    pub no_wait: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -214,10 +236,10 @@ pub struct LinkDeleteArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ExposeArgs {
-    /// Resource type: `host` (also `host/NAME`). Kubernetes types (deployment, ...) are not
-    /// available on the local platform.
+    /// Resource type: `host` on the local platform; `deployment`, `statefulset` or `service`
+    /// on kubernetes (also `TYPE/NAME`).
     pub resource: String,
-    /// The host name or address the service is delivered to.
+    /// The host name or address (local), or the workload or Service name (kubernetes).
     pub name: Option<String>,
     /// Service port (repeat or comma-separate for several).
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
@@ -225,16 +247,18 @@ pub struct ExposeArgs {
     /// Service address (name) in the network.
     #[arg(long)]
     pub address: Option<String>,
-    /// Port on the host for each service port, in order [default: the same ports].
+    /// Port on the host (or pods) for each service port, in order [default: the same ports].
     #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
     pub target_port: Vec<u16>,
+    /// tcp, http or http2.
     #[arg(long, default_value = "tcp")]
     pub protocol: String,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct UnexposeArgs {
-    /// Resource type: `host` (also `host/NAME`).
+    /// Resource type: `host` (also `host/NAME`); on kubernetes `deployment`, `statefulset` or
+    /// `service`.
     pub resource: String,
     pub name: Option<String>,
     /// Service address (name) in the network.

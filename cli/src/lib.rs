@@ -10,6 +10,7 @@ pub mod client;
 pub mod debug;
 pub mod demo;
 pub mod duration;
+pub mod k8s;
 pub mod link;
 pub mod network;
 pub mod output;
@@ -71,20 +72,10 @@ pub fn current_exe() -> anyhow::Result<PathBuf> {
     })
 }
 
-/// Builds the context from the global flags, checking the platform and namespace.
+/// Builds the local platform's context from the global flags, checking the namespace.
 pub fn context(cli: &Cli) -> anyhow::Result<Ctx> {
-    match cli.global.platform {
-        Platform::Local => {}
-        Platform::Kubernetes => {
-            return Err(usage(
-                "the kubernetes platform is not available in this build yet",
-            ));
-        }
-    }
-    let ns = &cli.global.namespace;
-    if let Some(p) = van_controller::site::dns_label_problem(ns, 63) {
-        return Err(usage(format!("namespace: {p}")));
-    }
+    let ns = cli.global.namespace.as_deref().unwrap_or("default");
+    check_namespace(ns)?;
     let home = cli
         .global
         .home
@@ -95,7 +86,7 @@ pub fn context(cli: &Cli) -> anyhow::Result<Ctx> {
         .map_err(|e| anyhow::anyhow!("home directory {}: {e}", home.display()))?;
     Ok(Ctx {
         home,
-        namespace: ns.clone(),
+        namespace: ns.to_string(),
         exe: current_exe()?,
     })
 }
@@ -128,12 +119,82 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
+fn check_namespace(ns: &str) -> anyhow::Result<()> {
+    match van_controller::site::dns_label_problem(ns, 63) {
+        Some(p) => Err(usage(format!("namespace: {p}"))),
+        None => Ok(()),
+    }
+}
+
+/// The platform of this command line: `demo` always runs locally.
+pub fn platform(cli: &Cli) -> Platform {
+    if matches!(cli.command, Command::Demo(_)) {
+        return Platform::Local;
+    }
+    let g = &cli.global;
+    let found = g.platform.is_none()
+        && k8s::kubeconfig_with_context(
+            std::env::var_os("KUBECONFIG").as_deref(),
+            std::env::var_os("HOME").map(PathBuf::from).as_deref(),
+        );
+    k8s::choose_platform(
+        g.platform,
+        g.kubeconfig.is_some(),
+        g.context.is_some(),
+        found,
+    )
+}
+
 /// Dispatches one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Hidden plumbing runs without the namespace/platform checks: it gets its site directory.
     if let Command::System(cmd) = &cli.command {
         return system::run(cmd).await;
     }
+    match platform(&cli) {
+        Platform::Local => {
+            if (cli.global.kubeconfig.is_some() || cli.global.context.is_some())
+                && !matches!(cli.command, Command::Demo(_))
+            {
+                return Err(usage(
+                    "--kubeconfig and --context are for the kubernetes platform, not --platform local",
+                ));
+            }
+            run_local(cli).await
+        }
+        Platform::Kubernetes => run_kubernetes(cli).await,
+    }
+}
+
+/// Dispatches one command on the kubernetes platform.
+async fn run_kubernetes(cli: Cli) -> anyhow::Result<()> {
+    let conn = k8s::connect(
+        cli.global.kubeconfig.as_deref(),
+        cli.global.context.as_deref(),
+    )
+    .await?;
+    let ns = cli
+        .global
+        .namespace
+        .clone()
+        .unwrap_or_else(|| conn.default_namespace.clone());
+    check_namespace(&ns)?;
+    let mut stdout = std::io::stdout();
+    let out: &mut (dyn std::io::Write + Send) = &mut stdout;
+    k8s::run(&conn.client, &ns, cli.command, k8s::POLL_INTERVAL, out)
+        .await
+        .map_err(|e| match e.downcast_ref::<k8s::Unreachable>() {
+            Some(u) => anyhow::anyhow!(
+                "cannot reach the Kubernetes API server at {} ({}); check the kubeconfig context                  (kubectl config current-context)",
+                conn.server,
+                u.0
+            ),
+            None => e,
+        })
+}
+
+/// Dispatches one command on the local platform.
+async fn run_local(cli: Cli) -> anyhow::Result<()> {
     let ctx = context(&cli)?;
     let mut stdout = std::io::stdout();
     let out: &mut (dyn std::io::Write + Send) = &mut stdout;

@@ -16,19 +16,7 @@ pub async fn create(
     a: &LinkCreateArgs,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<pb::LinkStatus> {
-    let token_yaml = if a.file.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| usage(format!("cannot read the token from standard input: {e}")))?;
-        s
-    } else {
-        std::fs::read_to_string(&a.file)
-            .map_err(|e| usage(format!("cannot read token file {}: {e}", a.file.display())))?
-    };
-    if token_yaml.trim().is_empty() {
-        return Err(usage(format!("token file {} is empty", a.file.display())));
-    }
+    let token_yaml = read_token_file(&a.file)?;
     let mut c = client::site_client(ctx).await?;
     let link = c
         .create_link(pb::CreateLinkRequest {
@@ -54,6 +42,24 @@ pub async fn create(
         "Check the status of the link using 'skupper link status'."
     )?;
     Ok(link)
+}
+
+/// The token file's text ("-": standard input); unreadable or empty is a usage error.
+pub fn read_token_file(file: &std::path::Path) -> anyhow::Result<String> {
+    let token_yaml = if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .map_err(|e| usage(format!("cannot read the token from standard input: {e}")))?;
+        s
+    } else {
+        std::fs::read_to_string(file)
+            .map_err(|e| usage(format!("cannot read token file {}: {e}", file.display())))?
+    };
+    if token_yaml.trim().is_empty() {
+        return Err(usage(format!("token file {} is empty", file.display())));
+    }
+    Ok(token_yaml)
 }
 
 /// `link status [NAME] [--wait D]`. With `--wait`, polls until the link (or every outgoing
@@ -95,7 +101,7 @@ pub async fn status(
 }
 
 /// Why the wait is not over: the named link (or some outgoing link) is not active.
-fn not_active(links: &pb::LinkList, name: Option<&str>) -> Option<String> {
+pub fn not_active(links: &pb::LinkList, name: Option<&str>) -> Option<String> {
     let outgoing = links.links.iter().filter(|l| l.direction != "incoming");
     match name {
         Some(n) => match outgoing.clone().find(|l| l.name == n) {
@@ -120,7 +126,7 @@ fn why(l: &pb::LinkStatus) -> String {
     }
 }
 
-fn render(
+pub fn render(
     links: &pb::LinkList,
     name: Option<&str>,
     format: Format,

@@ -30,6 +30,16 @@ pub struct Plan {
 /// picks).
 pub fn plan(ctx: &Ctx, a: &InitArgs) -> anyhow::Result<Plan> {
     let mut problems: Vec<String> = Vec::new();
+    for (flag, given) in [
+        ("ingress", a.ingress.is_some()),
+        ("image-registry", a.image_registry.is_some()),
+        ("image-tag", a.image_tag.is_some()),
+        ("no-wait", a.no_wait),
+    ] {
+        if given {
+            problems.push(format!("--{flag} is for the kubernetes platform"));
+        }
+    }
     let name = a.site_name.clone().unwrap_or_else(|| ctx.namespace.clone());
     let mode = match a.router_mode.as_deref() {
         None => RouterMode::Interior,
@@ -409,6 +419,15 @@ pub async fn version(
     } else {
         None
     };
+    print_versions(controller, format, out)
+}
+
+/// The client's version and, when known, the controller's.
+pub fn print_versions(
+    controller: Option<String>,
+    format: Format,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
     let v = Versions {
         client: env!("CARGO_PKG_VERSION").into(),
         controller,

@@ -74,7 +74,7 @@ pub async fn create(
 }
 
 /// Fails early (before a claim is spent) if the file cannot be written where it is meant to.
-fn check_writable_target(path: &Path) -> anyhow::Result<()> {
+pub fn check_writable_target(path: &Path) -> anyhow::Result<()> {
     if path.is_dir() {
         return Err(usage(format!("{} is a directory", path.display())));
     }

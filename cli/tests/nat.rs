@@ -170,6 +170,8 @@ async fn a_site_behind_nat_serves_a_public_site() {
                 ns,
                 &[
                     exe,
+                    "--platform",
+                    "local",
                     "--home",
                     &home,
                     "-n",

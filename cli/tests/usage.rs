@@ -22,13 +22,22 @@ impl Home {
     }
 
     fn skupper(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_skupper"))
-            .args(args)
+        // A developer's kubeconfig must not send these tests to a cluster.
+        self.skupper_env(args, &[("SKUPPER_PLATFORM", "local")])
+    }
+
+    /// Runs skupper with no kubeconfig (KUBECONFIG names a missing file) and `env`.
+    fn skupper_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_skupper"));
+        c.args(args)
             .env("SKUPPER_HOME", &self.0)
+            .env("KUBECONFIG", self.0.join("no-kubeconfig"))
             .env_remove("SKUPPER_NAMESPACE")
-            .env_remove("SKUPPER_PLATFORM")
-            .output()
-            .expect("run skupper")
+            .env_remove("SKUPPER_PLATFORM");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("run skupper")
     }
 
     fn namespaces(&self) -> Vec<String> {
@@ -275,13 +284,55 @@ fn missing_and_unwritable_files() {
 #[test]
 fn platforms_and_namespaces() {
     let h = Home::new("platform");
-    let o = h.skupper(&["--platform", "kubernetes", "status"]);
+    // No kubeconfig: local is chosen, and kubernetes when asked for says why it cannot be.
+    let o = h.skupper_env(&["status"], &[]);
+    fails(&o, 1, &["Skupper is not enabled in namespace \"default\""]);
+    let o = h.skupper_env(&["--platform", "kubernetes", "status"], &[]);
+    fails(&o, 1, &["cannot read a kubeconfig"]);
+    one_line(&o);
+    let o = h.skupper(&["--kubeconfig", "/nonexistent/kc", "status"]);
     fails(
         &o,
         2,
-        &["the kubernetes platform is not available in this build yet"],
+        &["--kubeconfig and --context are for the kubernetes platform"],
+    );
+    // A kubeconfig with a current context selects kubernetes; its API server is down here.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kc = h.0.join("kubeconfig");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: west\n\
+             clusters: [{{name: c, cluster: {{server: \"https://127.0.0.1:{port}\"}}}}]\n\
+             users: [{{name: u, user: {{token: t}}}}]\n\
+             contexts: [{{name: west, context: {{cluster: c, user: u, namespace: west}}}}]\n"
+        ),
+    )
+    .unwrap();
+    let o = h.skupper_env(&["status"], &[("KUBECONFIG", kc.to_str().unwrap())]);
+    fails(
+        &o,
+        1,
+        &[&format!(
+            "cannot reach the Kubernetes API server at https://127.0.0.1:{port}/"
+        )],
     );
     one_line(&o);
+    let o = h.skupper_env(
+        &[
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--context",
+            "east",
+            "status",
+        ],
+        &[],
+    );
+    fails(&o, 1, &["context \"east\""]);
     let o = h.skupper(&["--platform", "podman", "status"]);
     fails(&o, 2, &["podman", "--platform"]);
     let o = h.skupper(&["-n", "../etc", "status"]);

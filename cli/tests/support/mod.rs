@@ -34,7 +34,8 @@ impl Sites {
             .args(args)
             .env("SKUPPER_HOME", &self.home)
             .env_remove("SKUPPER_NAMESPACE")
-            .env_remove("SKUPPER_PLATFORM")
+            // A developer's kubeconfig must not send these tests to a cluster.
+            .env("SKUPPER_PLATFORM", "local")
             .stdin(std::process::Stdio::null())
             .output()
             .await
@@ -65,7 +66,7 @@ impl Drop for Sites {
         for ns in &self.names {
             if self.site_dir(ns).exists() {
                 let _ = std::process::Command::new(env!("CARGO_BIN_EXE_skupper"))
-                    .args(["-n", ns, "delete"])
+                    .args(["--platform", "local", "-n", ns, "delete"])
                     .env("SKUPPER_HOME", &self.home)
                     .output();
             }
