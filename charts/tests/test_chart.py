@@ -402,6 +402,8 @@ def check_deployments(objects: list[dict[str, Any]], values: dict[str, Any]) -> 
         "unix:/var/run/van/router.sock", "--claims-forward", "0.0.0.0:8081=skupper:8081",
     ], f"config-sync command {sync['command']}")
     check(ports_of(sync) == {"claims": 8081}, f"config-sync ports {ports_of(sync)}")
+    check(env_of(sync) == {"VAN_SECRETS_NAMESPACE": ("fieldRef", "metadata.namespace")},
+          f"config-sync env {env_of(sync)}")
     sync_mounts = {m["mountPath"]: m for m in sync["volumeMounts"]}
     check(set(sync_mounts) == {"/var/run/van", "/var/run/secrets/skupper/api"}
           and sync_mounts["/var/run/van"]["name"] == "run",
@@ -590,8 +592,9 @@ def check_rbac(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
         return out
 
     router = grants(roles["skupper-router"])
-    check(router == {("", "configmaps"): {"get", "list", "watch"},
-                     ("", "secrets"): {"get", "list", "watch"}}, f"router Role {router}")
+    check(router == {("", "secrets"): {"get", "list", "watch"}}, f"router Role {router}")
+    check([r.get("resourceNames") for r in roles["skupper-router"]["rules"]]
+          == [["skupper-router-tls"]], "the router pod reads its TLS Secret and no other")
     ctl = grants(roles["skupper-service-controller"])
     want = {
         ("", "services"): ALL_VERBS,

@@ -62,6 +62,7 @@ pub async fn run_component(c: Component, dir: SiteDir) -> anyhow::Result<()> {
                 controller: dir.controller_target(),
                 router: dir.router_target(),
                 controller_token: None,
+                secrets: None,
             };
             van_config_sync::run(opts, shutdown).await?;
         }

@@ -20,6 +20,10 @@ use van_proto::admin::{self as rpb, config_op::Op, router_admin_client::RouterAd
 use van_proto::controller::{self as cpb, site_controller_client::SiteControllerClient};
 
 pub mod forward;
+pub mod k8s;
+pub mod tls;
+
+use std::sync::Arc;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 // Both ends are on this host (or pod): retrying often is cheap and brings a restarted
@@ -38,6 +42,8 @@ pub struct Options {
     pub router: String,
     /// Bearer token for the controller's API (required when it listens on TCP).
     pub controller_token: Option<String>,
+    /// Where TLS material comes from when the controller keeps it in a Secret (Kubernetes).
+    pub secrets: Option<Arc<dyn tls::SecretSource>>,
 }
 
 /// The controller's client, sending the API token with every call when there is one.
@@ -130,7 +136,13 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
     let (publication_tx, publication_rx) = watch::channel(None);
     let follow = tokio::spawn(follow_controller(controller.clone(), desired_tx));
     let follow_pub = tokio::spawn(follow_publication(controller.clone(), publication_tx));
-    let sync = tokio::spawn(sync_router(router, controller, desired_rx, publication_rx));
+    let sync = tokio::spawn(sync_router(
+        router,
+        controller,
+        desired_rx,
+        publication_rx,
+        opts.secrets,
+    ));
     shutdown.await;
     follow.abort();
     follow_pub.abort();
@@ -140,7 +152,10 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
 }
 
 /// Keeps `tx` holding the controller's newest desired configuration.
-async fn follow_controller(mut c: ControllerClient, tx: watch::Sender<Option<rpb::RouterConfig>>) {
+async fn follow_controller(
+    mut c: ControllerClient,
+    tx: watch::Sender<Option<cpb::DesiredRouterConfig>>,
+) {
     let mut delay = BACKOFF_MIN;
     loop {
         match c
@@ -195,8 +210,9 @@ async fn follow_publication(
 async fn sync_router(
     router: RouterAdminClient<Channel>,
     controller: ControllerClient,
-    mut desired: watch::Receiver<Option<rpb::RouterConfig>>,
+    mut desired: watch::Receiver<Option<cpb::DesiredRouterConfig>>,
     mut publication: watch::Receiver<Option<rpb::PublishRequest>>,
+    secrets: Option<Arc<dyn tls::SecretSource>>,
 ) {
     let mut delay = BACKOFF_MIN;
     loop {
@@ -205,6 +221,7 @@ async fn sync_router(
             controller.clone(),
             &mut desired,
             &mut publication,
+            secrets.as_deref(),
         )
         .await
         {
@@ -216,12 +233,50 @@ async fn sync_router(
     }
 }
 
+/// The Secret holding the TLS material, followed while the controller names one.
+type TlsFeed = Option<(String, watch::Receiver<tls::SecretData>)>;
+
+/// The router configuration `want` stands for, with its TLS material filled in when it is
+/// kept in a Secret; plus the entities still waiting for their material.
+fn resolve(
+    want: cpb::DesiredRouterConfig,
+    secrets: Option<&dyn tls::SecretSource>,
+    feed: &mut TlsFeed,
+) -> (rpb::RouterConfig, BTreeMap<String, String>) {
+    let cfg = want.config.unwrap_or_default();
+    let name = want.tls_secret;
+    if name.is_empty() {
+        *feed = None;
+        return (cfg, BTreeMap::new());
+    }
+    let Some(src) = secrets else {
+        let (cfg, mut waiting) = tls::fill(cfg, &name, None);
+        for why in waiting.values_mut() {
+            *why = format!(
+                "the controller keeps TLS material in Secret {name}, but config-sync was \
+                 started without access to Secrets (--secrets-namespace)"
+            );
+        }
+        return (cfg, waiting);
+    };
+    if feed.as_ref().map(|(n, _)| n) != Some(&name) {
+        *feed = Some((name.clone(), src.watch(&name)));
+    }
+    let data = feed
+        .as_mut()
+        .map(|(_, rx)| rx.borrow_and_update().clone())
+        .unwrap_or_default();
+    tls::fill(cfg, &name, data.as_ref())
+}
+
 async fn router_session(
     mut router: RouterAdminClient<Channel>,
     mut controller: ControllerClient,
-    desired: &mut watch::Receiver<Option<rpb::RouterConfig>>,
+    desired: &mut watch::Receiver<Option<cpb::DesiredRouterConfig>>,
     publication: &mut watch::Receiver<Option<rpb::PublishRequest>>,
+    secrets: Option<&dyn tls::SecretSource>,
 ) -> Result<(), tonic::Status> {
+    let mut tls_feed: TlsFeed = None;
     let mut feed = router.watch(rpb::WatchRequest {}).await?.into_inner();
     // The site's record goes out through this router; every site's comes back. A restarted
     // router has forgotten what it published, so each session publishes again.
@@ -294,20 +349,32 @@ async fn router_session(
                 }
                 continue;
             }
+            r = async {
+                match &mut tls_feed {
+                    Some((_, rx)) => rx.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if r.is_err() {
+                    tls_feed = None;
+                }
+                dirty = true;
+            }
             _ = retry.tick() => dirty = !errors.is_empty(),
             _ = report.tick() => {}
         }
         let want = desired.borrow_and_update().clone();
         if let (true, Some(want), Some(have)) = (dirty, want, actual.as_ref()) {
+            let (want, waiting) = resolve(want, secrets, &mut tls_feed);
             let ops = diff(have, &want);
-            if ops.is_empty() {
-                errors.clear();
-                in_sync = true;
+            errors = if ops.is_empty() {
+                BTreeMap::new()
             } else {
-                errors = apply(&mut router, ops).await?;
-                in_sync = errors.is_empty();
                 // The router's feed brings the new configuration; compare again then.
-            }
+                apply(&mut router, ops).await?
+            };
+            errors.extend(waiting);
+            in_sync = errors.is_empty();
         }
         // Status is not in the change feed's every event (it changes each second).
         let now = router

@@ -96,7 +96,7 @@ impl From<ControllerError> for Status {
     }
 }
 
-type ConfigStream = Pin<Box<dyn Stream<Item = Result<rpb::RouterConfig, Status>> + Send>>;
+type ConfigStream = Pin<Box<dyn Stream<Item = Result<pb::DesiredRouterConfig, Status>> + Send>>;
 type PublicationStream = Pin<Box<dyn Stream<Item = Result<rpb::PublishRequest, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -207,7 +207,16 @@ impl SiteController for Api {
             c.network_known(std::time::Duration::from_secs(5)).await;
             c.desired()
         };
-        Ok(Response::new(follow(&self.c, ready, |cfg| (**cfg).clone())))
+        let tls_secret = self.c.router_tls_secret().map(str::to_string);
+        Ok(Response::new(follow(&self.c, ready, move |cfg| {
+            pb::DesiredRouterConfig {
+                config: Some(match &tls_secret {
+                    Some(_) => crate::controller::without_tls_material((**cfg).clone()),
+                    None => (**cfg).clone(),
+                }),
+                tls_secret: tls_secret.clone().unwrap_or_default(),
+            }
+        })))
     }
 
     type WatchPublicationStream = PublicationStream;

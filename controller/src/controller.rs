@@ -49,6 +49,8 @@ pub struct Controller {
     record: watch::Sender<Arc<SiteRecord>>,
     /// Set when the controller stops; API streams end on it.
     stopping: watch::Sender<bool>,
+    /// Kubernetes: the Secret the router's TLS material is kept in, instead of the API.
+    router_tls_secret: std::sync::OnceLock<String>,
 }
 
 impl Controller {
@@ -99,6 +101,7 @@ impl Controller {
             remote: watch::channel(Arc::new(Remote::new())).0,
             remote_known: watch::channel(false).0,
             stopping: watch::channel(false).0,
+            router_tls_secret: std::sync::OnceLock::new(),
             observed: Mutex::new(Observed::default()),
             store,
             cfg,
@@ -121,6 +124,16 @@ impl Controller {
 
     pub fn state(&self) -> Arc<SiteState> {
         self.current.borrow().clone()
+    }
+
+    /// From now on the router's TLS material is handed over in Secret `name` (written by the
+    /// platform, see [`tls_secret_data`]) and left out of `WatchRouterConfig`.
+    pub fn keep_router_tls_in_secret(&self, name: &str) {
+        let _ = self.router_tls_secret.set(name.to_string());
+    }
+
+    pub fn router_tls_secret(&self) -> Option<&str> {
+        self.router_tls_secret.get().map(String::as_str)
     }
 
     pub fn desired(&self) -> watch::Receiver<Arc<rpb::RouterConfig>> {
@@ -190,6 +203,11 @@ impl Controller {
 
     fn observed(&self) -> Observed {
         self.observed.lock().expect("observed").clone()
+    }
+
+    /// What the router has not taken (entity → why), as config-sync last reported.
+    pub fn apply_errors(&self) -> std::collections::HashMap<String, String> {
+        self.observed().state.apply_errors
     }
 
     /// Whether config-sync reported recently.
@@ -1101,6 +1119,38 @@ pub fn listener_name(address: &str, port: u16) -> String {
 }
 
 const SERVER_PROFILE: &str = "site-server";
+
+/// Keys of a TLS profile's material in the router's TLS Secret.
+pub fn tls_secret_keys(profile: &str) -> [String; 3] {
+    [
+        format!("{profile}.ca.crt"),
+        format!("{profile}.tls.crt"),
+        format!("{profile}.tls.key"),
+    ]
+}
+
+/// The router's TLS Secret's data for `cfg`: every profile's CA, certificate and key.
+pub fn tls_secret_data(cfg: &rpb::RouterConfig) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for p in &cfg.tls_profiles {
+        let [ca, cert, key] = tls_secret_keys(&p.name);
+        out.insert(ca, p.ca_pem.clone());
+        out.insert(cert, p.cert_pem.clone());
+        out.insert(key, p.key_pem.clone());
+    }
+    out
+}
+
+/// `cfg` with its TLS profiles reduced to their names.
+pub fn without_tls_material(mut cfg: rpb::RouterConfig) -> rpb::RouterConfig {
+    for p in &mut cfg.tls_profiles {
+        *p = rpb::TlsProfileConfig {
+            name: std::mem::take(&mut p.name),
+            ..Default::default()
+        };
+    }
+    cfg
+}
 
 /// The router configuration that follows from the site's state and the network's services.
 pub fn desired_config(cfg: &SiteConfig, state: &SiteState, remote: &Remote) -> rpb::RouterConfig {

@@ -971,3 +971,51 @@ async fn a_token_secret_that_failed_waits_unless_it_changes() {
     assert_eq!(out.failed.len(), 1, "an edited Secret is tried at once");
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn the_routers_tls_material_is_written_to_an_owned_secret() {
+    let c = controller();
+    let data = van_controller::controller::tls_secret_data(&c.desired().borrow());
+    let [ca, cert, key] = van_controller::controller::tls_secret_keys("site-server");
+    assert!(
+        data[&key].contains("PRIVATE KEY"),
+        "the server key is there"
+    );
+    let (client, mut h) = mock();
+    let server = tokio::spawn(async move {
+        let (req, send) = h.next_request().await.expect("an apply request");
+        assert_eq!(req.method(), Method::PATCH);
+        assert_eq!(
+            req.uri().path(),
+            format!(
+                "/api/v1/namespaces/west/secrets/{}",
+                platform::ROUTER_TLS_SECRET
+            )
+        );
+        let q = req.uri().query().unwrap_or_default().to_string();
+        assert!(
+            q.contains("fieldManager=skupper-controller") && q.contains("force=true"),
+            "{q}"
+        );
+        let body = body_json(req).await;
+        send.send_response(Response::new(Body::from(
+            serde_json::to_vec(&body).unwrap(),
+        )));
+        body
+    });
+    platform::write_router_tls(client, "west", &owner(), &data)
+        .await
+        .unwrap();
+    let body = server.await.unwrap();
+    assert_eq!(body["metadata"]["ownerReferences"][0]["uid"], "site-uid-1");
+    assert_eq!(body["type"], "Opaque");
+    let secret: Secret = serde_json::from_value(body).unwrap();
+    let got = secret.data.unwrap();
+    for k in [&ca, &cert, &key] {
+        assert_eq!(
+            String::from_utf8(got[k].0.clone()).unwrap(),
+            data[k],
+            "{k} as the controller has it"
+        );
+    }
+}

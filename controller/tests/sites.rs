@@ -171,6 +171,7 @@ async fn site(name: &str, listener_host: &str, mode: RouterMode) -> Site {
             controller: api_target,
             router: site.router_sock(),
             controller_token: None,
+            secrets: None,
         },
         cs_stopped(),
     ));
@@ -178,14 +179,20 @@ async fn site(name: &str, listener_host: &str, mode: RouterMode) -> Site {
 }
 
 async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    eventually_seen(what, async || f().await.ok_or_else(String::new)).await
+}
+
+/// Like [`eventually`]; on timeout the message shows the last thing seen (`Err`).
+async fn eventually_seen<T>(what: &str, mut f: impl AsyncFnMut() -> Result<T, String>) -> T {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(v) = f().await {
-            return v;
-        }
+        let seen = match f().await {
+            Ok(v) => return v,
+            Err(seen) => seen,
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out waiting for {what}; last seen: {seen}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -193,17 +200,21 @@ async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
 
 async fn link_active(s: &Site, name: &str) {
     let mut api = s.api.clone();
-    eventually(&format!("link {name} active"), async || {
+    eventually_seen(&format!("link {name} active"), async || {
         let links = api
             .list_links(pb::ListLinksRequest {})
             .await
-            .ok()?
+            .map_err(|e| e.to_string())?
             .into_inner();
-        links
+        let up = links
             .links
             .iter()
-            .any(|l| l.name == name && l.state == "active")
-            .then_some(())
+            .any(|l| l.name == name && l.state == "active");
+        if up {
+            Ok(())
+        } else {
+            Err(format!("{links:?}"))
+        }
     })
     .await
 }
@@ -724,16 +735,18 @@ async fn link_status_names_why_a_link_is_down() {
         ("closed-port", "refused"),
         ("bad-ca", "certificate"),
     ] {
-        let l = eventually(&format!("{name} failing with {reason}"), async || {
+        let l = eventually_seen(&format!("{name} failing with {reason}"), async || {
             let links = api
                 .list_links(pb::ListLinksRequest {})
                 .await
-                .ok()?
+                .map_err(|e| e.to_string())?
                 .into_inner();
+            let seen = format!("{links:?}");
             links
                 .links
                 .into_iter()
                 .find(|l| l.name == name && l.reason == reason)
+                .ok_or(seen)
         })
         .await;
         assert_ne!(l.state, "active");

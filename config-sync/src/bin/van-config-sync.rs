@@ -13,6 +13,10 @@ struct Args {
     /// File holding the controller API's bearer token (Secret skupper-api-token on Kubernetes).
     #[arg(long, env = "VAN_CONTROLLER_TOKEN_FILE")]
     controller_token_file: Option<std::path::PathBuf>,
+    /// Read TLS material from Secrets of this namespace through the Kubernetes API, with the
+    /// pod's service account (in a pod: POD_NAMESPACE from the downward API).
+    #[arg(long, env = "VAN_SECRETS_NAMESPACE")]
+    secrets_namespace: Option<String>,
     /// Router admin API: `host:port` or `unix:/path`.
     #[arg(long, env = "VAN_ROUTER_ADMIN")]
     router: String,
@@ -42,6 +46,18 @@ fn main() -> ExitCode {
             ),
             None => None,
         };
+        let secrets: Option<std::sync::Arc<dyn van_config_sync::tls::SecretSource>> =
+            match &args.secrets_namespace {
+                Some(ns) => {
+                    let client = kube::Client::try_default().await.map_err(|e| {
+                        anyhow::anyhow!("--secrets-namespace: no Kubernetes API client: {e}")
+                    })?;
+                    Some(std::sync::Arc::new(van_config_sync::k8s::KubeSecrets::new(
+                        client, ns,
+                    )))
+                }
+                None => None,
+            };
         let log = van_router::config::LogSection::default();
         let _telemetry = van_router::telemetry::init(&log, None, "config-sync")?;
         for (listen, target) in args.claims_forward {
@@ -59,6 +75,7 @@ fn main() -> ExitCode {
                 controller: args.controller,
                 router: args.router,
                 controller_token,
+                secrets,
             },
             shutdown_signal(),
         )

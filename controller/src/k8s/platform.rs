@@ -320,6 +320,7 @@ pub async fn run(
     };
     let store = Arc::new(KubeStore::new(client.clone(), &namespace, owner.clone()));
     let c = Controller::open(site, store)?;
+    c.keep_router_tls_in_secret(ROUTER_TLS_SECRET);
     let bind = |port: u16| async move {
         tokio::net::TcpListener::bind(("0.0.0.0", port))
             .await
@@ -334,6 +335,12 @@ pub async fn run(
         RouterMode::Interior => Some(bind(c.cfg.claims_port).await?),
         RouterMode::Edge => None,
     };
+    let tls = tokio::spawn(router_tls_forever(
+        client.clone(),
+        namespace.clone(),
+        c.clone(),
+        owner.clone(),
+    ));
     let status = tokio::spawn(status_forever(
         client.clone(),
         namespace.clone(),
@@ -353,7 +360,82 @@ pub async fn run(
     .await;
     reconciler.abort();
     status.abort();
+    tls.abort();
     r
+}
+
+/// The Secret config-sync reads the router's TLS material from (certificates and keys do not
+/// travel over the controller's API on Kubernetes).
+pub const ROUTER_TLS_SECRET: &str = "skupper-router-tls";
+
+/// Writes the router's TLS Secret (server-side apply, owned by the site).
+pub async fn write_router_tls(
+    client: kube::Client,
+    ns: &str,
+    owner: &OwnerReference,
+    data: &std::collections::BTreeMap<String, String>,
+) -> Result<(), kube::Error> {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(ROUTER_TLS_SECRET.into()),
+            namespace: Some(ns.into()),
+            labels: Some([(super::MANAGED_BY.to_string(), super::MANAGER.to_string())].into()),
+            owner_references: Some(vec![owner.clone()]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.clone(), ByteString(v.clone().into_bytes())))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client, ns)
+        .patch(
+            ROUTER_TLS_SECRET,
+            &PatchParams::apply(super::MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Keeps the router's TLS Secret equal to the TLS profiles the router should have.
+async fn router_tls_forever(
+    client: kube::Client,
+    ns: String,
+    c: Arc<Controller>,
+    owner: OwnerReference,
+) {
+    let mut desired = c.desired();
+    let mut written = None;
+    let mut delay = Duration::ZERO;
+    loop {
+        let data = crate::controller::tls_secret_data(&desired.borrow_and_update());
+        if written.as_ref() != Some(&data) {
+            match write_router_tls(client.clone(), &ns, &owner, &data).await {
+                Ok(()) => {
+                    written = Some(data);
+                    delay = Duration::ZERO;
+                }
+                Err(e) => {
+                    delay = (delay * 2).clamp(Duration::from_secs(1), BACKOFF_MAX);
+                    warn!(error = %e, retry_in = ?delay, "Cannot write the router's TLS Secret");
+                }
+            }
+        }
+        if delay.is_zero() {
+            if desired.changed().await.is_err() {
+                return;
+            }
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                r = desired.changed() => if r.is_err() { return },
+            }
+        }
+    }
 }
 
 /// How often the status is looked at (it is written only when due, see [`super::status`]).
