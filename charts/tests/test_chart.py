@@ -711,7 +711,6 @@ def check_all(objects: list[dict[str, Any]], notes: str, values: dict[str, Any])
 MATRIX: list[tuple[str, dict[str, Any]]] = [
     ("defaults", {}),
     ("router.mode=edge", {"router": {"mode": "edge"}}),
-    ("router.replicas=3", {"router": {"replicas": 3}}),
     ("ingress=loadbalancer", {"ingress": "loadbalancer"}),
     ("ingress=nodeport", {"ingress": "nodeport"}),
     ("ingress=route", {"ingress": "route"}),
@@ -752,7 +751,7 @@ MATRIX: list[tuple[str, dict[str, Any]]] = [
         "controller": {"podAnnotations": {"example.com/team": "net"},
                        "nodeSelector": {"kubernetes.io/os": "linux"}},
     }),
-    ("everything on", {"router": {"mode": "edge", "replicas": 2}, "ingress": "ingress",
+    ("everything on", {"router": {"mode": "edge", "replicas": 1}, "ingress": "ingress",
                        "ingressHost": "west.example.com", "console": {"enabled": True},
                        "networkPolicy": {"enabled": True}}),
 ]
@@ -762,6 +761,7 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
     ("router.mode=core", {"router": {"mode": "core"}}, "/router/mode"),
     ("ingress=foo", {"ingress": "foo"}, "/ingress"),
     ("router.replicas=0", {"router": {"replicas": 0}}, "/router/replicas"),
+    ("router.replicas=3 (not meshed yet)", {"router": {"replicas": 3}}, "/router/replicas"),
     ("router.replicas=1.5", {"router": {"replicas": 1.5}}, "/router/replicas"),
     ("unknown top-level key", {"routerMode": "edge"}, "routerMode"),
     ("unknown nested key", {"router": {"replica": 2}}, "replica"),
