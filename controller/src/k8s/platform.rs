@@ -288,39 +288,15 @@ impl SiteStore for KubeStore {
     }
 }
 
-/// Runs the controller of the site in `namespace` until `shutdown`.
+/// Runs the controller of the site in `namespace` until `shutdown`: [`open_site`], the API
+/// on port 8080 and the claims endpoint bound on all addresses, then [`serve_site`].
 pub async fn run(
     client: kube::Client,
     namespace: String,
     api_token: crate::api::ApiToken,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let unavailable = |e: kube::Error| {
-        RunError::Controller(crate::ControllerError::Unavailable(format!(
-            "reading configmap/{SITE_CONFIGMAP}: {e}"
-        )))
-    };
-    let cm = Api::<ConfigMap>::namespaced(client.clone(), &namespace)
-        .get(SITE_CONFIGMAP)
-        .await
-        .map_err(unavailable)?;
-    let site = site_config(&cm, &namespace).map_err(crate::ControllerError::from)?;
-    let ingress = cm
-        .data
-        .as_ref()
-        .and_then(|d| d.get("ingress").cloned())
-        .unwrap_or_default();
-    let site = resolve_ingress(&client, &namespace, &ingress, site).await;
-    let owner = OwnerReference {
-        api_version: "v1".into(),
-        kind: "ConfigMap".into(),
-        name: SITE_CONFIGMAP.into(),
-        uid: cm.metadata.uid.clone().unwrap_or_default(),
-        ..Default::default()
-    };
-    let store = Arc::new(KubeStore::new(client.clone(), &namespace, owner.clone()));
-    let c = Controller::open(site, store)?;
-    c.keep_router_tls_in_secret(ROUTER_TLS_SECRET);
+    let (c, owner) = open_site(&client, &namespace).await?;
     let bind = |port: u16| async move {
         tokio::net::TcpListener::bind(("0.0.0.0", port))
             .await
@@ -335,6 +311,60 @@ pub async fn run(
         RouterMode::Interior => Some(bind(c.cfg.claims_port).await?),
         RouterMode::Edge => None,
     };
+    let sockets = crate::Sockets {
+        api: crate::ApiBind::Tcp(api),
+        claims,
+        api_token: Some(api_token),
+    };
+    serve_site(client, namespace, c, owner, sockets, shutdown).await
+}
+
+/// The site of `namespace`: its options from the `skupper-site` ConfigMap (whose UID is the
+/// site id and which owns everything the controller creates), the address other sites
+/// reach it at, and its state from Secret `skupper-site-state`.
+pub async fn open_site(
+    client: &kube::Client,
+    namespace: &str,
+) -> Result<(Arc<Controller>, OwnerReference), RunError> {
+    let unavailable = |e: kube::Error| {
+        RunError::Controller(crate::ControllerError::Unavailable(format!(
+            "reading configmap/{SITE_CONFIGMAP}: {e}"
+        )))
+    };
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get(SITE_CONFIGMAP)
+        .await
+        .map_err(unavailable)?;
+    let site = site_config(&cm, namespace).map_err(crate::ControllerError::from)?;
+    let ingress = cm
+        .data
+        .as_ref()
+        .and_then(|d| d.get("ingress").cloned())
+        .unwrap_or_default();
+    let site = resolve_ingress(client, namespace, &ingress, site).await;
+    let owner = OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: SITE_CONFIGMAP.into(),
+        uid: cm.metadata.uid.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    let store = Arc::new(KubeStore::new(client.clone(), namespace, owner.clone()));
+    let c = Controller::open(site, store)?;
+    c.keep_router_tls_in_secret(ROUTER_TLS_SECRET);
+    Ok((c, owner))
+}
+
+/// Serves an opened site until `shutdown`: the API and claims endpoint on `sockets`, the
+/// reconcilers, the status ConfigMap and the router's TLS Secret.
+pub async fn serve_site(
+    client: kube::Client,
+    namespace: String,
+    c: Arc<Controller>,
+    owner: OwnerReference,
+    sockets: crate::Sockets,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
     let tls = tokio::spawn(router_tls_forever(
         client.clone(),
         namespace.clone(),
@@ -348,16 +378,7 @@ pub async fn run(
         owner.clone(),
     ));
     let reconciler = tokio::spawn(reconcile_forever(client, namespace, c.clone(), owner));
-    let r = crate::serve(
-        c,
-        crate::Sockets {
-            api: crate::ApiBind::Tcp(api),
-            claims,
-            api_token: Some(api_token),
-        },
-        shutdown,
-    )
-    .await;
+    let r = crate::serve(c, sockets, shutdown).await;
     reconciler.abort();
     status.abort();
     tls.abort();

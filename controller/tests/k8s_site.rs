@@ -1,0 +1,300 @@
+//! The controller's Kubernetes platform as it runs in its pod — site opened from the
+//! `skupper-site` ConfigMap, reflectors, reconcilers, status ConfigMap, TLS Secret — against
+//! a stateful stand-in for the API server (`fake_kube_api.py`: real HTTP, real watches).
+//! Only the listeners differ from the pod: port 0 on 127.0.0.1 instead of 8080 and 8081.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::Api;
+use van_controller::k8s::platform;
+use van_proto::controller as pb;
+
+/// The fake API server, stopped (its stdin closed) when dropped.
+struct FakeApi {
+    child: Child,
+    url: String,
+}
+
+impl FakeApi {
+    fn start() -> FakeApi {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fake_kube_api.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run python3 (CI installs it): {e}"));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line.trim().parse().expect("the fake API server's port");
+        FakeApi {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn client(&self) -> kube::Client {
+        let mut cfg = kube::Config::new(self.url.parse().unwrap());
+        cfg.default_namespace = "west".into();
+        kube::Client::try_from(cfg).unwrap()
+    }
+
+    /// One plain HTTP/1.0 exchange with the fake's test hooks; returns status line and body.
+    async fn request(&self, method: &str, path: &str, body: &[u8]) -> (String, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.url.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "{method} {path} HTTP/1.0\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(body).await.unwrap();
+        let mut resp = String::new();
+        stream.read_to_string(&mut resp).await.unwrap();
+        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+        (head.lines().next().unwrap().to_string(), body.to_string())
+    }
+
+    /// Creates or replaces an object, as `kubectl apply` would.
+    async fn put(&self, plural: &str, name: &str, obj: serde_json::Value) {
+        let body = serde_json::to_vec(&obj).unwrap();
+        let (status, text) = self
+            .request("PUT", &format!("/fake/{plural}/{name}"), &body)
+            .await;
+        assert!(status.contains(" 200 "), "{status}: {text}");
+    }
+
+    /// The requests served so far, one per line.
+    async fn log(&self) -> String {
+        self.request("GET", "/fake/log", b"").await.1
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..300 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The services the status ConfigMap lists.
+async fn reported_services(client: &kube::Client) -> Option<Vec<pb::Service>> {
+    let cm = Api::<ConfigMap>::namespaced(client.clone(), "west")
+        .get_opt("skupper-network-status")
+        .await
+        .ok()??;
+    let list: pb::ServiceList = serde_json::from_str(cm.data?.get("services")?).ok()?;
+    Some(list.services)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_runs_against_the_api_server() {
+    let api = FakeApi::start();
+    api.put(
+        "configmaps",
+        "skupper-site",
+        serde_json::json!({"data": {"name": "west", "ingress": "loadbalancer"}}),
+    )
+    .await;
+    // The router Service with its load balancer's address: tokens must carry it.
+    api.put(
+        "services",
+        "skupper-router",
+        serde_json::json!({
+            "spec": {"type": "LoadBalancer", "ports": [
+                {"name": "inter-router", "port": 55671},
+                {"name": "edge", "port": 45671},
+                {"name": "claims", "port": 8081}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.9"}]}},
+        }),
+    )
+    .await;
+    let client = api.client();
+
+    let (c, owner) = platform::open_site(&client, "west").await.unwrap();
+    assert_eq!(c.cfg.ingress_host, "127.0.0.9");
+    let site_uid = Api::<ConfigMap>::namespaced(client.clone(), "west")
+        .get("skupper-site")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    assert_eq!(owner.uid, site_uid);
+    assert_eq!(
+        c.cfg.id,
+        site_uid.replace('-', ""),
+        "the ConfigMap's UID is the site id"
+    );
+
+    let sockets = van_controller::Sockets {
+        api: van_controller::ApiBind::Tcp(
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ),
+        claims: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        api_token: Some(van_controller::api::ApiToken::new("0123456789abcdef-token").unwrap()),
+    };
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let served = tokio::spawn(platform::serve_site(
+        client.clone(),
+        "west".into(),
+        c.clone(),
+        owner,
+        sockets,
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+    ));
+
+    // The state, and the router's TLS material, in Secrets owned by the site.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "west");
+    let state = eventually("the state Secret", async || {
+        secrets.get_opt("skupper-site-state").await.ok()?
+    })
+    .await;
+    assert_eq!(state.metadata.owner_references.unwrap()[0].uid, site_uid);
+    let tls = eventually("the router's TLS Secret", async || {
+        secrets.get_opt("skupper-router-tls").await.ok()?
+    })
+    .await;
+    let keys: Vec<String> = tls.data.unwrap().into_keys().collect();
+    assert!(
+        keys.contains(&"site-server.tls.key".to_string()),
+        "{keys:?}"
+    );
+
+    // A Service annotated by the user becomes a service of the site, shown in the status.
+    let backend = |annotations: serde_json::Value| {
+        serde_json::json!({
+            "metadata": {"annotations": annotations},
+            "spec": {"selector": {"app": "backend"}, "ports": [{"port": 8080}]},
+        })
+    };
+    api.put(
+        "services",
+        "backend",
+        backend(serde_json::json!({"skupper.io/proxy": "tcp"})),
+    )
+    .await;
+    let services = eventually("backend in the status ConfigMap", async || {
+        let s = reported_services(&client).await?;
+        s.iter()
+            .any(|s| s.address == "backend" && s.local)
+            .then_some(s)
+    })
+    .await;
+    let b = services.iter().find(|s| s.address == "backend").unwrap();
+    assert_eq!(b.ports, [8080]);
+    assert_eq!(b.targets[0].host, "backend.west.svc");
+
+    // Another site's service, heard over the network: a Service selecting the router pods.
+    c.set_remote(van_controller::network::Remote::from([(
+        "east-router".to_string(),
+        van_controller::network::SiteRecord {
+            id: "fedcba9876543210fedcba9876543210".into(),
+            name: "east".into(),
+            mode: "interior".into(),
+            version: "0.1.0".into(),
+            router_id: "east-router".into(),
+            services: vec![van_controller::network::PublishedService {
+                address: "reviews".into(),
+                protocol: "tcp".into(),
+                ports: vec![9080],
+                created: 1,
+                targets: 1,
+            }],
+            links: Vec::new(),
+        },
+    )]));
+    let services_api: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client.clone(), "west");
+    let reviews = eventually("the reviews Service", async || {
+        services_api.get_opt("reviews").await.ok()?
+    })
+    .await;
+    let spec = reviews.spec.unwrap();
+    assert_eq!(
+        spec.selector.unwrap()["skupper.io/component"],
+        "router",
+        "backed by the router pods"
+    );
+    assert_eq!(spec.ports.unwrap()[0].port, 9080);
+    assert_eq!(reviews.metadata.owner_references.unwrap()[0].uid, site_uid);
+
+    // The kubectl-only token flow: a request Secret asking for a claim is filled in.
+    api.put(
+        "secrets",
+        "for-east",
+        serde_json::json!({"metadata": {
+            "labels": {"skupper.io/type": "connection-token-request"},
+            "annotations": {"skupper.io/token-type": "claim", "skupper.io/token-uses": "2"},
+        }}),
+    )
+    .await;
+    let filled = eventually("the token request filled in", async || {
+        let s = secrets.get("for-east").await.ok()?;
+        let ty = s.metadata.labels.as_ref()?.get("skupper.io/type")?.clone();
+        (ty == "token-claim").then_some(s)
+    })
+    .await;
+    let ann: BTreeMap<String, String> = filled.metadata.annotations.unwrap();
+    assert!(
+        ann["skupper.io/url"].starts_with("https://127.0.0.9:8081/"),
+        "the claim URL carries the load balancer's address: {ann:?}"
+    );
+
+    // The annotation removed: the service is withdrawn.
+    api.put("services", "backend", backend(serde_json::json!({})))
+        .await;
+    eventually("backend withdrawn from the status", async || {
+        let s = reported_services(&client).await?;
+        (!s.iter().any(|s| s.address == "backend")).then_some(())
+    })
+    .await;
+
+    // Passes follow the reflectors' watches (the resync is 30 s away): no list per pass.
+    let log = api.log().await;
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("GET /api/v1/namespaces/west/services?")
+                && l.contains("watch=true")),
+        "{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("GET /api/v1/namespaces/west/secrets?")
+                && l.contains("watch=true")
+                && l.contains("labelSelector=skupper.io%2Ftype")),
+        "{log}"
+    );
+    let lists = log
+        .lines()
+        .filter(|l| {
+            l.starts_with("GET /api/v1/namespaces/west/services?") && !l.contains("watch=true")
+        })
+        .count();
+    assert_eq!(lists, 1, "one initial list of Services\n{log}");
+
+    let _ = stop.send(true);
+    served.await.unwrap().unwrap();
+}
