@@ -27,6 +27,13 @@ KINDS = {
     "configmaps": ("/api/v1", "ConfigMap"),
     "pods": ("/api/v1", "Pod"),
     "events": ("/apis/events.k8s.io/v1", "Event"),
+    "serviceaccounts": ("/api/v1", "ServiceAccount"),
+    "roles": ("/apis/rbac.authorization.k8s.io/v1", "Role"),
+    "rolebindings": ("/apis/rbac.authorization.k8s.io/v1", "RoleBinding"),
+    "deployments": ("/apis/apps/v1", "Deployment"),
+    "statefulsets": ("/apis/apps/v1", "StatefulSet"),
+    "networkpolicies": ("/apis/networking.k8s.io/v1", "NetworkPolicy"),
+    "ingresses": ("/apis/networking.k8s.io/v1", "Ingress"),
 }
 WATCH_SECONDS = 20
 

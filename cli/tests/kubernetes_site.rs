@@ -1,0 +1,242 @@
+//! A Kubernetes site driven as a user would: the `skupper` binary with a kubeconfig, against a
+//! stateful stand-in for the API server (controller/tests/fake_kube_api.py: real HTTP, real
+//! watches), and the site controller's Kubernetes platform running beside it as in its pod
+//! (in-process, listeners on port 0). Nothing here reaches a real cluster.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::api::Api;
+
+struct FakeApi {
+    child: Child,
+    port: u16,
+}
+
+impl FakeApi {
+    fn start() -> FakeApi {
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../controller/tests/fake_kube_api.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run python3 (CI installs it): {e}"));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        FakeApi {
+            child,
+            port: line.trim().parse().expect("the fake API server's port"),
+        }
+    }
+
+    fn client(&self) -> kube::Client {
+        let mut cfg = kube::Config::new(format!("http://127.0.0.1:{}", self.port).parse().unwrap());
+        cfg.default_namespace = "west".into();
+        kube::Client::try_from(cfg).unwrap()
+    }
+
+    /// A kubeconfig whose current context is this server and namespace `west`.
+    fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
+                 clusters: [{{name: fake, cluster: {{server: 'http://127.0.0.1:{}'}}}}]\n\
+                 users: [{{name: fake, user: {{token: fake}}}}]\n\
+                 contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: west}}}}]\n",
+                self.port
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `skupper` with the kubeconfig (the platform is chosen from it, not named).
+async fn skupper(kubeconfig: &Path, home: &Path, args: &[&str]) -> Output {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_skupper"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("SKUPPER_HOME", home)
+        .env_remove("SKUPPER_PLATFORM")
+        .env_remove("SKUPPER_NAMESPACE")
+        .output()
+        .await
+        .unwrap();
+    out
+}
+
+async fn ok(kubeconfig: &Path, home: &Path, args: &[&str]) -> String {
+    let out = skupper(kubeconfig, home, args).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "skupper {args:?} failed ({})\n--- stdout\n{stdout}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..300 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_token_expose_status_and_delete_through_the_api_server() {
+    let api = FakeApi::start();
+    let dir = std::env::temp_dir().join(format!(
+        "skupper-k8s-site-{}",
+        van_controller::site::random_hex(4)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc = api.kubeconfig(&dir);
+    let client = api.client();
+
+    // `init` installs the chart's objects (no -n: the context's namespace).
+    ok(
+        &kc,
+        &dir,
+        &[
+            "init",
+            "--site-name",
+            "west",
+            "--ingress",
+            "none",
+            "--no-wait",
+        ],
+    )
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "west");
+    for name in ["skupper-router", "skupper-service-controller"] {
+        assert!(deployments.get_opt(name).await.unwrap().is_some(), "{name}");
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "west");
+    let token = secrets.get("skupper-api-token").await.unwrap();
+    let token = String::from_utf8(token.data.unwrap()["token"].0.clone()).unwrap();
+    assert_eq!(token.len(), 40, "a generated API token");
+
+    // The controller starts in its pod, from what init installed.
+    let (c, owner) = van_controller::k8s::platform::open_site(&client, "west")
+        .await
+        .unwrap();
+    assert_eq!(c.cfg.name, "west");
+    let sockets = van_controller::Sockets {
+        api: van_controller::ApiBind::Tcp(
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        ),
+        claims: Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+        api_token: Some(van_controller::api::ApiToken::new(&token).unwrap()),
+    };
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let served = tokio::spawn(van_controller::k8s::platform::serve_site(
+        client.clone(),
+        "west".into(),
+        c,
+        owner,
+        sockets,
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+    ));
+
+    // A token, through a request Secret the controller fills in.
+    let file = dir.join("west-token.yaml");
+    ok(
+        &kc,
+        &dir,
+        &["token", "create", file.to_str().unwrap(), "--uses", "2"],
+    )
+    .await;
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    let parsed = van_controller::token::parse(&yaml).unwrap();
+    assert!(
+        matches!(parsed, van_controller::token::Token::Claim(_)),
+        "a claim token"
+    );
+
+    // A workload of the user's, exposed.
+    let backend = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "backend", "namespace": "west"},
+        "spec": {"selector": {"matchLabels": {"app": "backend"}},
+                 "template": {"metadata": {"labels": {"app": "backend"}},
+                              "spec": {"containers": [{"name": "b", "image": "b"}]}}},
+    });
+    deployments
+        .create(
+            &Default::default(),
+            &serde_json::from_value(backend).unwrap(),
+        )
+        .await
+        .unwrap();
+    ok(
+        &kc,
+        &dir,
+        &["expose", "deployment", "backend", "--port", "8080"],
+    )
+    .await;
+    let svc = Api::<Service>::namespaced(client.clone(), "west")
+        .get("backend")
+        .await
+        .unwrap();
+    assert_eq!(
+        svc.spec.unwrap().selector.unwrap()["app"],
+        "backend",
+        "the Service selects the deployment's pods"
+    );
+    let status = eventually("backend in service status", async || {
+        let out = skupper(&kc, &dir, &["service", "status", "-o", "json"]).await;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (out.status.success() && text.contains("\"address\": \"backend\"")).then_some(text)
+    })
+    .await;
+    assert!(status.contains("8080"), "{status}");
+    let text = ok(&kc, &dir, &["status"]).await;
+    assert!(text.contains("west"), "{text}");
+
+    ok(&kc, &dir, &["unexpose", "deployment", "backend"]).await;
+    eventually("backend withdrawn", async || {
+        let out = skupper(&kc, &dir, &["service", "status", "-o", "json"]).await;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (out.status.success() && !text.contains("\"backend\"")).then_some(())
+    })
+    .await;
+
+    let _ = stop.send(true);
+    served.await.unwrap().unwrap();
+    ok(&kc, &dir, &["delete"]).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "west");
+    assert!(cms.get_opt("skupper-site").await.unwrap().is_none());
+    assert!(
+        deployments
+            .get_opt("skupper-router")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
