@@ -71,7 +71,7 @@ impl Drop for FakeApi {
 
 /// Runs `skupper` with the kubeconfig (the platform is chosen from it, not named).
 async fn skupper(kubeconfig: &Path, home: &Path, args: &[&str]) -> Output {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_skupper"))
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_skupper"))
         .args(args)
         .env("KUBECONFIG", kubeconfig)
         .env("SKUPPER_HOME", home)
@@ -79,8 +79,7 @@ async fn skupper(kubeconfig: &Path, home: &Path, args: &[&str]) -> Output {
         .env_remove("SKUPPER_NAMESPACE")
         .output()
         .await
-        .unwrap();
-    out
+        .unwrap()
 }
 
 async fn ok(kubeconfig: &Path, home: &Path, args: &[&str]) -> String {
