@@ -450,7 +450,11 @@ def check_deployments(objects: list[dict[str, Any]], values: dict[str, Any]) -> 
     if values["console"]["enabled"]:
         want_ports["console"] = 8010
     check(ports_of(ctl) == want_ports, f"controller ports {ports_of(ctl)}")
-    for probe in ("livenessProbe", "readinessProbe"):
+    startup = ctl.get("startupProbe", {})
+    # The controller may wait 120 s for a load balancer's address before it serves.
+    check(startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3) > 120,
+          f"controller startupProbe outlasts the load-balancer wait: {startup}")
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
         check(ctl.get(probe, {}).get("grpc", {}).get("port") == 8080,
               f"controller {probe} is not gRPC on 8080: {ctl.get(probe)}")
         check("httpGet" not in ctl[probe] and "tcpSocket" not in ctl[probe], f"controller {probe}")

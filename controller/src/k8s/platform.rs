@@ -72,6 +72,7 @@ pub fn site_config(cm: &ConfigMap, namespace: &str) -> Result<SiteConfig, crate:
 /// The router Service other sites dial.
 pub const ROUTER_SERVICE: &str = "skupper-router";
 /// How long to wait for a load balancer's address before giving up for now.
+/// The chart's startup probe allows 180 s before the controller must answer.
 const LB_WAIT: Duration = Duration::from_secs(120);
 
 /// The router Service's port names; behind Routes and Ingress rules each is also the first
