@@ -1,6 +1,6 @@
 //! A Kubernetes site driven as a user would: the `skupper` binary with a kubeconfig, against a
-//! stateful stand-in for the API server (controller/tests/fake_kube_api.py: real HTTP, real
-//! watches), and the site controller's Kubernetes platform running beside it as in its pod
+//! stateful stand-in for the API server (controller/tests/fake_kube_api.py: real HTTPS checked
+//! against the kubeconfig's CA, real watches), and the site controller's Kubernetes platform running beside it as in its pod
 //! (in-process, listeners on port 0). Nothing here reaches a real cluster.
 
 use std::io::{BufRead, BufReader};
@@ -15,14 +15,28 @@ use kube::api::Api;
 struct FakeApi {
     child: Child,
     port: u16,
+    /// PEM of the CA that signed the server's certificate.
+    ca: String,
 }
 
 impl FakeApi {
-    fn start() -> FakeApi {
+    /// Starts the fake over HTTPS (a certificate for 127.0.0.1 from a fresh CA in `dir`).
+    fn start(dir: &Path) -> FakeApi {
+        let certs = van_controller::certs::new_site_certs(
+            "0123456789abcdef",
+            van_controller::certs::server_hosts(["127.0.0.1"]),
+        )
+        .unwrap();
+        let (cert, key) = (dir.join("api.crt"), dir.join("api.key"));
+        std::fs::write(&cert, &certs.server_cert).unwrap();
+        std::fs::write(&key, &certs.server_key).unwrap();
         let script =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../controller/tests/fake_kube_api.py");
         let mut child = Command::new("python3")
             .arg(&script)
+            .arg("--tls")
+            .arg(&cert)
+            .arg(&key)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -35,23 +49,31 @@ impl FakeApi {
         FakeApi {
             child,
             port: line.trim().parse().expect("the fake API server's port"),
+            ca: certs.ca_cert,
         }
     }
 
-    fn client(&self) -> kube::Client {
-        let mut cfg = kube::Config::new(format!("http://127.0.0.1:{}", self.port).parse().unwrap());
-        cfg.default_namespace = "west".into();
+    /// A client from the kubeconfig, as the CLI and the pods make theirs (TLS checked).
+    async fn client(&self, kubeconfig: &Path) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap();
         kube::Client::try_from(cfg).unwrap()
     }
 
-    /// A kubeconfig whose current context is this server and namespace `west`.
+    /// A kubeconfig whose current context is this server (HTTPS, its CA) and namespace `west`.
     fn kubeconfig(&self, dir: &Path) -> PathBuf {
         let path = dir.join("kubeconfig");
+        // base64, as kubeconfig's `*-data` fields are (ByteString serialises so).
+        let ca =
+            serde_json::to_value(k8s_openapi::ByteString(self.ca.clone().into_bytes())).unwrap();
         std::fs::write(
             &path,
             format!(
                 "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
-                 clusters: [{{name: fake, cluster: {{server: 'http://127.0.0.1:{}'}}}}]\n\
+                 clusters: [{{name: fake, cluster: {{server: 'https://127.0.0.1:{}', \
+                 certificate-authority-data: {ca}}}}}]\n\
                  users: [{{name: fake, user: {{token: fake}}}}]\n\
                  contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: west}}}}]\n",
                 self.port
@@ -106,14 +128,14 @@ async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_token_expose_status_and_delete_through_the_api_server() {
-    let api = FakeApi::start();
     let dir = std::env::temp_dir().join(format!(
         "skupper-k8s-site-{}",
         van_controller::site::random_hex(4)
     ));
     std::fs::create_dir_all(&dir).unwrap();
+    let api = FakeApi::start(&dir);
     let kc = api.kubeconfig(&dir);
-    let client = api.client();
+    let client = api.client(&kc).await;
 
     // `init` installs the chart's objects (no -n: the context's namespace).
     ok(

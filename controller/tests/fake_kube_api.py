@@ -5,7 +5,8 @@ It keeps objects of one namespace in memory and speaks what kube-rs asks of it: 
 (label selectors `k=v`, `k in (a,b)`; field selector `metadata.name=`), watch (JSON lines,
 from a resourceVersion), create, delete, server-side apply (the object's top-level fields
 and labels/annotations replaced by the applied ones; not the real field ownership) and
-JSON merge patch. Plain HTTP on 127.0.0.1; the port is printed on the first line of stdout.
+JSON merge patch. HTTP on 127.0.0.1, or HTTPS with `--tls CERT_FILE KEY_FILE`; the port is
+printed on the first line of stdout.
 
 Test hooks, outside the Kubernetes API:
   PUT  /fake/{plural}/{name}   create or replace an object (as a user's kubectl apply would)
@@ -306,6 +307,12 @@ class Handler(BaseHTTPRequestHandler):
 def main() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    if len(sys.argv) == 4 and sys.argv[1] == "--tls":
+        # HTTPS, as a real API server: clients check this certificate against their CA.
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print(server.server_address[1], flush=True)
     # Ends with its parent: the test holds stdin open.
     threading.Thread(target=server.serve_forever, daemon=True).start()
