@@ -44,7 +44,8 @@ pub struct Controller {
     remote: watch::Sender<Arc<Remote>>,
     /// Whether `remote` has been heard from the router since start.
     remote_known: watch::Sender<bool>,
-    observed: Mutex<Observed>,
+    /// What each router of the site (one per router pod) last reported, by router id.
+    observed: Mutex<BTreeMap<String, Observed>>,
     desired: watch::Sender<Arc<rpb::RouterConfig>>,
     record: watch::Sender<Arc<SiteRecord>>,
     /// Set when the controller stops; API streams end on it.
@@ -102,7 +103,7 @@ impl Controller {
             remote_known: watch::channel(false).0,
             stopping: watch::channel(false).0,
             router_tls_secret: std::sync::OnceLock::new(),
-            observed: Mutex::new(Observed::default()),
+            observed: Mutex::new(BTreeMap::new()),
             store,
             cfg,
         });
@@ -192,17 +193,71 @@ impl Controller {
         self.record.subscribe()
     }
 
+    /// Takes a router's report (config-sync sends one every 2 s per router).
     pub fn report(&self, o: pb::ObservedState) {
         {
-            let mut cur = self.observed.lock().expect("observed");
-            cur.state = o;
-            cur.at = Some(Instant::now());
+            let mut all = self.observed.lock().expect("observed");
+            // A router that stopped reporting (its pod is gone) drops out.
+            all.retain(|_, v| v.at.is_some_and(|t| t.elapsed() < OBSERVED_FRESH * 3));
+            all.insert(
+                o.router_id.clone(),
+                Observed {
+                    state: o,
+                    at: Some(Instant::now()),
+                },
+            );
         }
         self.refresh();
     }
 
+    /// The site's routers' reports as one: the first router id (a stable choice), every
+    /// link (a configured link as its least healthy replica has it), errors of any, flows of
+    /// all, and the newest report time. With one router, its report as it is.
     fn observed(&self) -> Observed {
-        self.observed.lock().expect("observed").clone()
+        let all = self.observed.lock().expect("observed");
+        let fresh: Vec<&Observed> = all
+            .values()
+            .filter(|v| v.at.is_some_and(|t| t.elapsed() < OBSERVED_FRESH))
+            .collect();
+        match fresh.as_slice() {
+            [] => all
+                .values()
+                .max_by_key(|v| v.at)
+                .cloned()
+                .unwrap_or_default(),
+            [one] => (*one).clone(),
+            many => {
+                let mut out = Observed {
+                    state: pb::ObservedState {
+                        router_id: many[0].state.router_id.clone(),
+                        in_sync: many.iter().all(|o| o.state.in_sync),
+                        ..Default::default()
+                    },
+                    at: many.iter().filter_map(|o| o.at).max(),
+                };
+                let mut links: Vec<rpb::Link> = Vec::new();
+                for o in many {
+                    out.state.active_flows += o.state.active_flows;
+                    for (k, v) in &o.state.apply_errors {
+                        out.state
+                            .apply_errors
+                            .entry(k.clone())
+                            .or_insert_with(|| v.clone());
+                    }
+                    for l in o.state.links.iter().flat_map(|l| l.links.iter()) {
+                        let outgoing = l.direction != "inbound";
+                        match links.iter_mut().find(|x| outgoing && x.name == l.name) {
+                            // Up only where every router has it up.
+                            Some(x) if x.state == "up" && l.state != "up" => *x = l.clone(),
+                            Some(_) => {}
+                            None => links.push(l.clone()),
+                        }
+                    }
+                }
+                out.state.links = Some(rpb::LinkList { links });
+                out
+            }
+        }
     }
 
     /// What the router has not taken (entity → why), as config-sync last reported.
@@ -935,12 +990,18 @@ impl Controller {
     pub fn site_status(&self) -> pb::SiteStatus {
         let state = self.state();
         let remote = self.remote();
+        let obs = self.observed();
         pb::SiteStatus {
             site_id: self.cfg.id.clone(),
             site_name: self.cfg.name.clone(),
             mode: self.cfg.mode.as_str().into(),
             version: crate::VERSION.into(),
-            router_id: self.cfg.router_id(),
+            // The id the router runs with (on Kubernetes, its pod's name).
+            router_id: if obs.state.router_id.is_empty() {
+                self.cfg.router_id()
+            } else {
+                obs.state.router_id
+            },
             connected_sites: network::site_count(&remote) as u32,
             exposed_services: state
                 .services
@@ -954,7 +1015,7 @@ impl Controller {
             edge_port: u32::from(self.cfg.edge_port),
             claims_port: u32::from(self.cfg.claims_port),
             listener_host: self.cfg.listener_host.clone(),
-            active_flows: self.observed().state.active_flows,
+            active_flows: obs.state.active_flows,
         }
     }
 
