@@ -402,7 +402,9 @@ def check_deployments(objects: list[dict[str, Any]], values: dict[str, Any]) -> 
         "unix:/var/run/van/router.sock", "--claims-forward", "0.0.0.0:8081=skupper:8081",
     ], f"config-sync command {sync['command']}")
     check(ports_of(sync) == {"claims": 8081}, f"config-sync ports {ports_of(sync)}")
-    check(env_of(sync) == {"VAN_SECRETS_NAMESPACE": ("fieldRef", "metadata.namespace")},
+    check(env_of(sync) == {"VAN_SECRETS_NAMESPACE": ("fieldRef", "metadata.namespace"),
+                           "VAN_ROUTER_PEERS": "skupper-router-peers:55671",
+                           "POD_IP": ("fieldRef", "status.podIP")},
           f"config-sync env {env_of(sync)}")
     sync_mounts = {m["mountPath"]: m for m in sync["volumeMounts"]}
     check(set(sync_mounts) == {"/var/run/van", "/var/run/secrets/skupper/api"}
@@ -500,7 +502,13 @@ def pod_ports(objects: list[dict[str, Any]], selector: dict[str, str]) -> dict[s
 
 def check_services(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
     check(sorted(s["metadata"]["name"] for s in find(objects, "Service"))
-          == ["skupper", "skupper-router"], "services")
+          == ["skupper", "skupper-router", "skupper-router-peers"], "services")
+    peers = one(objects, "Service", "skupper-router-peers")
+    check(peers["spec"].get("clusterIP") == "None" and peers["spec"].get("publishNotReadyAddresses"),
+          f"skupper-router-peers is headless and lists pods before they are ready: {peers['spec']}")
+    check(peers["spec"]["selector"].get("skupper.io/component") == "router", "peers selector")
+    check([(p["name"], p["port"]) for p in peers["spec"]["ports"]] == [("inter-router", 55671)],
+          f"skupper-router-peers ports {peers['spec']['ports']}")
     ingress = values["ingress"]
     svc = one(objects, "Service", "skupper-router")
     check(svc["spec"]["type"] == SERVICE_TYPE[ingress],
@@ -715,6 +723,7 @@ def check_all(objects: list[dict[str, Any]], notes: str, values: dict[str, Any])
 MATRIX: list[tuple[str, dict[str, Any]]] = [
     ("defaults", {}),
     ("router.mode=edge", {"router": {"mode": "edge"}}),
+    ("router.replicas=3", {"router": {"replicas": 3}}),
     ("ingress=loadbalancer", {"ingress": "loadbalancer"}),
     ("ingress=nodeport", {"ingress": "nodeport"}),
     ("ingress=route", {"ingress": "route"}),
@@ -755,7 +764,7 @@ MATRIX: list[tuple[str, dict[str, Any]]] = [
         "controller": {"podAnnotations": {"example.com/team": "net"},
                        "nodeSelector": {"kubernetes.io/os": "linux"}},
     }),
-    ("everything on", {"router": {"mode": "edge", "replicas": 1}, "ingress": "ingress",
+    ("everything on", {"router": {"mode": "edge", "replicas": 2}, "ingress": "ingress",
                        "ingressHost": "west.example.com", "console": {"enabled": True},
                        "networkPolicy": {"enabled": True}}),
 ]
@@ -765,7 +774,6 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
     ("router.mode=core", {"router": {"mode": "core"}}, "/router/mode"),
     ("ingress=foo", {"ingress": "foo"}, "/ingress"),
     ("router.replicas=0", {"router": {"replicas": 0}}, "/router/replicas"),
-    ("router.replicas=3 (not meshed yet)", {"router": {"replicas": 3}}, "/router/replicas"),
     ("router.replicas=1.5", {"router": {"replicas": 1.5}}, "/router/replicas"),
     ("unknown top-level key", {"routerMode": "edge"}, "routerMode"),
     ("unknown nested key", {"router": {"replica": 2}}, "replica"),

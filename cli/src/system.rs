@@ -63,6 +63,7 @@ pub async fn run_component(c: Component, dir: SiteDir) -> anyhow::Result<()> {
                 router: dir.router_target(),
                 controller_token: None,
                 secrets: None,
+                peers: None,
             };
             van_config_sync::run(opts, shutdown).await?;
         }

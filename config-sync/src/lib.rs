@@ -21,6 +21,7 @@ use van_proto::controller::{self as cpb, site_controller_client::SiteControllerC
 
 pub mod forward;
 pub mod k8s;
+pub mod peers;
 pub mod tls;
 
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct Options {
     pub controller_token: Option<String>,
     /// Where TLS material comes from when the controller keeps it in a Secret (Kubernetes).
     pub secrets: Option<Arc<dyn tls::SecretSource>>,
+    /// The site's other routers, to link to (Kubernetes, several router pods).
+    pub peers: Option<peers::Peers>,
 }
 
 /// The controller's client, sending the API token with every call when there is one.
@@ -142,6 +145,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         desired_rx,
         publication_rx,
         opts.secrets,
+        opts.peers,
     ));
     shutdown.await;
     follow.abort();
@@ -213,6 +217,7 @@ async fn sync_router(
     mut desired: watch::Receiver<Option<cpb::DesiredRouterConfig>>,
     mut publication: watch::Receiver<Option<rpb::PublishRequest>>,
     secrets: Option<Arc<dyn tls::SecretSource>>,
+    mut peers: Option<peers::Peers>,
 ) {
     let mut delay = BACKOFF_MIN;
     loop {
@@ -222,6 +227,7 @@ async fn sync_router(
             &mut desired,
             &mut publication,
             secrets.as_deref(),
+            peers.as_mut(),
         )
         .await
         {
@@ -275,6 +281,7 @@ async fn router_session(
     desired: &mut watch::Receiver<Option<cpb::DesiredRouterConfig>>,
     publication: &mut watch::Receiver<Option<rpb::PublishRequest>>,
     secrets: Option<&dyn tls::SecretSource>,
+    mut peers: Option<&mut peers::Peers>,
 ) -> Result<(), tonic::Status> {
     let mut tls_feed: TlsFeed = None;
     let mut feed = router.watch(rpb::WatchRequest {}).await?.into_inner();
@@ -350,6 +357,17 @@ async fn router_session(
                 continue;
             }
             r = async {
+                match peers.as_mut() {
+                    Some(p) => p.addrs.changed().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                if r.is_err() {
+                    peers = None;
+                }
+                dirty = true;
+            }
+            r = async {
                 match &mut tls_feed {
                     Some((_, rx)) => rx.changed().await,
                     None => std::future::pending().await,
@@ -363,9 +381,20 @@ async fn router_session(
             _ = retry.tick() => dirty = !errors.is_empty(),
             _ = report.tick() => {}
         }
-        let want = desired.borrow_and_update().clone();
-        if let (true, Some(want), Some(have)) = (dirty, want, actual.as_ref()) {
-            let (want, waiting) = resolve(want, secrets, &mut tls_feed);
+        // Marked seen only when acted on: a change that arrives while another branch is
+        // handled must still wake the next `desired.changed()`, or it would wait for the
+        // next change to be applied.
+        let want = if dirty {
+            desired.borrow_and_update().clone()
+        } else {
+            None
+        };
+        if let (Some(want), Some(have)) = (want, actual.as_ref()) {
+            let (mut want, waiting) = resolve(want, secrets, &mut tls_feed);
+            if let Some(p) = peers.as_mut() {
+                let addrs = p.addrs.borrow_and_update().clone();
+                peers::add_links(&mut want, p.own, p.port, &addrs);
+            }
             let ops = diff(have, &want);
             errors = if ops.is_empty() {
                 BTreeMap::new()

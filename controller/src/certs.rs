@@ -89,6 +89,8 @@ pub fn new_site_certs(site_id: &str, hosts: Vec<String>) -> Result<SiteCerts, Ce
         server_cert: String::new(),
         server_key: String::new(),
         server_hosts: Vec::new(),
+        peer_cert: String::new(),
+        peer_key: String::new(),
     };
     reissue_server(site_id, &mut certs, hosts)?;
     Ok(certs)

@@ -52,6 +52,8 @@ pub struct Controller {
     stopping: watch::Sender<bool>,
     /// Kubernetes: the Secret the router's TLS material is kept in, instead of the API.
     router_tls_secret: std::sync::OnceLock<String>,
+    /// Kubernetes: the site may run several routers, linked to each other.
+    router_peers: std::sync::OnceLock<()>,
 }
 
 impl Controller {
@@ -68,6 +70,7 @@ impl Controller {
             &public.inter_router,
             &public.edge,
             &public.claims,
+            PEER_SERVER_NAME,
         ]);
         let mut dirty = false;
         match &mut state.certs {
@@ -90,6 +93,12 @@ impl Controller {
             }
             Some(_) => {}
         }
+        if let Some(c) = state.certs.as_mut().filter(|c| c.peer_cert.is_empty()) {
+            let (cert, key) = certs::issue_client(&cfg.id, c, &format!("{}-peer", cfg.name))
+                .map_err(|e| ControllerError::Unavailable(e.to_string()))?;
+            (c.peer_cert, c.peer_key) = (cert, key);
+            dirty = true;
+        }
         if dirty {
             store.save(&state)?;
         }
@@ -103,6 +112,7 @@ impl Controller {
             remote_known: watch::channel(false).0,
             stopping: watch::channel(false).0,
             router_tls_secret: std::sync::OnceLock::new(),
+            router_peers: std::sync::OnceLock::new(),
             observed: Mutex::new(BTreeMap::new()),
             store,
             cfg,
@@ -131,6 +141,25 @@ impl Controller {
     /// platform, see [`tls_secret_data`]) and left out of `WatchRouterConfig`.
     pub fn keep_router_tls_in_secret(&self, name: &str) {
         let _ = self.router_tls_secret.set(name.to_string());
+    }
+
+    /// From now on the site may run several routers (router pods), which link to each other
+    /// with the peer profile ([`PEER_PROFILE`]); see config-sync's `--peers`.
+    pub fn enable_router_peers(&self) {
+        if self.router_peers.set(()).is_ok() {
+            self.refresh();
+        }
+    }
+
+    /// The ids of the site's routers that reported recently.
+    pub fn own_routers(&self) -> std::collections::BTreeSet<String> {
+        self.observed
+            .lock()
+            .expect("observed")
+            .iter()
+            .filter(|(_, v)| v.at.is_some_and(|t| t.elapsed() < OBSERVED_FRESH))
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 
     pub fn router_tls_secret(&self) -> Option<&str> {
@@ -294,7 +323,18 @@ impl Controller {
     fn refresh(&self) {
         let state = self.state();
         let remote = self.remote();
-        let desired = desired_config(&self.cfg, &state, &remote);
+        let mut desired = desired_config(&self.cfg, &state, &remote);
+        if let (Some(()), RouterMode::Interior, Some(c)) =
+            (self.router_peers.get(), self.cfg.mode, &state.certs)
+        {
+            desired.tls_profiles.push(rpb::TlsProfileConfig {
+                name: PEER_PROFILE.into(),
+                ca_pem: c.ca_cert.clone(),
+                cert_pem: c.peer_cert.clone(),
+                key_pem: c.peer_key.clone(),
+                ..Default::default()
+            });
+        }
         self.desired.send_if_modified(|cur| {
             if **cur == desired {
                 false
@@ -771,9 +811,12 @@ impl Controller {
             out.push(st);
         }
         if fresh {
+            // Links between this site's own routers are plumbing, not links of the site.
+            let own = self.own_routers();
             for r in router_links
                 .iter()
                 .filter(|r| r.direction == "inbound" && r.state == "up")
+                .filter(|r| !own.contains(&r.peer_router))
             {
                 let (id, name) = site_of(&r.peer_router);
                 out.push(pb::LinkStatus {
@@ -1180,6 +1223,12 @@ pub fn listener_name(address: &str, port: u16) -> String {
 }
 
 const SERVER_PROFILE: &str = "site-server";
+/// The TLS profile a site's routers link to each other with (client certificate of the site,
+/// server certificate checked against [`PEER_SERVER_NAME`]).
+pub const PEER_PROFILE: &str = "site-peer";
+/// A name in every site's server certificate, for links between the site's own routers
+/// (they dial each other by pod address).
+pub const PEER_SERVER_NAME: &str = "skupper-router-peers";
 
 /// Keys of a TLS profile's material in the router's TLS Secret.
 pub fn tls_secret_keys(profile: &str) -> [String; 3] {

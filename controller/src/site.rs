@@ -322,6 +322,12 @@ pub struct SiteCerts {
     pub server_key: String,
     /// Host names the server certificate was issued for.
     pub server_hosts: Vec<String>,
+    /// The client certificate a router of this site presents to the site's other routers
+    /// (router pods linked to each other); issued on first start.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub peer_cert: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub peer_key: String,
 }
 
 /// Everything a controller persists. One document, written atomically.

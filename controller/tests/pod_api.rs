@@ -45,6 +45,14 @@ struct PodSite {
 
 impl PodSite {
     async fn start(tls_in_secret: bool, secrets: Option<Arc<dyn SecretSource>>) -> PodSite {
+        PodSite::start_with(tls_in_secret, secrets, None).await
+    }
+
+    async fn start_with(
+        tls_in_secret: bool,
+        secrets: Option<Arc<dyn SecretSource>>,
+        peers: Option<van_config_sync::peers::Peers>,
+    ) -> PodSite {
         let dir =
             std::env::temp_dir().join(format!("van-pod-{}", van_controller::site::random_hex(4)));
         std::fs::create_dir_all(&dir).unwrap();
@@ -72,6 +80,9 @@ impl PodSite {
         if tls_in_secret {
             c.keep_router_tls_in_secret(TLS_SECRET);
         }
+        if peers.is_some() {
+            c.enable_router_peers();
+        }
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target = api.local_addr().unwrap().to_string();
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -94,6 +105,7 @@ impl PodSite {
                 router: format!("unix:{}", router_sock.display()),
                 controller_token: Some(format!("{TOKEN}\n")),
                 secrets,
+                peers,
             },
             until(stopped),
         ));
@@ -259,4 +271,99 @@ async fn tls_material_reaches_the_router_through_the_secret_only() {
         listeners.tls_profiles
     );
     site.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routers_of_one_site_link_to_each_other() {
+    // This router pod is 127.0.0.2; its peer, a second router of the same site, 127.0.0.3.
+    let own: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let other: std::net::IpAddr = "127.0.0.3".parse().unwrap();
+    let (peers_tx, addrs) = tokio::sync::watch::channel(std::collections::BTreeSet::new());
+    let port = support::free_port();
+    let site = PodSite::start_with(
+        false,
+        None,
+        Some(van_config_sync::peers::Peers { own, port, addrs }),
+    )
+    .await;
+
+    // The peer: the same site's server profile, listening on its own address.
+    let dir =
+        std::env::temp_dir().join(format!("van-peer-{}", van_controller::site::random_hex(4)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("router.sock");
+    let rcfg = van_router::Config::from_yaml(&format!(
+        "router: {{id: west-peer, site: {}, mode: interior}}\nadmin: {{listen: 'unix:{}'}}\n",
+        site.c.cfg.id,
+        sock.display()
+    ))
+    .unwrap();
+    let listeners = van_router::Listeners::bind(&rcfg).await.unwrap();
+    let peer = van_router::start(rcfg, listeners).await.unwrap();
+    let server = site
+        .c
+        .desired()
+        .borrow()
+        .tls_profiles
+        .iter()
+        .find(|p| p.name == "site-server")
+        .cloned()
+        .unwrap();
+    use van_proto::admin::{self as rpb, config_op::Op};
+    let mut peer_admin = RouterAdminClient::new(
+        van_config_sync::lazy_channel(&format!("unix:{}", sock.display())).unwrap(),
+    );
+    peer_admin
+        .apply_config(rpb::ConfigChange {
+            ops: vec![
+                rpb::ConfigOp {
+                    op: Some(Op::PutTlsProfile(server)),
+                },
+                rpb::ConfigOp {
+                    op: Some(Op::PutLinkListener(rpb::LinkListenerConfig {
+                        name: "inter-router".into(),
+                        role: "inter-router".into(),
+                        host: other.to_string(),
+                        port: u32::from(port),
+                        cost: 1,
+                        tls_profile: "site-server".into(),
+                    })),
+                },
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // The peer appears: this router links to it with the site's peer certificate.
+    peers_tx.send_replace([own, other].into_iter().collect());
+    let ch =
+        van_config_sync::lazy_channel(&format!("unix:{}", site.router_sock.display())).unwrap();
+    let mut admin = RouterAdminClient::new(ch);
+    let link = eventually("the link to the peer router", async || {
+        let links = admin
+            .list_links(rpb::ListRequest::default())
+            .await
+            .ok()?
+            .into_inner();
+        links
+            .links
+            .into_iter()
+            .find(|l| l.name == "peer-127-0-0-3" && l.state == "up")
+    })
+    .await;
+    assert_eq!(link.peer_router, "west-peer");
+    // Plumbing, not a link of the site.
+    assert!(
+        site.c
+            .link_statuses()
+            .iter()
+            .all(|l| !l.name.starts_with("peer-")),
+        "{:?}",
+        site.c.link_statuses()
+    );
+
+    peer.shutdown().await;
+    site.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -72,7 +72,16 @@ async fn reports_of_several_routers_are_taken_together() {
     .unwrap();
 
     west.report(report("skupper-router-b", 3, "up"));
-    west.report(report("skupper-router-a", 4, "up"));
+    let mut a = report("skupper-router-a", 4, "up");
+    // The site's routers link to each other: that link is not one of the site's.
+    a.links.as_mut().unwrap().links.push(rpb::Link {
+        name: "accepted:10.0.0.99".into(),
+        direction: "inbound".into(),
+        state: "up".into(),
+        peer_router: "skupper-router-b".into(),
+        ..Default::default()
+    });
+    west.report(a);
     let site = west.site_status();
     assert_eq!(site.active_flows, 7, "flows of both routers");
     assert_eq!(
@@ -83,7 +92,10 @@ async fn reports_of_several_routers_are_taken_together() {
     let out = links.iter().find(|l| l.name == "to-east").unwrap();
     assert_eq!(out.state, "active");
     let incoming = links.iter().filter(|l| l.direction == "incoming").count();
-    assert_eq!(incoming, 2, "each router's incoming link");
+    assert_eq!(
+        incoming, 2,
+        "each router's incoming link, not the one between them"
+    );
 
     // One router loses the link: the site's link is not reported active.
     west.report(report("skupper-router-b", 3, "failed"));

@@ -172,6 +172,7 @@ async fn site(name: &str, listener_host: &str, mode: RouterMode) -> Site {
             router: site.router_sock(),
             controller_token: None,
             secrets: None,
+            peers: None,
         },
         cs_stopped(),
     ));

@@ -17,6 +17,13 @@ struct Args {
     /// pod's service account (in a pod: POD_NAMESPACE from the downward API).
     #[arg(long, env = "VAN_SECRETS_NAMESPACE")]
     secrets_namespace: Option<String>,
+    /// The site's other routers, `NAME:PORT` (a headless Service's DNS name): this router
+    /// links to each of them (Kubernetes, several router pods). Needs --pod-ip.
+    #[arg(long, env = "VAN_ROUTER_PEERS", requires = "pod_ip")]
+    peers: Option<String>,
+    /// This pod's address (POD_IP from the downward API).
+    #[arg(long, env = "POD_IP")]
+    pod_ip: Option<std::net::IpAddr>,
     /// Router admin API: `host:port` or `unix:/path`.
     #[arg(long, env = "VAN_ROUTER_ADMIN")]
     router: String,
@@ -58,6 +65,16 @@ fn main() -> ExitCode {
                 }
                 None => None,
             };
+        let peers = match (&args.peers, args.pod_ip) {
+            (Some(spec), Some(own)) => {
+                let (name, port) = spec
+                    .rsplit_once(':')
+                    .and_then(|(n, p)| Some((n.to_string(), p.parse::<u16>().ok()?)))
+                    .ok_or_else(|| anyhow::anyhow!("--peers {spec:?}: expected NAME:PORT"))?;
+                Some(van_config_sync::peers::Peers::resolve(name, port, own))
+            }
+            _ => None,
+        };
         let log = van_router::config::LogSection::default();
         let _telemetry = van_router::telemetry::init(&log, None, "config-sync")?;
         for (listen, target) in args.claims_forward {
@@ -76,6 +93,7 @@ fn main() -> ExitCode {
                 router: args.router,
                 controller_token,
                 secrets,
+                peers,
             },
             shutdown_signal(),
         )

@@ -353,6 +353,8 @@ pub async fn open_site(
     let store = Arc::new(KubeStore::new(client.clone(), namespace, owner.clone()));
     let c = Controller::open(site, store)?;
     c.keep_router_tls_in_secret(ROUTER_TLS_SECRET);
+    // Router pods link to each other (config-sync's --peers): give them the peer profile.
+    c.enable_router_peers();
     Ok((c, owner))
 }
 
