@@ -3,93 +3,18 @@
 //! against the kubeconfig's CA, real watches), and the site controller's Kubernetes platform running beside it as in its pod
 //! (in-process, listeners on port 0). Nothing here reaches a real cluster.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::Api;
 
-struct FakeApi {
-    child: Child,
-    port: u16,
-    /// PEM of the CA that signed the server's certificate.
-    ca: String,
-}
+#[path = "../../controller/tests/support/fake_api.rs"]
+mod fake_api;
 
-impl FakeApi {
-    /// Starts the fake over HTTPS (a certificate for 127.0.0.1 from a fresh CA in `dir`).
-    fn start(dir: &Path) -> FakeApi {
-        let certs = van_controller::certs::new_site_certs(
-            "0123456789abcdef",
-            van_controller::certs::server_hosts(["127.0.0.1"]),
-        )
-        .unwrap();
-        let (cert, key) = (dir.join("api.crt"), dir.join("api.key"));
-        std::fs::write(&cert, &certs.server_cert).unwrap();
-        std::fs::write(&key, &certs.server_key).unwrap();
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../controller/tests/fake_kube_api.py");
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .arg("--tls")
-            .arg(&cert)
-            .arg(&key)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run python3 (CI installs it): {e}"));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        FakeApi {
-            child,
-            port: line.trim().parse().expect("the fake API server's port"),
-            ca: certs.ca_cert,
-        }
-    }
-
-    /// A client from the kubeconfig, as the CLI and the pods make theirs (TLS checked).
-    async fn client(&self, kubeconfig: &Path) -> kube::Client {
-        let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap();
-        kube::Client::try_from(cfg).unwrap()
-    }
-
-    /// A kubeconfig whose current context is this server (HTTPS, its CA) and namespace `west`.
-    fn kubeconfig(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("kubeconfig");
-        // base64, as kubeconfig's `*-data` fields are (ByteString serialises so).
-        let ca =
-            serde_json::to_value(k8s_openapi::ByteString(self.ca.clone().into_bytes())).unwrap();
-        std::fs::write(
-            &path,
-            format!(
-                "apiVersion: v1\nkind: Config\ncurrent-context: fake\n\
-                 clusters: [{{name: fake, cluster: {{server: 'https://127.0.0.1:{}', \
-                 certificate-authority-data: {ca}}}}}]\n\
-                 users: [{{name: fake, user: {{token: fake}}}}]\n\
-                 contexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: west}}}}]\n",
-                self.port
-            ),
-        )
-        .unwrap();
-        path
-    }
-}
-
-impl Drop for FakeApi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use fake_api::FakeApi;
 
 /// Runs `skupper` with the kubeconfig (the platform is chosen from it, not named).
 async fn skupper(kubeconfig: &Path, home: &Path, args: &[&str]) -> Output {
@@ -133,9 +58,9 @@ async fn init_token_expose_status_and_delete_through_the_api_server() {
         van_controller::site::random_hex(4)
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    let api = FakeApi::start(&dir);
+    let api = FakeApi::start_tls(&dir);
     let kc = api.kubeconfig(&dir);
-    let client = api.client(&kc).await;
+    let client = api.client().await;
 
     // `init` installs the chart's objects (no -n: the context's namespace).
     ok(

@@ -120,12 +120,15 @@ async fn expect_list(h: &mut Handle, items: Vec<Service>) {
 
 /// Expects a server-side apply of Service `name`; returns what was applied.
 async fn expect_apply(h: &mut Handle, name: &str) -> serde_json::Value {
+    expect_ssa(h, &format!("/api/v1/namespaces/west/services/{name}")).await
+}
+
+/// Expects a server-side apply (field manager skupper-controller, forced) to `path`; answers
+/// with the applied object and returns it.
+async fn expect_ssa(h: &mut Handle, path: &str) -> serde_json::Value {
     let (req, send) = h.next_request().await.expect("an apply request");
     assert_eq!(req.method(), Method::PATCH, "{}", req.uri());
-    assert_eq!(
-        req.uri().path(),
-        format!("/api/v1/namespaces/west/services/{name}")
-    );
+    assert_eq!(req.uri().path(), path);
     let q = req.uri().query().unwrap_or_default().to_string();
     assert!(
         q.contains("fieldManager=skupper-controller") && q.contains("force=true"),
@@ -710,22 +713,12 @@ async fn routes_give_each_endpoint_its_host_in_tokens_and_in_the_certificate() {
     ];
     let cfg = platform::routes_of(&routes, &cfg).unwrap();
     let c = Controller::open(cfg, Arc::new(MemStore::default())).unwrap();
-    let (claim, _) = c
-        .create_token(van_proto::controller::CreateTokenRequest::default())
-        .await
-        .unwrap();
+    let (claim, cert) = tokens_of(&c).await;
     assert!(
         claim.yaml.contains("https://claims-west.apps.example:443/"),
         "{}",
         claim.yaml
     );
-    let (cert, _) = c
-        .create_token(van_proto::controller::CreateTokenRequest {
-            r#type: van_proto::controller::TokenType::Cert as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
     let t = van_controller::token::parse(&cert.yaml).unwrap();
     let van_controller::token::Token::Cert(t) = t else {
         panic!("a cert token")
@@ -758,22 +751,12 @@ async fn a_nodeport_site_issues_tokens_with_node_ports() {
         claims: 31003,
     });
     let c = Controller::open(cfg, Arc::new(MemStore::default())).unwrap();
-    let (claim, _) = c
-        .create_token(van_proto::controller::CreateTokenRequest::default())
-        .await
-        .unwrap();
+    let (claim, cert) = tokens_of(&c).await;
     assert!(
         claim.yaml.contains("https://west.example:31003/"),
         "{}",
         claim.yaml
     );
-    let (cert, _) = c
-        .create_token(van_proto::controller::CreateTokenRequest {
-            r#type: van_proto::controller::TokenType::Cert as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
     assert!(
         cert.yaml.contains("inter-router-port: '31001'"),
         "{}",
@@ -795,22 +778,11 @@ async fn the_status_configmap_holds_the_api_views_and_is_owned_by_the_site() {
     let snap = Snapshot::of(&c);
     let (client, mut h) = mock();
     let server = tokio::spawn(async move {
-        let (req, send) = h.next_request().await.expect("an apply request");
-        assert_eq!(req.method(), Method::PATCH);
-        assert_eq!(
-            req.uri().path(),
-            format!("/api/v1/namespaces/west/configmaps/{STATUS_CONFIGMAP}")
-        );
-        let q = req.uri().query().unwrap_or_default().to_string();
-        assert!(
-            q.contains("fieldManager=skupper-controller") && q.contains("force=true"),
-            "{q}"
-        );
-        let body = body_json(req).await;
-        send.send_response(Response::new(Body::from(
-            serde_json::to_vec(&body).unwrap(),
-        )));
-        body
+        expect_ssa(
+            &mut h,
+            &format!("/api/v1/namespaces/west/configmaps/{STATUS_CONFIGMAP}"),
+        )
+        .await
     });
     write(client, "west", &owner(), &snap, "2026-11-26T20:00:00Z")
         .await
@@ -983,25 +955,14 @@ async fn the_routers_tls_material_is_written_to_an_owned_secret() {
     );
     let (client, mut h) = mock();
     let server = tokio::spawn(async move {
-        let (req, send) = h.next_request().await.expect("an apply request");
-        assert_eq!(req.method(), Method::PATCH);
-        assert_eq!(
-            req.uri().path(),
-            format!(
+        expect_ssa(
+            &mut h,
+            &format!(
                 "/api/v1/namespaces/west/secrets/{}",
                 platform::ROUTER_TLS_SECRET
-            )
-        );
-        let q = req.uri().query().unwrap_or_default().to_string();
-        assert!(
-            q.contains("fieldManager=skupper-controller") && q.contains("force=true"),
-            "{q}"
-        );
-        let body = body_json(req).await;
-        send.send_response(Response::new(Body::from(
-            serde_json::to_vec(&body).unwrap(),
-        )));
-        body
+            ),
+        )
+        .await
     });
     platform::write_router_tls(client, "west", &owner(), &data)
         .await
@@ -1018,4 +979,20 @@ async fn the_routers_tls_material_is_written_to_an_owned_secret() {
             "{k} as the controller has it"
         );
     }
+}
+
+/// A claim token and a cert token of `c`, with the defaults.
+async fn tokens_of(c: &Controller) -> (van_proto::controller::Token, van_proto::controller::Token) {
+    let (claim, _) = c
+        .create_token(van_proto::controller::CreateTokenRequest::default())
+        .await
+        .unwrap();
+    let (cert, _) = c
+        .create_token(van_proto::controller::CreateTokenRequest {
+            r#type: van_proto::controller::TokenType::Cert as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    (claim, cert)
 }

@@ -4,9 +4,6 @@
 //! Only the listeners differ from the pod: port 0 on 127.0.0.1 instead of 8080 and 8081.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -14,78 +11,10 @@ use kube::api::Api;
 use van_controller::k8s::platform;
 use van_proto::controller as pb;
 
-/// The fake API server, stopped (its stdin closed) when dropped.
-struct FakeApi {
-    child: Child,
-    url: String,
-}
+#[path = "support/fake_api.rs"]
+mod fake_api;
 
-impl FakeApi {
-    fn start() -> FakeApi {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fake_kube_api.py");
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run python3 (CI installs it): {e}"));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port: u16 = line.trim().parse().expect("the fake API server's port");
-        FakeApi {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn client(&self) -> kube::Client {
-        let mut cfg = kube::Config::new(self.url.parse().unwrap());
-        cfg.default_namespace = "west".into();
-        kube::Client::try_from(cfg).unwrap()
-    }
-
-    /// One plain HTTP/1.0 exchange with the fake's test hooks; returns status line and body.
-    async fn request(&self, method: &str, path: &str, body: &[u8]) -> (String, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.url.trim_start_matches("http://");
-        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let head = format!(
-            "{method} {path} HTTP/1.0\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        stream.write_all(body).await.unwrap();
-        let mut resp = String::new();
-        stream.read_to_string(&mut resp).await.unwrap();
-        let (head, body) = resp.split_once("\r\n\r\n").unwrap();
-        (head.lines().next().unwrap().to_string(), body.to_string())
-    }
-
-    /// Creates or replaces an object, as `kubectl apply` would.
-    async fn put(&self, plural: &str, name: &str, obj: serde_json::Value) {
-        let body = serde_json::to_vec(&obj).unwrap();
-        let (status, text) = self
-            .request("PUT", &format!("/fake/{plural}/{name}"), &body)
-            .await;
-        assert!(status.contains(" 200 "), "{status}: {text}");
-    }
-
-    /// The requests served so far, one per line.
-    async fn log(&self) -> String {
-        self.request("GET", "/fake/log", b"").await.1
-    }
-}
-
-impl Drop for FakeApi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use fake_api::FakeApi;
 
 async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     for _ in 0..300 {
@@ -129,7 +58,7 @@ async fn a_site_runs_against_the_api_server() {
         }),
     )
     .await;
-    let client = api.client();
+    let client = api.client().await;
 
     let (c, owner) = platform::open_site(&client, "west").await.unwrap();
     assert_eq!(c.cfg.ingress_host, "127.0.0.9");
