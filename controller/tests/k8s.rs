@@ -996,3 +996,42 @@ async fn tokens_of(c: &Controller) -> (van_proto::controller::Token, van_proto::
         .unwrap();
     (claim, cert)
 }
+
+#[test]
+fn services_defined_in_the_configmap_are_read_and_bad_entries_named() {
+    let cm = ConfigMap {
+        data: Some(BTreeMap::from([
+            (
+                "db".to_string(),
+                r#"{"ports": [5432], "targets": [{"service": "postgres"}]}"#.to_string(),
+            ),
+            ("api".to_string(), r#"{"protocol": "http", "ports": [8080, 9090]}"#.to_string()),
+            ("broken".to_string(), "{not json".to_string()),
+            (
+                "muddled".to_string(),
+                r#"{"protocol": "udp", "ports": [80], "targets": [{"service": "x", "ports": [1, 2]}]}"#
+                    .to_string(),
+            ),
+        ])),
+        ..Default::default()
+    };
+    let (defined, invalid) = k8s::definitions(&cm, "west");
+    let by: BTreeMap<&str, &k8s::Exposure> =
+        defined.iter().map(|e| (e.address.as_str(), e)).collect();
+    assert_eq!(by.len(), 2, "{defined:?}");
+    assert_eq!(by["db"].targets[0].host, "postgres.west.svc");
+    assert_eq!(
+        by["db"].targets[0].ports,
+        [5432],
+        "target ports default to the service's"
+    );
+    assert!(
+        by["api"].targets.is_empty(),
+        "defined here, served elsewhere"
+    );
+    assert_eq!(by["api"].ports, [8080, 9090]);
+    let all = invalid.join("\n");
+    assert!(all.contains("skupper-services broken"), "{all}");
+    assert!(all.contains("\"udp\" is not tcp"), "{all}");
+    assert!(all.contains("2 ports for 1 service ports"), "{all}");
+}

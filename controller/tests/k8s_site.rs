@@ -170,6 +170,45 @@ async fn a_site_runs_against_the_api_server() {
     assert_eq!(spec.ports.unwrap()[0].port, 9080);
     assert_eq!(reviews.metadata.owner_references.unwrap()[0].uid, site_uid);
 
+    // A service defined in skupper-services (what `skupper service create|bind` write):
+    // served by a Service of the user's, called through a Service selecting the routers.
+    api.put(
+        "configmaps",
+        "skupper-services",
+        serde_json::json!({"data": {
+            "db": r#"{"ports": [5432], "targets": [{"service": "postgres"}]}"#,
+        }}),
+    )
+    .await;
+    let db = eventually("db in the status ConfigMap", async || {
+        let s = reported_services(&client).await?;
+        s.into_iter().find(|s| s.address == "db" && s.local)
+    })
+    .await;
+    assert_eq!(db.targets[0].host, "postgres.west.svc");
+    let db_svc = eventually("the db Service", async || {
+        services_api.get_opt("db").await.ok()?
+    })
+    .await;
+    assert_eq!(
+        db_svc.spec.unwrap().selector.unwrap()["skupper.io/component"],
+        "router"
+    );
+    api.put(
+        "configmaps",
+        "skupper-services",
+        serde_json::json!({"data": {}}),
+    )
+    .await;
+    eventually("db withdrawn, its Service deleted", async || {
+        let gone = reported_services(&client)
+            .await?
+            .iter()
+            .all(|s| s.address != "db");
+        (gone && services_api.get_opt("db").await.ok()?.is_none()).then_some(())
+    })
+    .await;
+
     // The kubectl-only token flow: a request Secret asking for a claim is filled in.
     api.put(
         "secrets",

@@ -18,7 +18,7 @@ pub mod status;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use crate::controller::Controller;
 use crate::error::{ControllerError, Invalid};
 use crate::site::{PROTOCOL_TCP, ServiceDef, Target, check_service, now_unix};
+use van_proto::controller as pb;
 
 pub const PROXY: &str = "skupper.io/proxy";
 pub const ADDRESS: &str = "skupper.io/address";
@@ -44,7 +45,8 @@ pub struct Exposure {
     pub source: String,
     pub address: String,
     pub ports: Vec<u16>,
-    pub target: Target,
+    /// Where it is delivered (none: defined here, served by other sites).
+    pub targets: Vec<Target>,
 }
 
 /// Reads the exposure annotations of `svc`; `None` when it has none.
@@ -113,12 +115,111 @@ pub fn exposure(svc: &Service, namespace: &str) -> Option<Result<Exposure, Inval
         source: format!("service/{name}"),
         address,
         ports,
-        target: Target {
+        targets: vec![Target {
             // The Service's DNS name inside the cluster; the router resolves it.
             host: format!("{target_name}.{namespace}.svc"),
             ports: target_ports,
-        },
+        }],
     }))
+}
+
+/// ConfigMap of the services defined at this site without an annotated Service (what
+/// `skupper service create|bind` write on Kubernetes): one key per address, whose value is
+/// JSON `{"protocol": "tcp", "ports": [8080], "targets": [{"service": "backend", "ports": [8080]}]}`
+/// (`protocol` and a target's `ports` optional).
+pub const DEFINITIONS: &str = "skupper-services";
+const DEFINITIONS_SOURCE: &str = "configmap/skupper-services";
+
+/// One service of [`DEFINITIONS`], as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub protocol: String,
+    pub ports: Vec<u16>,
+    #[serde(default)]
+    pub targets: Vec<DefinitionTarget>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefinitionTarget {
+    /// A Service of this namespace.
+    pub service: String,
+    /// Target port per service port [default: the same ports].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<u16>,
+}
+
+/// The services [`DEFINITIONS`] defines, and what is wrong with the entries that cannot be
+/// used (each named; the others are used).
+pub fn definitions(cm: &ConfigMap, namespace: &str) -> (Vec<Exposure>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut invalid = Vec::new();
+    for (address, text) in cm.data.iter().flatten() {
+        let field = format!("configmap/{DEFINITIONS} {address}");
+        let d: Definition = match serde_json::from_str(text) {
+            Ok(d) => d,
+            Err(e) => {
+                invalid.push(format!("{field}: {e}"));
+                continue;
+            }
+        };
+        let mut errs = Invalid::default();
+        if !matches!(d.protocol.as_str(), "" | "tcp" | "http" | "http2") {
+            errs.push(
+                &field,
+                format!("protocol {:?} is not tcp, http or http2", d.protocol),
+            );
+        }
+        let wide: Vec<u32> = d.ports.iter().map(|p| u32::from(*p)).collect();
+        let ports = match check_service(address, &wide, PROTOCOL_TCP) {
+            Ok(p) => p,
+            Err(e) => {
+                for (f, m) in e.errors {
+                    errs.push(&format!("{field} {f}"), m);
+                }
+                Vec::new()
+            }
+        };
+        let mut targets = Vec::new();
+        for t in &d.targets {
+            if let Some(m) = crate::site::dns_label_problem(&t.service, 63) {
+                errs.push(&format!("{field} target {:?}", t.service), m);
+                continue;
+            }
+            let target_ports = if t.ports.is_empty() {
+                ports.clone()
+            } else {
+                t.ports.clone()
+            };
+            if target_ports.len() != ports.len() {
+                errs.push(
+                    &format!("{field} target {:?}", t.service),
+                    format!(
+                        "{} ports for {} service ports",
+                        target_ports.len(),
+                        ports.len()
+                    ),
+                );
+                continue;
+            }
+            targets.push(Target {
+                host: format!("{}.{namespace}.svc", t.service),
+                ports: target_ports,
+            });
+        }
+        match errs.into_result() {
+            Ok(()) => out.push(Exposure {
+                source: DEFINITIONS_SOURCE.into(),
+                address: address.clone(),
+                ports,
+                targets,
+            }),
+            Err(e) => invalid.push(e.to_string()),
+        }
+    }
+    (out, invalid)
 }
 
 /// The Service this site keeps for a network service that is not local.
@@ -208,7 +309,7 @@ pub async fn reconcile(
 ) -> Result<Outcome, ReconcileError> {
     let api: Api<Service> = Api::namespaced(client.clone(), namespace);
     let list = api.list(&ListParams::default()).await?;
-    reconcile_services(client, namespace, controller, owner, &list.items).await
+    reconcile_services(client, namespace, controller, owner, &list.items, None).await
 }
 
 /// One pass over the namespace's Services (`services`: all of them, from a list or a
@@ -220,11 +321,13 @@ pub async fn reconcile_services(
     controller: &Controller,
     owner: &OwnerReference,
     services: &[Service],
+    definitions: Option<&ConfigMap>,
 ) -> Result<Outcome, ReconcileError> {
     let api: Api<Service> = Api::namespaced(client, namespace);
     let mut out = Outcome::default();
 
-    // Exposures: every annotated Service, as a whole set (absent ones are withdrawn).
+    // Exposures: every annotated Service, as a whole set (absent ones are withdrawn), and the
+    // services of ConfigMap skupper-services when it is known (`None`: left as they are).
     let mut exposures = Vec::new();
     for svc in services {
         match exposure(svc, namespace) {
@@ -233,13 +336,36 @@ pub async fn reconcile_services(
             None => {}
         }
     }
-    out.exposed_changed = controller.sync_exposures(exposures).await?;
+    if let Some(cm) = definitions {
+        let (defined, invalid) = self::definitions(cm, namespace);
+        exposures.extend(defined);
+        out.invalid.extend(invalid);
+    }
+    out.exposed_changed = controller
+        .sync_exposures(exposures, definitions.is_none())
+        .await?;
 
-    // Network services that are not local.
+    // A Service selecting the router pods for every network service that is not local, and
+    // for every one defined in skupper-services (its name is the address clients call).
+    let defined: Vec<pb::Service> = {
+        let state = controller.state();
+        controller
+            .services()
+            .into_iter()
+            .filter(|s| {
+                s.local
+                    && state
+                        .services
+                        .get(&s.address)
+                        .is_some_and(|d| d.source == DEFINITIONS_SOURCE)
+            })
+            .collect()
+    };
     let want: BTreeMap<String, Service> = controller
         .services()
         .into_iter()
         .filter(|s| !s.local)
+        .chain(defined)
         .map(|s| {
             let ports: Vec<u16> = s
                 .ports
@@ -294,12 +420,18 @@ impl Controller {
     /// nothing). Services defined through the API or CLI are left alone; an annotation that
     /// clashes with one of them is reported in the log and skipped. Returns whether anything
     /// changed.
-    pub async fn sync_exposures(&self, exposures: Vec<Exposure>) -> Result<bool, ControllerError> {
+    pub async fn sync_exposures(
+        &self,
+        exposures: Vec<Exposure>,
+        keep_defined: bool,
+    ) -> Result<bool, ControllerError> {
         let before = self.state();
         self.change(|s| {
             s.services
                 .retain(|_, d| {
-                    !d.source.starts_with("service/")
+                    let ours = d.source.starts_with("service/")
+                        || (d.source == DEFINITIONS_SOURCE && !keep_defined);
+                    !ours
                         || exposures
                             .iter()
                             .any(|e| e.source == d.source && e.address == d.address)
@@ -322,7 +454,7 @@ impl Controller {
                         protocol: PROTOCOL_TCP.into(),
                         ports: e.ports.clone(),
                         created,
-                        targets: vec![e.target.clone()],
+                        targets: e.targets.clone(),
                         source: e.source.clone(),
                     },
                 );

@@ -525,13 +525,26 @@ async fn reconcile_forever(
         ),
     )
     .default_backoff();
-    let mut events =
-        futures_util::stream::select(services.map(|_| ()), secrets.map(|_| ())).boxed();
+    let (definition_store, writer) = reflector::store::<ConfigMap>();
+    let definitions = reflector(
+        writer,
+        watcher(
+            Api::<ConfigMap>::namespaced(client.clone(), &ns),
+            watcher::Config::default().fields(&format!("metadata.name={}", super::DEFINITIONS)),
+        ),
+    )
+    .default_backoff();
+    let mut events = futures_util::stream::select_all([
+        services.map(|_| ()).boxed(),
+        secrets.map(|_| ()).boxed(),
+        definitions.map(|_| ()).boxed(),
+    ]);
     // An empty store before the first list would withdraw every exposure: wait for both.
     {
         let ready = async {
             let _ = service_store.wait_until_ready().await;
             let _ = secret_store.wait_until_ready().await;
+            let _ = definition_store.wait_until_ready().await;
         };
         tokio::pin!(ready);
         loop {
@@ -565,6 +578,8 @@ async fn reconcile_forever(
                 &c,
                 &owner,
                 &snapshot(&service_store),
+                // Absent: no services defined there (any defined before are withdrawn).
+                Some(&snapshot(&definition_store).pop().unwrap_or_default()),
             )
             .await?;
             let secrets = super::reconcile_token_secrets(
