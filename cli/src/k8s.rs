@@ -9,6 +9,7 @@
 pub mod expose;
 pub mod link;
 pub mod manifests;
+pub mod service;
 pub mod site;
 pub mod token;
 
@@ -243,19 +244,17 @@ pub async fn run(
         Command::Service(ServiceCommand::Status(a)) => {
             site::service_status(client, namespace, a.output, out).await
         }
-        Command::Service(c) => {
-            let verb = match c {
-                ServiceCommand::Create(_) => "create",
-                ServiceCommand::Delete(_) => "delete",
-                ServiceCommand::Bind(_) => "bind",
-                ServiceCommand::Unbind(_) => "unbind",
-                ServiceCommand::Status(_) => "status",
-            };
-            Err(usage(format!(
-                "service {verb} is not available on the kubernetes platform: expose workloads \
-                 with `skupper expose deployment|statefulset|service NAME` (or annotate a \
-                 Service with skupper.io/proxy) and stop with `skupper unexpose`"
-            )))
+        Command::Service(ServiceCommand::Create(a)) => {
+            service::create(client, namespace, &a, out).await
+        }
+        Command::Service(ServiceCommand::Delete(a)) => {
+            service::delete(client, namespace, &a, out).await
+        }
+        Command::Service(ServiceCommand::Bind(a)) => {
+            service::bind(client, namespace, &a, out).await
+        }
+        Command::Service(ServiceCommand::Unbind(a)) => {
+            service::unbind(client, namespace, &a, out).await
         }
         Command::Network(NetworkCommand::Status(a)) => {
             site::network_status(client, namespace, a.output, out).await

@@ -164,6 +164,92 @@ async fn init_token_expose_status_and_delete_through_the_api_server() {
     let text = ok(&kc, &dir, &["status"]).await;
     assert!(text.contains("west"), "{text}");
 
+    // A service defined by name and ports, then delivered by the deployment.
+    ok(&kc, &dir, &["service", "create", "db", "5432"]).await;
+    let twice = skupper(&kc, &dir, &["service", "create", "db", "5432"]).await;
+    assert_eq!(twice.status.code(), Some(2), "{twice:?}");
+    // The name clients would call is taken by a Service that is not the controller's.
+    let taken = skupper(&kc, &dir, &["service", "create", "backend", "8080"]).await;
+    assert_eq!(taken.status.code(), Some(2), "{taken:?}");
+    assert!(
+        String::from_utf8_lossy(&taken.stderr).contains("skupper expose service backend"),
+        "{taken:?}"
+    );
+    ok(
+        &kc,
+        &dir,
+        &[
+            "service",
+            "bind",
+            "db",
+            "deployment",
+            "backend",
+            "--target-port",
+            "15432",
+        ],
+    )
+    .await;
+    let bound = Api::<Service>::namespaced(client.clone(), "west")
+        .get("db-backend")
+        .await
+        .unwrap();
+    assert_eq!(bound.spec.unwrap().selector.unwrap()["app"], "backend");
+    let db = eventually("db bound in service status", async || {
+        let out = skupper(&kc, &dir, &["service", "status", "-o", "json"]).await;
+        let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let db = list["services"]
+            .as_array()?
+            .iter()
+            .find(|s| {
+                s["address"] == "db" && s["targets"].as_array().is_some_and(|t| !t.is_empty())
+            })?
+            .clone();
+        Some(db)
+    })
+    .await;
+    assert_eq!(db["targets"][0]["host"], "db-backend.west.svc");
+    assert_eq!(db["targets"][0]["ports"][0], 15432);
+    // The address clients call: a Service selecting the router pods.
+    let called = eventually("the db Service", async || {
+        Api::<Service>::namespaced(client.clone(), "west")
+            .get_opt("db")
+            .await
+            .ok()?
+    })
+    .await;
+    assert_eq!(
+        called.spec.unwrap().selector.unwrap()["skupper.io/component"],
+        "router"
+    );
+    let bad = skupper(
+        &kc,
+        &dir,
+        &["service", "unbind", "db", "deployment", "other"],
+    )
+    .await;
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    ok(
+        &kc,
+        &dir,
+        &["service", "unbind", "db", "deployment", "backend"],
+    )
+    .await;
+    assert!(
+        Api::<Service>::namespaced(client.clone(), "west")
+            .get_opt("db-backend")
+            .await
+            .unwrap()
+            .is_none(),
+        "the Service made for the binding goes with it"
+    );
+    ok(&kc, &dir, &["service", "delete", "db"]).await;
+    eventually("db gone", async || {
+        let out = skupper(&kc, &dir, &["service", "status", "-o", "json"]).await;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (out.status.success() && !text.contains("\"db\"")).then_some(())
+    })
+    .await;
+
     ok(&kc, &dir, &["unexpose", "deployment", "backend"]).await;
     eventually("backend withdrawn", async || {
         let out = skupper(&kc, &dir, &["service", "status", "-o", "json"]).await;

@@ -177,6 +177,7 @@ async fn a_site_runs_against_the_api_server() {
         "skupper-services",
         serde_json::json!({"data": {
             "db": r#"{"ports": [5432], "targets": [{"service": "postgres"}]}"#,
+            "broken": "{not json",
         }}),
     )
     .await;
@@ -186,6 +187,20 @@ async fn a_site_runs_against_the_api_server() {
     })
     .await;
     assert_eq!(db.targets[0].host, "postgres.west.svc");
+    // The broken entry is told as an Event on the ConfigMap; the good one was used anyway.
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "west");
+    let ev = eventually("an Event for the broken entry", async || {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("InvalidDefinition"))
+    })
+    .await;
+    assert_eq!(
+        ev.regarding.unwrap().name.as_deref(),
+        Some("skupper-services")
+    );
+    assert!(ev.note.unwrap_or_default().contains("broken"));
     let db_svc = eventually("the db Service", async || {
         services_api.get_opt("db").await.ok()?
     })

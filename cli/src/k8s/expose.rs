@@ -25,7 +25,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Kind::Deployment => "deployment",
             Kind::StatefulSet => "statefulset",
@@ -92,7 +92,7 @@ fn is_ours(s: &Service) -> bool {
         && ann.is_some_and(|a| a.contains_key(EXPOSED))
 }
 
-fn check_protocol(p: &str) -> anyhow::Result<()> {
+pub(super) fn check_protocol(p: &str) -> anyhow::Result<()> {
     if matches!(p, "tcp" | "http" | "http2") {
         Ok(())
     } else {
@@ -151,40 +151,7 @@ async fn expose_workload(
             kind.as_str()
         )));
     }
-    let (api_kind, plural) = match kind {
-        Kind::Deployment => ("Deployment", "deployments"),
-        _ => ("StatefulSet", "statefulsets"),
-    };
-    let ar = ApiResource {
-        group: "apps".into(),
-        version: "v1".into(),
-        api_version: "apps/v1".into(),
-        kind: api_kind.into(),
-        plural: plural.into(),
-    };
-    let workloads: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
-    let w = match workloads.get(name).await {
-        Ok(w) => w,
-        Err(e) if is_not_found(&e) => anyhow::bail!(
-            "there is no {} {name:?} in namespace {namespace:?}",
-            kind.as_str()
-        ),
-        Err(e) => return Err(api_error(namespace, &format!("get {plural} {name:?}"), e)),
-    };
-    let selector: BTreeMap<String, String> = w.data["spec"]["selector"]["matchLabels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    if selector.is_empty() {
-        anyhow::bail!(
-            "{} {name:?} has no spec.selector.matchLabels to select its pods by",
-            kind.as_str()
-        );
-    }
+    let selector = workload_selector(client, namespace, kind, name).await?;
     let address = a.address.clone().unwrap_or_else(|| name.to_string());
     let services: Api<Service> = Api::namespaced(client.clone(), namespace);
     match services.get(&address).await {
@@ -281,6 +248,50 @@ async fn expose_service(
     let address = a.address.as_deref().unwrap_or(name);
     writeln!(out, "service {name} exposed as {address}")?;
     Ok(())
+}
+
+/// The labels a deployment's or statefulset's pods are selected by.
+pub(super) async fn workload_selector(
+    client: &kube::Client,
+    namespace: &str,
+    kind: Kind,
+    name: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let (api_kind, plural) = match kind {
+        Kind::Deployment => ("Deployment", "deployments"),
+        _ => ("StatefulSet", "statefulsets"),
+    };
+    let ar = ApiResource {
+        group: "apps".into(),
+        version: "v1".into(),
+        api_version: "apps/v1".into(),
+        kind: api_kind.into(),
+        plural: plural.into(),
+    };
+    let workloads: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
+    let w = match workloads.get(name).await {
+        Ok(w) => w,
+        Err(e) if is_not_found(&e) => anyhow::bail!(
+            "there is no {} {name:?} in namespace {namespace:?}",
+            kind.as_str()
+        ),
+        Err(e) => return Err(api_error(namespace, &format!("get {plural} {name:?}"), e)),
+    };
+    let selector: BTreeMap<String, String> = w.data["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if selector.is_empty() {
+        anyhow::bail!(
+            "{} {name:?} has no spec.selector.matchLabels to select its pods by",
+            kind.as_str()
+        );
+    }
+    Ok(selector)
 }
 
 /// `skupper unexpose deployment|statefulset|service NAME [--address A]`.

@@ -851,6 +851,15 @@ pub async fn report_events(
             .await?;
     }
     for why in &services.invalid {
+        if why.starts_with(&format!("configmap/{DEFINITIONS} ")) {
+            recorder
+                .publish(
+                    &warn("InvalidDefinition", why.clone()),
+                    &object("ConfigMap", namespace, DEFINITIONS),
+                )
+                .await?;
+            continue;
+        }
         // `service/<name> <annotation>: problem`
         let name = why
             .strip_prefix("service/")
