@@ -17,6 +17,8 @@ if [ "${BENCH_BUILD:-1}" = 1 ]; then cargo build --release -q -p skupper; fi
 SK=$PWD/target/release/skupper
 HOME_DIR=$(mktemp -d /tmp/van-cp-bench.XXXXXX)
 export SKUPPER_HOME=$HOME_DIR
+# Local sites even where a kubeconfig would make the CLI choose Kubernetes.
+export SKUPPER_PLATFORM=local
 BACKEND_PID=
 cleanup() {
   for ns in west east; do "$SK" -n "$ns" delete >/dev/null 2>&1 || true; done
