@@ -108,6 +108,9 @@ pub fn main(cli: Cli) -> ExitCode {
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`skupper service status | grep -q x`): as other Unix tools,
+        // stop quietly.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {e:#}");
             if e.downcast_ref::<UsageError>().is_some() {
@@ -117,6 +120,13 @@ pub fn main(cli: Cli) -> ExitCode {
             }
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn check_namespace(ns: &str) -> anyhow::Result<()> {

@@ -522,3 +522,22 @@ async fn init_cleans_up_when_the_controller_never_answers() {
     assert!(t.elapsed() < std::time::Duration::from_secs(10));
     assert!(!c.site_dir().root.exists());
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let home = Home::new("epipe");
+    // The reader closes its end before the CLI writes (as `| grep -q` does after a match).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skupper"))
+        .args(["version", "-o", "json"])
+        .env("SKUPPER_HOME", &home.0)
+        .env("SKUPPER_PLATFORM", "local")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+    assert!(out.status.success(), "{:?} {stderr}", out.status);
+}
