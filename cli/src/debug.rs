@@ -129,7 +129,7 @@ pub async fn dump(ctx: &Ctx, file: &Path, out: &mut (dyn Write + Send)) -> anyho
     Ok(())
 }
 
-fn write_archive(
+pub(crate) fn write_archive(
     file: &Path,
     top: &str,
     entries: &[(String, Vec<u8>)],

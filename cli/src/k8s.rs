@@ -6,6 +6,7 @@
 //! Every verb is a function taking a `kube::Client` and a namespace, so tests drive them
 //! against scripted API exchanges.
 
+pub mod debug;
 pub mod expose;
 pub mod link;
 pub mod manifests;
@@ -259,11 +260,7 @@ pub async fn run(
         Command::Network(NetworkCommand::Status(a)) => {
             site::network_status(client, namespace, a.output, out).await
         }
-        Command::Debug(DebugCommand::Dump(_)) => Err(usage(format!(
-            "debug dump is not available on the kubernetes platform yet: use \
-             kubectl -n {namespace} get all,configmaps,secrets -o yaml and \
-             kubectl -n {namespace} logs deployment/skupper-router --all-containers"
-        ))),
+        Command::Debug(DebugCommand::Dump(a)) => debug::dump(client, namespace, &a.file, out).await,
         Command::Demo(_) | Command::System(_) => {
             Err(usage("this command runs on the local platform only"))
         }

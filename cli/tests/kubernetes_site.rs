@@ -258,6 +258,42 @@ async fn init_token_expose_status_and_delete_through_the_api_server() {
     })
     .await;
 
+    // A debug dump: the site's objects and Events, Secrets without their data.
+    let dump = dir.join("dump.tar.gz");
+    ok(&kc, &dir, &["debug", "dump", dump.to_str().unwrap()]).await;
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(&dump).unwrap()),
+        &mut tar,
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&tar);
+    for entry in [
+        "skupper-dump-west/README.txt",
+        "skupper-dump-west/configmaps/skupper-site.yaml",
+        "skupper-dump-west/configmaps/skupper-network-status.yaml",
+        "skupper-dump-west/deployments/skupper-router.yaml",
+        "skupper-dump-west/secrets.yaml",
+        "skupper-dump-west/events.yaml",
+    ] {
+        assert!(text.contains(entry), "{entry} missing from the dump");
+    }
+    assert!(text.contains("skupper-site-state"), "Secrets are listed");
+    // Secret data is base64 in the API: neither form of any value may be in the dump.
+    for secret in secrets.list(&Default::default()).await.unwrap().items {
+        for (k, v) in secret.data.unwrap_or_default() {
+            let b64 = serde_json::to_value(&v).unwrap();
+            let b64 = b64.as_str().unwrap();
+            let raw = String::from_utf8_lossy(&v.0);
+            assert!(
+                !text.contains(b64) && (raw.len() < 8 || !text.contains(raw.as_ref())),
+                "{k} of Secret {:?} is in the dump",
+                secret.metadata.name
+            );
+        }
+    }
+    assert!(!text.contains(&token), "no API token in the dump");
+
     let _ = stop.send(true);
     served.await.unwrap().unwrap();
     ok(&kc, &dir, &["delete"]).await;
