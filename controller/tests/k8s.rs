@@ -899,49 +899,43 @@ async fn a_token_secret_that_failed_waits_unless_it_changes() {
     let why = server.await.unwrap()["metadata"]["annotations"][k8s::STATUS].clone();
 
     // Next pass, unchanged (the version our patch left): not tried, nothing written.
-    let (client, mut h) = mock();
     let same = annotated(
         broken.clone(),
         &[(k8s::STATUS, why.as_str().unwrap())],
         "patched",
     );
-    let again = same.clone();
-    let server = tokio::spawn(async move {
-        expect_secret_list(&mut h, vec![again]).await;
-        h
-    });
-    let out = k8s::reconcile_secrets(client, "west", &c, &mut retries)
-        .await
-        .unwrap();
+    let (out, mut h) = pass_listing(&c, &mut retries, same.clone()).await;
     assert!(out.failed.is_empty(), "tried again too soon: {out:?}");
-    let mut h = server.await.unwrap();
     let more = tokio::time::timeout(std::time::Duration::from_millis(50), h.next_request()).await;
     assert!(!matches!(more, Ok(Some(_))), "no further requests");
 
     // After the backoff it is tried again; the reason is unchanged, so nothing is written.
     tokio::time::advance(k8s::RETRY_MIN).await;
-    let (client, mut h) = mock();
-    let again = same.clone();
-    let server = tokio::spawn(async move {
-        expect_secret_list(&mut h, vec![again]).await;
-    });
-    let out = k8s::reconcile_secrets(client, "west", &c, &mut retries)
-        .await
-        .unwrap();
+    let (out, _) = pass_listing(&c, &mut retries, same).await;
     assert_eq!(out.failed.len(), 1, "retried after the backoff");
-    server.await.unwrap();
 
     // The user edits the Secret: tried at once (the backoff has doubled meanwhile).
-    let (client, mut h) = mock();
     let edited = annotated(broken, &[(k8s::STATUS, why.as_str().unwrap())], "edited");
+    let (out, _) = pass_listing(&c, &mut retries, edited).await;
+    assert_eq!(out.failed.len(), 1, "an edited Secret is tried at once");
+}
+
+/// One pass over the token Secrets whose list holds `secret` and which writes nothing;
+/// returns the outcome and the API handle (to check no other request follows).
+async fn pass_listing(
+    c: &Controller,
+    retries: &mut k8s::SecretRetries,
+    secret: Secret,
+) -> (k8s::SecretsOutcome, Handle) {
+    let (client, mut h) = mock();
     let server = tokio::spawn(async move {
-        expect_secret_list(&mut h, vec![edited]).await;
+        expect_secret_list(&mut h, vec![secret]).await;
+        h
     });
-    let out = k8s::reconcile_secrets(client, "west", &c, &mut retries)
+    let out = k8s::reconcile_secrets(client, "west", c, retries)
         .await
         .unwrap();
-    assert_eq!(out.failed.len(), 1, "an edited Secret is tried at once");
-    server.await.unwrap();
+    (out, server.await.unwrap())
 }
 
 #[tokio::test]

@@ -424,11 +424,7 @@ pub async fn service_status(
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     let r = reported(client, namespace).await?;
-    if output::structured(format, &r.services, out)? {
-        return Ok(());
-    }
-    write!(out, "{}", crate::service::status_text(&r.services))?;
-    Ok(())
+    print(format, &r.services, crate::service::status_text, out)
 }
 
 /// `skupper network status`.
@@ -439,10 +435,19 @@ pub async fn network_status(
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     let r = reported(client, namespace).await?;
-    if output::structured(format, &r.network, out)? {
-        return Ok(());
+    print(format, &r.network, crate::network::text, out)
+}
+
+/// One reported view: as JSON/YAML when asked, else as the local platform's text.
+fn print<T: serde::Serialize>(
+    format: Format,
+    view: &T,
+    text: fn(&T) -> String,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    if !output::structured(format, view, out)? {
+        write!(out, "{}", text(view))?;
     }
-    write!(out, "{}", crate::network::text(&r.network))?;
     Ok(())
 }
 
