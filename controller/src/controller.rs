@@ -343,21 +343,30 @@ impl Controller {
                 true
             }
         });
+        // The routers' reports, merged once for the whole record.
+        let obs = self.observed().state;
+        let router_links = obs.links.unwrap_or_default().links;
+        let router_of_link = |name: &str| {
+            router_links
+                .iter()
+                .find(|l| l.name == name && l.state == "up")
+                .map(|l| l.peer_router.clone())
+                .unwrap_or_default()
+        };
         let links = self
             .link_statuses()
             .into_iter()
             .filter(|l| l.direction == "outgoing")
             .map(|l| PublishedLink {
-                peer_router: self.router_of_link(&l.name),
+                peer_router: router_of_link(&l.name),
                 name: l.name,
                 state: l.state,
                 cost: l.cost,
             })
             .collect();
         let mut record = SiteRecord::build(&self.cfg, &state, links);
-        let router = self.observed().state.router_id;
-        if !router.is_empty() {
-            record.router_id = router;
+        if !obs.router_id.is_empty() {
+            record.router_id = obs.router_id;
         }
         self.record.send_if_modified(|cur| {
             if **cur == record {
@@ -367,18 +376,6 @@ impl Controller {
                 true
             }
         });
-    }
-
-    fn router_of_link(&self, name: &str) -> String {
-        self.observed()
-            .state
-            .links
-            .unwrap_or_default()
-            .links
-            .iter()
-            .find(|l| l.name == name && l.state == "up")
-            .map(|l| l.peer_router.clone())
-            .unwrap_or_default()
     }
 
     // --- tokens ---
