@@ -274,7 +274,7 @@ impl Controller {
                             .or_insert_with(|| v.clone());
                     }
                     for l in o.state.links.iter().flat_map(|l| l.links.iter()) {
-                        let outgoing = l.direction != "inbound";
+                        let outgoing = l.direction != "incoming";
                         match links.iter_mut().find(|x| outgoing && x.name == l.name) {
                             // Up only where every router has it up.
                             Some(x) if x.state == "up" && l.state != "up" => *x = l.clone(),
@@ -799,7 +799,7 @@ impl Controller {
                 }
                 (true, Some(r)) if r.state == "up" => st.state = "active".into(),
                 (true, Some(r)) => {
-                    let (state, reason) = classify(&r.state, &r.last_error);
+                    let (state, reason) = classify(r);
                     st.state = state.into();
                     st.reason = reason.into();
                     st.detail = r.last_error.clone();
@@ -812,7 +812,7 @@ impl Controller {
             let own = self.own_routers();
             for r in router_links
                 .iter()
-                .filter(|r| r.direction == "inbound" && r.state == "up")
+                .filter(|r| r.direction == "incoming" && r.state == "up")
                 .filter(|r| !own.contains(&r.peer_router))
             {
                 let (id, name) = site_of(&r.peer_router);
@@ -1180,29 +1180,24 @@ fn check_target(svc: &ServiceDef, host: &str, target_ports: &[u32]) -> Result<Ta
 }
 
 /// Link state and reason class from the router's view of a link.
-fn classify(state: &str, err: &str) -> (&'static str, &'static str) {
-    let state = if state == "failed" {
+fn classify(link: &rpb::Link) -> (&'static str, &'static str) {
+    use rpb::LinkFailure as F;
+    let state = if link.state == "failed" {
         "failed"
     } else {
         "connecting"
     };
-    let e = err.to_ascii_lowercase();
-    let reason = if e.is_empty() {
-        "connecting"
-    } else if e.starts_with("cannot resolve") {
-        "dns"
-    } else if e.contains("connection refused") {
-        "refused"
-    } else if e.contains("timed out") {
-        "timeout"
-    } else if e.contains("certificate") || e.contains("alert") {
-        "certificate"
-    } else if e.contains("tls") {
-        "tls"
-    } else if e.starts_with("connect to") {
-        "unreachable"
-    } else {
-        "error"
+    let reason = match link.failure() {
+        F::None if link.last_error.is_empty() => "connecting",
+        // A link that was up and ended: the text says why.
+        F::None => "error",
+        F::Dns => "dns",
+        F::ConnectRefused => "refused",
+        F::Unreachable => "unreachable",
+        F::Timeout => "timeout",
+        F::Certificate => "certificate",
+        F::Tls => "tls",
+        F::Protocol | F::HandshakeRefused | F::Io | F::Closed => "error",
     };
     (state, reason)
 }

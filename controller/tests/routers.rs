@@ -19,7 +19,7 @@ fn report(router: &str, flows: u32, link_state: &str) -> pb::ObservedState {
             links: vec![
                 rpb::Link {
                     name: "to-east".into(),
-                    direction: "outbound".into(),
+                    direction: "outgoing".into(),
                     state: link_state.into(),
                     last_error: if link_state == "up" {
                         String::new()
@@ -30,7 +30,7 @@ fn report(router: &str, flows: u32, link_state: &str) -> pb::ObservedState {
                 },
                 rpb::Link {
                     name: format!("accepted:10.0.0.{flows}"),
-                    direction: "inbound".into(),
+                    direction: "incoming".into(),
                     state: "up".into(),
                     ..Default::default()
                 },
@@ -76,7 +76,7 @@ async fn reports_of_several_routers_are_taken_together() {
     // The site's routers link to each other: that link is not one of the site's.
     a.links.as_mut().unwrap().links.push(rpb::Link {
         name: "accepted:10.0.0.99".into(),
-        direction: "inbound".into(),
+        direction: "incoming".into(),
         state: "up".into(),
         peer_router: "skupper-router-b".into(),
         ..Default::default()

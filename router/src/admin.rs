@@ -10,7 +10,8 @@ use tonic::{Request, Response, Status};
 use van_proto::admin::{self as pb, router_admin_server::RouterAdmin};
 
 use crate::config::{self, EntityKind, EntityOp, LinkRole};
-use crate::error::{AdminError, ConfigError, FieldError};
+use crate::error::{AdminError, ConfigError, FieldError, LinkFailure};
+use crate::link::Direction;
 use crate::router::Router;
 
 /// Where the admin API is served.
@@ -43,17 +44,34 @@ impl From<AdminError> for Status {
 
 // --- views ---
 
+fn link_failure(f: LinkFailure) -> pb::LinkFailure {
+    use pb::LinkFailure as P;
+    match f {
+        LinkFailure::Dns => P::Dns,
+        LinkFailure::ConnectRefused => P::ConnectRefused,
+        LinkFailure::Unreachable => P::Unreachable,
+        LinkFailure::Timeout => P::Timeout,
+        LinkFailure::Certificate => P::Certificate,
+        LinkFailure::Tls => P::Tls,
+        LinkFailure::Protocol => P::Protocol,
+        LinkFailure::HandshakeRefused => P::HandshakeRefused,
+        LinkFailure::Io => P::Io,
+        LinkFailure::Closed => P::Closed,
+    }
+}
+
 pub fn status(r: &Router) -> pb::RouterStatus {
+    let (active, total) = r.flow_counts();
     pb::RouterStatus {
-        router_id: r.id.clone(),
-        site_id: r.site.clone(),
-        mode: r.mode.as_str().into(),
+        router_id: r.id().to_string(),
+        site_id: r.site().to_string(),
+        mode: r.mode().as_str().into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        uptime_seconds: r.started.elapsed().as_secs(),
-        instance: r.instance,
+        uptime_seconds: r.uptime().as_secs(),
+        instance: r.instance(),
         reachable_routers: r.table().nodes.len() as u32,
-        active_flows: r.flows.lock().expect("flows").len() as u32,
-        flows_total: r.flows_total.load(Ordering::Relaxed),
+        active_flows: active as u32,
+        flows_total: total,
     }
 }
 
@@ -77,7 +95,7 @@ pub fn nodes(r: &Router) -> pb::NodeList {
 }
 
 pub fn links(r: &Router) -> pb::LinkList {
-    let links = r.link_statuses();
+    let links = r.links();
     let active_uplink = r.active_uplink().map(|u| u.name.clone());
     pb::LinkList {
         links: links
@@ -87,7 +105,7 @@ pub fn links(r: &Router) -> pb::LinkList {
                 pb::Link {
                     name: l.name.clone(),
                     role: l.role.as_str().into(),
-                    direction: if l.outbound { "outbound" } else { "inbound" }.into(),
+                    direction: l.direction.as_str().into(),
                     state: st.state.into(),
                     peer_router: st.peer_router.clone(),
                     peer_address: l.peer_address.clone(),
@@ -102,12 +120,13 @@ pub fn links(r: &Router) -> pb::LinkList {
                         .map_or(0, |c| c.bytes_in.load(Ordering::Relaxed)),
                     errors: l.errors.load(Ordering::Relaxed),
                     last_error: st.last_error.clone(),
+                    failure: st.failure.map_or(pb::LinkFailure::None, link_failure) as i32,
                     up_seconds: st.up_since.map_or(0, |t| t.elapsed().as_secs()),
                     active_flows: st.conn.as_ref().map_or(0, |c| c.active_streams() as u32),
                     // An edge uses one uplink at a time; other links are active while up.
                     active: st.state == "up"
                         && (l.role != LinkRole::Edge
-                            || !l.outbound
+                            || l.direction == Direction::Incoming
                             || active_uplink.as_deref() == Some(l.name.as_str())),
                 }
             })
@@ -137,13 +156,7 @@ pub async fn link_listeners(r: &Router) -> pb::LinkListenerList {
 }
 
 pub fn listeners(r: &Router) -> pb::ListenerList {
-    let ls = r
-        .listeners
-        .lock()
-        .expect("listeners")
-        .values()
-        .cloned()
-        .collect::<Vec<_>>();
+    let ls = r.listeners();
     pb::ListenerList {
         listeners: ls
             .iter()
@@ -168,13 +181,7 @@ pub fn listeners(r: &Router) -> pb::ListenerList {
 }
 
 pub fn connectors(r: &Router) -> pb::ConnectorList {
-    let cs = r
-        .connectors
-        .read()
-        .expect("connectors")
-        .values()
-        .cloned()
-        .collect::<Vec<_>>();
+    let cs = r.connectors();
     pb::ConnectorList {
         connectors: cs
             .iter()
@@ -201,9 +208,9 @@ pub fn connectors(r: &Router) -> pb::ConnectorList {
 
 pub fn addresses(r: &Router) -> pb::AddressList {
     let t = r.table();
-    let ls = r.listeners.lock().expect("listeners");
+    let ls = r.listeners();
     let mut keys: std::collections::BTreeSet<&String> = t.addresses.keys().collect();
-    keys.extend(ls.values().map(|l| &l.cfg.routing_key));
+    keys.extend(ls.iter().map(|l| &l.cfg.routing_key));
     pb::AddressList {
         addresses: keys
             .into_iter()
@@ -223,20 +230,14 @@ pub fn addresses(r: &Router) -> pb::AddressList {
                             .collect()
                     })
                     .unwrap_or_default(),
-                local_listeners: ls.values().filter(|l| l.cfg.routing_key == *k).count() as u32,
+                local_listeners: ls.iter().filter(|l| l.cfg.routing_key == *k).count() as u32,
             })
             .collect(),
     }
 }
 
 pub fn flows(r: &Router) -> pb::FlowList {
-    let fs = r
-        .flows
-        .lock()
-        .expect("flows")
-        .values()
-        .cloned()
-        .collect::<Vec<_>>();
+    let fs = r.flows();
     let mut flows: Vec<pb::Flow> = fs
         .iter()
         .map(|f| pb::Flow {
@@ -369,9 +370,9 @@ fn s(p: &Option<std::path::PathBuf>) -> String {
 pub async fn config(r: &Router) -> pb::RouterConfig {
     let e = r.entities().await;
     pb::RouterConfig {
-        router_id: r.id.clone(),
-        site_id: r.site.clone(),
-        mode: r.mode.as_str().into(),
+        router_id: r.id().to_string(),
+        site_id: r.site().to_string(),
+        mode: r.mode().as_str().into(),
         tls_profiles: e
             .tls_profiles
             .values()
@@ -681,7 +682,7 @@ pub async fn serve(
 
 /// Why a gRPC API could not be reached.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot reach the gRPC API at {target}: {source}")]
+#[error("cannot reach the gRPC API at {target}")]
 pub struct ConnectError {
     pub target: String,
     #[source]

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, FieldError};
+pub use crate::tls::TlsProfile;
 
 /// Default hello interval. Half of Skupper's 1 s, so a silent neighbour is noticed in 2 s.
 pub const DEFAULT_HELLO_INTERVAL_MS: u64 = 500;
@@ -203,19 +204,6 @@ pub struct EntityLists {
     pub links: Vec<Link>,
     pub tcp_listeners: Vec<TcpListener>,
     pub tcp_connectors: Vec<TcpConnector>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TlsProfile {
-    pub name: String,
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    /// Inline PEM, used instead of the files when present (how config-sync hands over material).
-    pub ca_pem: Option<String>,
-    pub cert_pem: Option<String>,
-    pub key_pem: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, Hash)]
@@ -652,7 +640,7 @@ fn validate_entities(errs: &mut Errors, mode: Mode, e: &Entities) {
         if errs.0.iter().all(|f| !f.path.starts_with(&p))
             && let Err(err) = crate::tls::TlsMaterial::load(t)
         {
-            errs.push(p.clone(), err.to_string());
+            errs.push(p.clone(), crate::error::chain(&err));
         }
     }
     let mut binds: BTreeMap<(String, u16), String> = BTreeMap::new();

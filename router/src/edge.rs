@@ -11,7 +11,6 @@ use van_proto::wire;
 
 use crate::control::ControlOut;
 use crate::mux::DataConn;
-use crate::router::Router;
 use crate::routing::{Destination, NodeRoute, RoutingTable};
 use crate::wire::Frame;
 
@@ -50,7 +49,7 @@ impl EdgePeer {
         })
     }
 
-    fn send_keys(&self, keys: &BTreeMap<String, u32>, values: Vec<wire::TopicValue>) {
+    pub(crate) fn send_keys(&self, keys: &BTreeMap<String, u32>, values: Vec<wire::TopicValue>) {
         let set = wire::AddressSet {
             seq: 0,
             addresses: keys
@@ -65,12 +64,22 @@ impl EdgePeer {
         let _ = self.ctl.send(ControlOut::Frame(Frame::AddressSet(set)));
     }
 
+    /// Records what the peer advertised.
+    pub(crate) fn set_advertised(
+        &self,
+        keys: BTreeMap<String, u32>,
+        values: Vec<wire::TopicValue>,
+    ) {
+        *self.values.lock().expect("edge values") = values;
+        *self.keys.lock().expect("edge keys") = keys;
+    }
+
     pub(crate) fn has_key(&self, key: &str) -> bool {
         self.keys.lock().expect("edge keys").contains_key(key)
     }
 }
 
-fn keys_of(set: wire::AddressSet) -> BTreeMap<String, u32> {
+pub(crate) fn keys_of(set: wire::AddressSet) -> BTreeMap<String, u32> {
     set.addresses
         .into_iter()
         // Keys a router could not have been configured with are dropped.
@@ -79,13 +88,19 @@ fn keys_of(set: wire::AddressSet) -> BTreeMap<String, u32> {
         .collect()
 }
 
-impl Router {
+/// The edge links of this router: uplinks to interior routers (on an edge) or edges attached
+/// to it (on an interior).
+#[derive(Debug, Default)]
+pub(crate) struct Edges {
+    uplinks: Mutex<Vec<Arc<EdgePeer>>>,
+    attached: Mutex<Vec<Arc<EdgePeer>>>,
+}
+
+impl Edges {
     // --- on an edge router ---
 
     pub(crate) fn add_uplink(&self, e: Arc<EdgePeer>) {
-        e.send_keys(&self.local_keys(), self.own_values());
         self.uplinks.lock().expect("uplinks").push(e);
-        self.recompute_edge_table();
     }
 
     pub(crate) fn remove_uplink(&self, e: &Arc<EdgePeer>) {
@@ -93,11 +108,10 @@ impl Router {
             .lock()
             .expect("uplinks")
             .retain(|u| !Arc::ptr_eq(u, e));
-        self.recompute_edge_table();
     }
 
     /// The uplink new flows use: the cheapest one that is up (ties by link name).
-    pub fn active_uplink(&self) -> Option<Arc<EdgePeer>> {
+    pub(crate) fn active_uplink(&self) -> Option<Arc<EdgePeer>> {
         self.uplinks
             .lock()
             .expect("uplinks")
@@ -107,8 +121,7 @@ impl Router {
             .cloned()
     }
 
-    /// Uplinks currently up (for status and tests).
-    pub fn uplinks_up(&self) -> usize {
+    pub(crate) fn uplinks_up(&self) -> usize {
         self.uplinks
             .lock()
             .expect("uplinks")
@@ -117,88 +130,33 @@ impl Router {
             .count()
     }
 
-    /// An edge's table: itself, and through its active uplink the keys the interior reported.
-    pub(crate) fn recompute_edge_table(&self) {
-        let Some(tx) = &self.edge_table else { return };
-        let mut t = RoutingTable::default();
-        t.nodes.insert(
-            self.id.clone(),
-            NodeRoute {
-                cost: 0,
-                next_hop: String::new(),
-                hops: 0,
-                instance: self.instance,
-                ls_seq: 0,
-                neighbors: Vec::new(),
-            },
-        );
-        for (k, n) in self.local_keys() {
-            t.addresses.entry(k).or_default().push(Destination {
-                router: self.id.clone(),
-                cost: 0,
-                connectors: n,
-            });
+    /// Sends this edge router's served keys and values to every uplink.
+    pub(crate) fn send_to_uplinks(
+        &self,
+        keys: &BTreeMap<String, u32>,
+        values: &[wire::TopicValue],
+    ) {
+        for u in self.uplinks.lock().expect("uplinks").iter() {
+            u.send_keys(keys, values.to_vec());
         }
-        if let Some(up) = self.active_uplink() {
-            t.nodes.insert(
-                up.peer.clone(),
-                NodeRoute {
-                    cost: u64::from(up.cost),
-                    next_hop: up.peer.clone(),
-                    hops: 1,
-                    instance: 0,
-                    ls_seq: 0,
-                    neighbors: Vec::new(),
-                },
-            );
-            for (k, n) in up.keys.lock().expect("edge keys").iter() {
-                t.addresses.entry(k.clone()).or_default().push(Destination {
-                    router: up.peer.clone(),
-                    cost: u64::from(up.cost),
-                    connectors: *n,
-                });
-            }
-            for v in up.values.lock().expect("edge values").iter() {
-                t.values
-                    .entry(v.topic.clone())
-                    .or_default()
-                    .insert(v.origin.clone(), v.payload.clone());
-            }
-        }
-        // Our own values last: nobody else speaks for us.
-        for v in self.own_values() {
-            t.values
-                .entry(v.topic)
-                .or_default()
-                .insert(self.id.clone(), v.payload);
-        }
-        tx.send_if_modified(|cur| {
-            if **cur == t {
-                false
-            } else {
-                *cur = Arc::new(t);
-                true
-            }
-        });
     }
 
     // --- on an interior router ---
 
-    pub(crate) fn add_edge(&self, e: Arc<EdgePeer>) {
-        self.edges.lock().expect("edges").push(e);
+    pub(crate) fn attach(&self, e: Arc<EdgePeer>) {
+        self.attached.lock().expect("edges").push(e);
     }
 
-    pub(crate) fn remove_edge(&self, e: &Arc<EdgePeer>) {
-        self.edges
+    pub(crate) fn detach(&self, e: &Arc<EdgePeer>) {
+        self.attached
             .lock()
             .expect("edges")
             .retain(|x| !Arc::ptr_eq(x, e));
-        self.publish_addresses();
     }
 
     /// The attached edge that serves `key` with the fewest flows, other than `except`.
     pub(crate) fn edge_for(&self, key: &str, except: &str) -> Option<Arc<EdgePeer>> {
-        self.edges
+        self.attached
             .lock()
             .expect("edges")
             .iter()
@@ -208,113 +166,130 @@ impl Router {
     }
 
     /// Values published by attached edges, advertised on their behalf with their origin.
-    pub(crate) fn edge_values(&self) -> Vec<wire::TopicValue> {
+    pub(crate) fn attached_values(&self) -> Vec<wire::TopicValue> {
         let mut out = Vec::new();
-        for e in self.edges.lock().expect("edges").iter() {
+        for e in self.attached.lock().expect("edges").iter() {
             out.extend(e.values.lock().expect("edge values").iter().cloned());
         }
         out
     }
 
-    /// Keys advertised by attached edges (served on their behalf by this router).
-    pub(crate) fn edge_keys(&self) -> BTreeMap<String, u32> {
+    /// Keys advertised by attached edges other than `except` (served on their behalf by
+    /// this router).
+    pub(crate) fn attached_keys(&self, except: Option<&Arc<EdgePeer>>) -> BTreeMap<String, u32> {
         let mut keys = BTreeMap::new();
-        for e in self.edges.lock().expect("edges").iter() {
+        for e in self.attached.lock().expect("edges").iter() {
+            if except.is_some_and(|x| Arc::ptr_eq(x, e)) {
+                continue;
+            }
             for (k, n) in e.keys.lock().expect("edge keys").iter() {
                 *keys.entry(k.clone()).or_default() += n;
             }
         }
         keys
     }
-
-    // --- both ---
-
-    /// An address set arrived on an edge link.
-    pub(crate) fn edge_addresses(&self, e: &Arc<EdgePeer>, mut set: wire::AddressSet) {
-        let mut values = std::mem::take(&mut set.values);
-        if let Err(why) = crate::control::check_values(&values) {
-            tracing::warn!(peer = %e.peer, %why, "Ignoring invalid topic values");
-            values.clear();
-        }
-        for v in &mut values {
-            // An edge speaks only for itself; an interior names each value's origin.
-            if self.edge_table.is_none() || v.origin.is_empty() {
-                v.origin = e.peer.clone();
-            }
-        }
-        *e.values.lock().expect("edge values") = values;
-        *e.keys.lock().expect("edge keys") = keys_of(set);
-        if self.edge_table.is_some() {
-            self.recompute_edge_table();
-        } else {
-            self.publish_addresses();
-        }
-        self.changed();
-    }
-
-    /// Sends this edge router's served keys to every uplink.
-    pub(crate) fn announce_to_uplinks(&self) {
-        let keys = self.local_keys();
-        let values = self.own_values();
-        for u in self.uplinks.lock().expect("uplinks").iter() {
-            u.send_keys(&keys, values.clone());
-        }
-        self.recompute_edge_table();
-    }
 }
 
-/// Keeps an attached edge told which keys it can reach through us: every reachable key
-/// except those only that edge itself serves.
-pub(crate) async fn feed_edge(router: Arc<Router>, e: Arc<EdgePeer>) {
-    let mut table = router.table_rx();
-    type Sent = (BTreeMap<String, u32>, Vec<wire::TopicValue>);
-    let mut last: Option<Sent> = None;
-    loop {
-        let t = table.borrow_and_update().clone();
-        let local = router.local_keys();
-        let mut keys = BTreeMap::new();
-        for (k, dests) in &t.addresses {
-            let mut n = 0;
-            for d in dests {
-                if d.router != router.id {
-                    n += d.connectors;
-                    continue;
-                }
-                // Our own entry counts our connectors and other edges', not this edge's.
-                n += local.get(k).copied().unwrap_or(0);
-                n += router
-                    .edges
-                    .lock()
-                    .expect("edges")
-                    .iter()
-                    .filter(|x| !Arc::ptr_eq(x, &e))
-                    .filter_map(|x| x.keys.lock().expect("edge keys").get(k).copied())
-                    .sum::<u32>();
-            }
-            if n > 0 {
-                keys.insert(k.clone(), n);
-            }
+/// An edge router's table: itself, and through its active uplink the keys and values the
+/// interior reported. `own_values` go last: nobody else speaks for this router.
+pub(crate) fn edge_table(
+    id: &str,
+    instance: u64,
+    local_keys: BTreeMap<String, u32>,
+    own_values: Vec<wire::TopicValue>,
+    uplink: Option<&EdgePeer>,
+) -> RoutingTable {
+    let mut t = RoutingTable::default();
+    t.nodes.insert(
+        id.to_string(),
+        NodeRoute {
+            cost: 0,
+            next_hop: String::new(),
+            hops: 0,
+            instance,
+            ls_seq: 0,
+            neighbors: Vec::new(),
+        },
+    );
+    for (k, n) in local_keys {
+        t.addresses.entry(k).or_default().push(Destination {
+            router: id.to_string(),
+            cost: 0,
+            connectors: n,
+        });
+    }
+    if let Some(up) = uplink {
+        t.nodes.insert(
+            up.peer.clone(),
+            NodeRoute {
+                cost: u64::from(up.cost),
+                next_hop: up.peer.clone(),
+                hops: 1,
+                instance: 0,
+                ls_seq: 0,
+                neighbors: Vec::new(),
+            },
+        );
+        for (k, n) in up.keys.lock().expect("edge keys").iter() {
+            t.addresses.entry(k.clone()).or_default().push(Destination {
+                router: up.peer.clone(),
+                cost: u64::from(up.cost),
+                connectors: *n,
+            });
         }
-        // Every value in the network but the edge's own.
-        let mut values = Vec::new();
-        for (topic, by_origin) in &t.values {
-            for (origin, payload) in by_origin {
-                if *origin != e.peer {
-                    values.push(wire::TopicValue {
-                        topic: topic.clone(),
-                        payload: payload.clone(),
-                        origin: origin.clone(),
-                    });
-                }
-            }
-        }
-        let next = (keys, values);
-        if last.as_ref() != Some(&next) {
-            e.send_keys(&next.0, next.1.clone());
-            last = Some(next);
-        }
-        if table.changed().await.is_err() {
-            return;
+        for v in up.values.lock().expect("edge values").iter() {
+            t.values
+                .entry(v.topic.clone())
+                .or_default()
+                .insert(v.origin.clone(), v.payload.clone());
         }
     }
+    for v in own_values {
+        t.values
+            .entry(v.topic)
+            .or_default()
+            .insert(id.to_string(), v.payload);
+    }
+    t
+}
+
+/// What an attached edge is told it can reach through this router: every reachable key
+/// except those only that edge itself serves, and every value but the edge's own.
+/// `local_keys` are this router's own connectors; `others` the keys of its other edges.
+pub(crate) fn keys_for_edge(
+    table: &RoutingTable,
+    self_id: &str,
+    edge: &EdgePeer,
+    local_keys: &BTreeMap<String, u32>,
+    others: &BTreeMap<String, u32>,
+) -> (BTreeMap<String, u32>, Vec<wire::TopicValue>) {
+    let mut keys = BTreeMap::new();
+    for (k, dests) in &table.addresses {
+        let mut n = 0;
+        for d in dests {
+            if d.router != self_id {
+                n += d.connectors;
+                continue;
+            }
+            // Our own entry counts our connectors and other edges', not this edge's.
+            n += local_keys.get(k).copied().unwrap_or(0);
+            n += others.get(k).copied().unwrap_or(0);
+        }
+        if n > 0 {
+            keys.insert(k.clone(), n);
+        }
+    }
+    let mut values = Vec::new();
+    for (topic, by_origin) in &table.values {
+        for (origin, payload) in by_origin {
+            if *origin != edge.peer {
+                values.push(wire::TopicValue {
+                    topic: topic.clone(),
+                    payload: payload.clone(),
+                    origin: origin.clone(),
+                });
+            }
+        }
+    }
+    (keys, values)
 }

@@ -46,6 +46,44 @@ impl ConfigError {
     }
 }
 
+/// Renders an error with its causes, each once: `outer: cause: root cause`. Error types here
+/// keep their source out of their own message, so this is how they are shown to people.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// What kind of failure ended a link attempt; the admin API reports it with the error text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkFailure {
+    /// The peer's host name does not resolve.
+    Dns,
+    /// Nothing listens at the peer's address.
+    ConnectRefused,
+    /// The peer's address cannot be reached (no route, reset while connecting).
+    Unreachable,
+    /// Connecting or a handshake took too long.
+    Timeout,
+    /// A certificate was rejected, by either side.
+    Certificate,
+    /// Another TLS failure.
+    Tls,
+    /// The peer broke the inter-router protocol.
+    Protocol,
+    /// The peer refused the link after the TLS handshake (version, duplicate id, role).
+    HandshakeRefused,
+    /// Reading or writing failed after the connection was made.
+    Io,
+    /// The peer closed the connection during the handshake.
+    Closed,
+}
+
 /// Why a link to a peer router could not be established or was lost.
 ///
 /// `retryable` tells the dialer whether reconnecting may succeed without a configuration change;
@@ -53,13 +91,13 @@ impl ConfigError {
 /// ones are logged at a higher level.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("cannot resolve {host}: {source}")]
+    #[error("cannot resolve {host}")]
     Resolve {
         host: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("connect to {addr} failed: {source}")]
+    #[error("connect to {addr} failed")]
     Connect {
         addr: String,
         #[source]
@@ -68,12 +106,17 @@ pub enum LinkError {
     #[error("connect to {addr} timed out")]
     ConnectTimeout { addr: String },
     #[error("TLS handshake with {peer} failed: {reason}")]
-    Tls { peer: String, reason: String },
+    Tls {
+        peer: String,
+        reason: String,
+        /// A certificate was rejected (rather than, say, no common protocol version).
+        certificate: bool,
+    },
     #[error("peer {peer} broke the protocol: {reason}")]
     Protocol { peer: String, reason: String },
     #[error("peer {peer} refused: {reason}")]
     Refused { peer: String, reason: String },
-    #[error("i/o with {peer}: {source}")]
+    #[error("i/o with {peer}")]
     Io {
         peer: String,
         #[source]
@@ -90,6 +133,28 @@ impl LinkError {
             self,
             LinkError::Tls { .. } | LinkError::Protocol { .. } | LinkError::Refused { .. }
         )
+    }
+
+    /// The kind of failure, for the admin API.
+    pub fn failure(&self) -> LinkFailure {
+        match self {
+            LinkError::Resolve { .. } => LinkFailure::Dns,
+            LinkError::Connect { source, .. }
+                if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+            {
+                LinkFailure::ConnectRefused
+            }
+            LinkError::Connect { .. } => LinkFailure::Unreachable,
+            LinkError::ConnectTimeout { .. } => LinkFailure::Timeout,
+            LinkError::Tls {
+                certificate: true, ..
+            } => LinkFailure::Certificate,
+            LinkError::Tls { .. } => LinkFailure::Tls,
+            LinkError::Protocol { .. } => LinkFailure::Protocol,
+            LinkError::Refused { .. } => LinkFailure::HandshakeRefused,
+            LinkError::Io { .. } => LinkFailure::Io,
+            LinkError::Closed { .. } => LinkFailure::Closed,
+        }
     }
 
     /// A short label for metrics.
@@ -123,7 +188,7 @@ pub enum AdminError {
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot bind {what} on {addr}: {source}")]
+    #[error("cannot bind {what} on {addr}")]
     Bind {
         what: String,
         addr: String,

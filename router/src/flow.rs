@@ -43,6 +43,31 @@ pub struct FlowRecord {
     pub bytes_in: AtomicU64,
 }
 
+impl FlowRecord {
+    /// A flow starting now, with no bytes yet. `server_addr` may be filled in later, when
+    /// the flow reaches its server.
+    pub(crate) fn new(
+        id: u64,
+        routing_key: String,
+        role: &'static str,
+        client_addr: String,
+        server_addr: String,
+        path: Vec<String>,
+    ) -> FlowRecord {
+        FlowRecord {
+            id,
+            routing_key,
+            role,
+            client_addr,
+            server_addr: std::sync::Mutex::new(server_addr),
+            path,
+            started: Instant::now(),
+            bytes_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+        }
+    }
+}
+
 /// How a flow ended, for logs, spans and metrics.
 #[derive(Debug)]
 pub enum Outcome {

@@ -1,20 +1,27 @@
 //! The VAN router: carries TCP flows between sites over mutually authenticated links, with
 //! link-state routing and a gRPC admin API.
 //!
-//! The data path reads top to bottom: `tcp` accepts a client, `router` picks a destination,
+//! The data path reads top to bottom: `tcp` accepts a client, `dispatch` picks a destination,
 //! `mux` carries the flow over a `link`, and `flow` relays bytes with per-flow windows.
+//! `router` owns the parts; `apply` changes their configuration; `advertise` tells the
+//! network what this router serves.
 
 pub mod admin;
+mod advertise;
+mod apply;
 pub mod config;
 mod control;
+mod dispatch;
 pub mod edge;
 pub mod error;
 pub mod flow;
 pub mod link;
 pub mod metrics;
 pub mod mux;
+mod neighbours;
 pub mod router;
 pub mod routing;
+mod shared;
 pub mod tcp;
 pub mod telemetry;
 pub mod tls;
@@ -137,7 +144,8 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, StartEr
         }
     });
     if let Some(m) = listeners.metrics {
-        let app = metrics::app(router.clone());
+        let r = router.clone();
+        let app = metrics::app(move || r.render_metrics());
         let metrics_stop = wait(stop_rx.clone());
         tokio::spawn(async move {
             let _ = axum::serve(m, app)
@@ -145,7 +153,7 @@ pub async fn start(cfg: Config, listeners: Listeners) -> Result<Running, StartEr
                 .await;
         });
     }
-    info!(id = %router.id, mode = router.mode.as_str(), "Router started");
+    info!(id = %router.id(), mode = router.mode().as_str(), "Router started");
     Ok(Running { router, stop })
 }
 

@@ -2,26 +2,32 @@
 //! link (one control connection for hellos and link state, one data connection for flows,
 //! so bulk data never delays routing control).
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 use tracing::{Instrument, debug, info, info_span, warn};
 use van_proto::wire::{self, Role};
 
-use crate::config;
+use crate::advertise::Advertiser;
+use crate::config::{self, Timers};
 use crate::control::{ControlEvent, ControlOut};
-use crate::edge::{self, EdgePeer};
-use crate::error::LinkError;
-use crate::mux::{self, DataConn};
-use crate::router::Router;
+use crate::edge::EdgePeer;
+use crate::error::{LinkError, LinkFailure};
+use crate::metrics::Metrics;
+use crate::mux::{self, DataConn, OpenHandler};
+use crate::neighbours::Neighbours;
+use crate::routing::TableRx;
+use crate::shared::{Changes, Identity, Rng};
 use crate::wire::{Frame, VERSION, decode};
 
 /// Time allowed for TCP connect, the TLS handshake and our handshake frame, each.
@@ -29,12 +35,77 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Tls = TlsStream<TcpStream>;
 
+/// What links need from the rest of the router.
+#[derive(Clone)]
+pub(crate) struct LinkEnv {
+    pub(crate) me: Arc<Identity>,
+    pub(crate) timers: Timers,
+    pub(crate) rng: Arc<Rng>,
+    /// The routing engine: inter-router links report hellos and link state to it.
+    pub(crate) engine: mpsc::UnboundedSender<ControlEvent>,
+    pub(crate) table: TableRx,
+    pub(crate) neighbours: Arc<Neighbours>,
+    pub(crate) links: Arc<LinkTable>,
+    /// Edge links exchange served keys through it.
+    pub(crate) advertiser: Arc<Advertiser>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) changes: Changes,
+    /// Decides what happens to flows the peer opens.
+    pub(crate) opens: Arc<dyn OpenHandler>,
+}
+
+/// The links of this router by name: configured ones, and accepted ones while they run.
+#[derive(Debug, Default)]
+pub(crate) struct LinkTable {
+    by_name: Mutex<BTreeMap<String, Arc<LinkStatus>>>,
+}
+
+impl LinkTable {
+    pub(crate) fn insert(&self, status: Arc<LinkStatus>) {
+        self.by_name
+            .lock()
+            .expect("links lock")
+            .insert(status.name.clone(), status);
+    }
+
+    pub(crate) fn remove(&self, name: &str) {
+        self.by_name.lock().expect("links lock").remove(name);
+    }
+
+    pub(crate) fn list(&self) -> Vec<Arc<LinkStatus>> {
+        self.by_name
+            .lock()
+            .expect("links lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+/// Which side opened a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Configured here: this router dials.
+    Outgoing,
+    /// Accepted on a link listener.
+    Incoming,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Outgoing => "outgoing",
+            Direction::Incoming => "incoming",
+        }
+    }
+}
+
 /// Live state of one link, shown by the admin API.
 #[derive(Debug)]
 pub struct LinkStatus {
     pub name: String,
     pub role: config::LinkRole,
-    pub outbound: bool,
+    pub direction: Direction,
     pub peer_address: String,
     pub cost: AtomicU64,
     pub errors: AtomicU64,
@@ -46,6 +117,8 @@ pub struct LinkInner {
     pub state: &'static str,
     pub peer_router: String,
     pub last_error: String,
+    /// What kind of failure `last_error` is, when the last attempt failed.
+    pub failure: Option<LinkFailure>,
     pub up_since: Option<Instant>,
     pub conn: Option<Arc<DataConn>>,
 }
@@ -54,14 +127,14 @@ impl LinkStatus {
     pub(crate) fn new(
         name: String,
         role: config::LinkRole,
-        outbound: bool,
+        direction: Direction,
         peer_address: String,
         cost: u32,
     ) -> Arc<LinkStatus> {
         Arc::new(LinkStatus {
             name,
             role,
-            outbound,
+            direction,
             peer_address,
             cost: AtomicU64::new(u64::from(cost)),
             errors: AtomicU64::new(0),
@@ -146,21 +219,21 @@ fn set_socket_options(s: &TcpStream) {
     let _ = sock.set_tcp_user_timeout(Some(Duration::from_secs(20)));
 }
 
-fn our_handshake(router: &Router, role: Role, link_id: u64, cost: u32) -> Frame {
+fn our_handshake(me: &Identity, role: Role, link_id: u64, cost: u32) -> Frame {
     Frame::Handshake(wire::Handshake {
         version: VERSION,
-        router_id: router.id.clone(),
-        instance: router.instance,
+        router_id: me.id.clone(),
+        instance: me.instance,
         role: role as i32,
         link_id,
         cost,
-        site_id: router.site.clone(),
-        mode: router.mode.as_str().to_string(),
+        site_id: me.site.clone(),
+        mode: me.mode.as_str().to_string(),
     })
 }
 
 /// Checks the peer's handshake; returns the refusal reason if it is unacceptable.
-fn check_handshake(router: &Router, h: &wire::Handshake, want: &[Role]) -> Result<(), String> {
+fn check_handshake(me: &Identity, h: &wire::Handshake, want: &[Role]) -> Result<(), String> {
     if h.version != VERSION {
         return Err(format!(
             "protocol version {} not supported (this router speaks {VERSION})",
@@ -173,7 +246,7 @@ fn check_handshake(router: &Router, h: &wire::Handshake, want: &[Role]) -> Resul
             h.router_id.chars().take(80).collect::<String>()
         ));
     }
-    if h.router_id == router.id {
+    if h.router_id == me.id {
         return Err(format!(
             "peer uses this router's own id {:?} (duplicate router id or a link to itself)",
             h.router_id
@@ -190,45 +263,49 @@ fn check_handshake(router: &Router, h: &wire::Handshake, want: &[Role]) -> Resul
 
 /// Keeps an outbound link up: connect, handshake, run, and reconnect with backoff.
 pub(crate) async fn dial_loop(
-    router: Arc<Router>,
+    env: LinkEnv,
     cfg: config::Link,
     tls: Arc<rustls::ClientConfig>,
     status: Arc<LinkStatus>,
 ) {
-    let mut delay = router.timers.backoff_min();
+    let mut delay = env.timers.backoff_min();
     loop {
         let started = Instant::now();
-        match dial_once(&router, &cfg, &tls, &status).await {
+        match dial_once(&env, &cfg, &tls, &status).await {
             Ok(reason) => {
                 info!(link = %cfg.name, %reason, "Link ended; reconnecting");
                 status.set(|s| {
                     s.state = "down";
                     s.last_error = reason;
+                    s.failure = None;
                     s.up_since = None;
                 });
             }
             Err(e) => {
-                status.errors.fetch_add(1, Ordering::Relaxed);
-                router.metrics.link_failures(e.kind());
+                let text = crate::error::chain(&e);
                 if e.caused_by_peer() {
-                    warn!(link = %cfg.name, error = %e, "Link failed");
+                    warn!(link = %cfg.name, error = %text, "Link failed");
                 } else {
-                    info!(link = %cfg.name, error = %e, "Link attempt failed");
+                    info!(link = %cfg.name, error = %text, "Link attempt failed");
                 }
+                // The status first: whoever sees the failure counted finds it explained.
                 status.set(|s| {
                     s.state = "failed";
-                    s.last_error = e.to_string();
+                    s.last_error = text;
+                    s.failure = Some(e.failure());
                     s.up_since = None;
                 });
+                status.errors.fetch_add(1, Ordering::Relaxed);
+                env.metrics.link_failures(e.kind());
             }
         }
         // A link that stayed up a while reconnects quickly; repeated failures back off.
         if started.elapsed() > Duration::from_secs(10) {
-            delay = router.timers.backoff_min();
+            delay = env.timers.backoff_min();
         }
-        let jitter = Duration::from_millis(u64::from(router.random_u32() % 100));
+        let jitter = Duration::from_millis(u64::from(env.rng.u32() % 100));
         tokio::time::sleep(delay + jitter).await;
-        delay = (delay * 2).min(router.timers.backoff_max());
+        delay = (delay * 2).min(env.timers.backoff_max());
         status.set(|s| s.state = "connecting");
     }
 }
@@ -277,6 +354,7 @@ async fn connect_tls(
     let server_name = ServerName::try_from(name).map_err(|e| LinkError::Tls {
         peer: target.clone(),
         reason: format!("invalid server name: {e}"),
+        certificate: false,
     })?;
     let stream = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
@@ -286,15 +364,19 @@ async fn connect_tls(
     .map_err(|_| LinkError::ConnectTimeout {
         addr: target.clone(),
     })?
-    .map_err(|e| LinkError::Tls {
-        peer: target.clone(),
-        reason: crate::tls::explain(&e),
+    .map_err(|e| {
+        let (reason, certificate) = crate::tls::explain(&e);
+        LinkError::Tls {
+            peer: target.clone(),
+            reason,
+            certificate,
+        }
     })?;
     Ok((TlsStream::Client(stream), addr))
 }
 
 async fn dial_handshake(
-    router: &Router,
+    me: &Identity,
     cfg: &config::Link,
     tls: &Arc<rustls::ClientConfig>,
     role: Role,
@@ -306,7 +388,7 @@ async fn dial_handshake(
         peer: peer.clone(),
         source,
     };
-    write_frame(&mut s, &our_handshake(router, role, link_id, cfg.cost))
+    write_frame(&mut s, &our_handshake(me, role, link_id, cfg.cost))
         .await
         .map_err(io)?;
     let mut buf = BytesMut::with_capacity(4096);
@@ -316,7 +398,7 @@ async fn dial_handshake(
     match f {
         Frame::Handshake(h) => {
             // The answer repeats our role; an edge must reach an interior router.
-            check_handshake(router, &h, &[role])
+            check_handshake(me, &h, &[role])
                 .and_then(|()| {
                     if cfg.role == config::LinkRole::Edge && h.mode != "interior" {
                         Err(format!(
@@ -342,12 +424,12 @@ async fn dial_handshake(
 }
 
 async fn dial_once(
-    router: &Arc<Router>,
+    env: &LinkEnv,
     cfg: &config::Link,
     tls: &Arc<rustls::ClientConfig>,
     status: &Arc<LinkStatus>,
 ) -> Result<String, LinkError> {
-    let link_id = u64::from(router.random_u32()) << 32 | u64::from(router.random_u32());
+    let link_id = env.rng.u64();
     let (control_role, data_role, kind) = match cfg.role {
         config::LinkRole::InterRouter => (
             Role::InterRouterControl,
@@ -356,8 +438,8 @@ async fn dial_once(
         ),
         config::LinkRole::Edge => (Role::EdgeControl, Role::EdgeData, LinkKind::EdgeUp),
     };
-    let (control, cbuf, h) = dial_handshake(router, cfg, tls, control_role, link_id).await?;
-    let (data, dbuf, _) = dial_handshake(router, cfg, tls, data_role, link_id).await?;
+    let (control, cbuf, h) = dial_handshake(&env.me, cfg, tls, control_role, link_id).await?;
+    let (data, dbuf, _) = dial_handshake(&env.me, cfg, tls, data_role, link_id).await?;
     let agreed = Agreed {
         peer: h.router_id.clone(),
         link_id,
@@ -365,7 +447,7 @@ async fn dial_once(
         kind,
     };
     Ok(run_link(
-        router.clone(),
+        env.clone(),
         agreed,
         true,
         status.clone(),
@@ -379,12 +461,15 @@ async fn dial_once(
 
 /// Accepts links on a link listener until the task is aborted.
 pub(crate) async fn accept_loop(
-    router: Arc<Router>,
+    env: LinkEnv,
     cfg: config::LinkListener,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
+    // Control connections waiting for their data connection, by (peer router, link id).
+    // Both arrive at the same address, so at this listener.
+    let pending: Arc<Pending> = Arc::default();
     // Accepted links live in this set, so deleting the listener closes them too.
     let mut links = tokio::task::JoinSet::new();
     loop {
@@ -401,14 +486,15 @@ pub(crate) async fn accept_loop(
             }
         };
         set_socket_options(&tcp);
-        let router = router.clone();
+        let env = env.clone();
         let acceptor = acceptor.clone();
         let cfg = cfg.clone();
+        let pending = pending.clone();
         links.spawn(
             async move {
-                if let Err(e) = accept_one(&router, &cfg, acceptor, tcp, addr).await {
-                    router.metrics.link_failures(e.kind());
-                    warn!(error = %e, "Refused inbound link");
+                if let Err(e) = accept_one(&env, &cfg, &pending, acceptor, tcp, addr).await {
+                    env.metrics.link_failures(e.kind());
+                    warn!(error = %crate::error::chain(&e), "Refused inbound link");
                 }
             }
             .instrument(info_span!("accept", peer = %addr)),
@@ -416,9 +502,12 @@ pub(crate) async fn accept_loop(
     }
 }
 
+type Pending = Mutex<HashMap<(String, u64), oneshot::Sender<(Tls, BytesMut)>>>;
+
 async fn accept_one(
-    router: &Arc<Router>,
+    env: &LinkEnv,
     cfg: &config::LinkListener,
+    pending_links: &Pending,
     acceptor: TlsAcceptor,
     tcp: TcpStream,
     addr: SocketAddr,
@@ -427,9 +516,13 @@ async fn accept_one(
     let mut s = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
         .map_err(|_| LinkError::ConnectTimeout { addr: peer.clone() })?
-        .map_err(|e| LinkError::Tls {
-            peer: peer.clone(),
-            reason: crate::tls::explain(&e),
+        .map_err(|e| {
+            let (reason, certificate) = crate::tls::explain(&e);
+            LinkError::Tls {
+                peer: peer.clone(),
+                reason,
+                certificate,
+            }
         })
         .map(TlsStream::Server)?;
     let mut buf = BytesMut::with_capacity(4096);
@@ -447,7 +540,7 @@ async fn accept_one(
         config::LinkRole::InterRouter => &[Role::InterRouterControl, Role::InterRouterData],
         config::LinkRole::Edge => &[Role::EdgeControl, Role::EdgeData],
     };
-    if let Err(reason) = check_handshake(router, &h, accepted).map_err(|r| {
+    if let Err(reason) = check_handshake(&env.me, &h, accepted).map_err(|r| {
         format!(
             "{r} (listener {} takes {} links)",
             cfg.name,
@@ -471,8 +564,7 @@ async fn accept_one(
     let is_data = matches!(role, Role::InterRouterData | Role::EdgeData);
     let pending = if !is_data {
         let (tx, rx) = oneshot::channel();
-        router
-            .pending_links
+        pending_links
             .lock()
             .expect("pending lock")
             .insert(key.clone(), tx);
@@ -480,24 +572,16 @@ async fn accept_one(
     } else {
         None
     };
-    let reply = write_frame(&mut s, &our_handshake(router, role, h.link_id, cost)).await;
+    let reply = write_frame(&mut s, &our_handshake(&env.me, role, h.link_id, cost)).await;
     if let Err(source) = reply {
-        router
-            .pending_links
-            .lock()
-            .expect("pending lock")
-            .remove(&key);
+        pending_links.lock().expect("pending lock").remove(&key);
         return Err(LinkError::Io {
             peer: peer.clone(),
             source,
         });
     }
     if is_data {
-        let waiting = router
-            .pending_links
-            .lock()
-            .expect("pending lock")
-            .remove(&key);
+        let waiting = pending_links.lock().expect("pending lock").remove(&key);
         return match waiting {
             Some(tx) => {
                 let _ = tx.send((s, buf));
@@ -511,11 +595,7 @@ async fn accept_one(
     }
     let rx = pending.expect("control connections register above");
     let data = tokio::time::timeout(HANDSHAKE_TIMEOUT, rx).await;
-    router
-        .pending_links
-        .lock()
-        .expect("pending lock")
-        .remove(&key);
+    pending_links.lock().expect("pending lock").remove(&key);
     let Ok(Ok(data)) = data else {
         return Err(LinkError::Closed {
             peer,
@@ -523,21 +603,23 @@ async fn accept_one(
         });
     };
     let name = format!("accepted:{}:{}", h.router_id, addr);
-    let status = LinkStatus::new(name.clone(), cfg.role, false, peer.clone(), cost);
-    router
-        .links
-        .lock()
-        .expect("links lock")
-        .insert(name.clone(), status.clone());
+    let status = LinkStatus::new(
+        name.clone(),
+        cfg.role,
+        Direction::Incoming,
+        peer.clone(),
+        cost,
+    );
+    env.links.insert(status.clone());
     // Unlisted when the link ends, or when its task is aborted.
-    struct Unlist(Arc<Router>, String);
-    impl Drop for Unlist {
+    struct Unlist<'a>(&'a LinkEnv, String);
+    impl Drop for Unlist<'_> {
         fn drop(&mut self) {
-            self.0.links.lock().expect("links lock").remove(&self.1);
-            self.0.changed();
+            self.0.links.remove(&self.1);
+            self.0.changes.notify();
         }
     }
-    let _unlist = Unlist(router.clone(), name.clone());
+    let _unlist = Unlist(env, name.clone());
     let agreed = Agreed {
         peer: h.router_id.clone(),
         link_id: h.link_id,
@@ -548,7 +630,7 @@ async fn accept_one(
             LinkKind::InterRouter
         },
     };
-    let reason = run_link(router.clone(), agreed, false, status, (s, buf), data).await;
+    let reason = run_link(env.clone(), agreed, false, status, (s, buf), data).await;
     info!(peer_router = %h.router_id, %reason, "Inbound link ended");
     Ok(())
 }
@@ -557,7 +639,7 @@ async fn accept_one(
 
 /// Undoes a running link's registrations even when its task is aborted.
 struct LinkGuard {
-    router: Arc<Router>,
+    env: LinkEnv,
     conn: Arc<DataConn>,
     link_id: u64,
     kind: LinkKind,
@@ -568,25 +650,25 @@ struct LinkGuard {
 impl Drop for LinkGuard {
     fn drop(&mut self) {
         match (self.kind, &self.edge) {
-            (LinkKind::EdgeUp, Some(e)) => self.router.remove_uplink(e),
-            (LinkKind::EdgeDown, Some(e)) => self.router.remove_edge(e),
+            (LinkKind::EdgeUp, Some(e)) => self.env.advertiser.remove_uplink(e),
+            (LinkKind::EdgeDown, Some(e)) => self.env.advertiser.remove_edge(e),
             _ => {
-                let _ = self.router.engine.send(ControlEvent::LinkDown {
+                let _ = self.env.engine.send(ControlEvent::LinkDown {
                     link_id: self.link_id,
                 });
             }
         }
-        self.router.remove_neighbour(&self.conn);
+        self.env.neighbours.remove(&self.conn);
         self.conn.close("link closed");
         for t in &self.tasks {
             t.abort();
         }
-        self.router.changed();
+        self.env.changes.notify();
     }
 }
 
 async fn run_link(
-    router: Arc<Router>,
+    env: LinkEnv,
     agreed: Agreed,
     dialer: bool,
     status: Arc<LinkStatus>,
@@ -594,13 +676,13 @@ async fn run_link(
     data: (Tls, BytesMut),
 ) -> String {
     let span = info_span!("link", peer = %agreed.peer, link_id = agreed.link_id);
-    run_link_inner(router, agreed, dialer, status, control, data)
+    run_link_inner(env, agreed, dialer, status, control, data)
         .instrument(span)
         .await
 }
 
 async fn run_link_inner(
-    router: Arc<Router>,
+    env: LinkEnv,
     agreed: Agreed,
     dialer: bool,
     status: Arc<LinkStatus>,
@@ -616,15 +698,7 @@ async fn run_link_inner(
     );
     let (sock, tls) = mux::into_parts(data.0);
     let reader = tokio::spawn(
-        mux::run_data(
-            conn.clone(),
-            sock,
-            tls,
-            data.1,
-            out_rx,
-            router.clone() as Arc<dyn mux::OpenHandler>,
-        )
-        .in_current_span(),
+        mux::run_data(conn.clone(), sock, tls, data.1, out_rx, env.opens.clone()).in_current_span(),
     );
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<ControlOut>();
     let (mut cr, mut cw) = tokio::io::split(control.0);
@@ -662,25 +736,26 @@ async fn run_link_inner(
         .in_current_span(),
     );
     let mut guard = LinkGuard {
-        router: router.clone(),
+        env: env.clone(),
         conn: conn.clone(),
         link_id: agreed.link_id,
         kind: agreed.kind,
         edge: None,
         tasks: vec![reader.abort_handle(), ctl_writer.abort_handle()],
     };
-    router.add_neighbour(conn.clone());
+    env.neighbours.add(conn.clone());
     status.cost.store(u64::from(agreed.cost), Ordering::Relaxed);
     status.set(|s| {
         s.state = "up";
         s.peer_router = agreed.peer.clone();
         s.last_error.clear();
+        s.failure = None;
         s.up_since = Some(Instant::now());
         s.conn = Some(conn.clone());
     });
     let edge = match agreed.kind {
         LinkKind::InterRouter => {
-            let _ = router.engine.send(ControlEvent::LinkUp {
+            let _ = env.engine.send(ControlEvent::LinkUp {
                 link_id: agreed.link_id,
                 peer: agreed.peer.clone(),
                 cost: agreed.cost,
@@ -697,20 +772,23 @@ async fn run_link_inner(
                 ctl_tx.clone(),
             );
             if agreed.kind == LinkKind::EdgeUp {
-                router.add_uplink(e.clone());
+                env.advertiser.add_uplink(e.clone());
             } else {
-                router.add_edge(e.clone());
-                guard.tasks.push(
-                    tokio::spawn(edge::feed_edge(router.clone(), e.clone()).in_current_span())
-                        .abort_handle(),
-                );
+                env.advertiser.add_edge(e.clone());
+                let feed = env
+                    .advertiser
+                    .clone()
+                    .feed_edge(env.table.clone(), e.clone());
+                guard
+                    .tasks
+                    .push(tokio::spawn(feed.in_current_span()).abort_handle());
             }
             // Edge links have no routing protocol; hellos only prove the peer is alive.
             let hello_tx = ctl_tx.clone();
             let (id, instance, every) = (
-                router.id.clone(),
-                router.instance,
-                router.timers.hello_interval(),
+                env.me.id.clone(),
+                env.me.instance,
+                env.timers.hello_interval(),
             );
             guard.tasks.push(
                 tokio::spawn(async move {
@@ -737,36 +815,36 @@ async fn run_link_inner(
         }
     };
     drop(ctl_tx);
-    router.changed();
+    env.changes.notify();
     info!(cost = agreed.cost, kind = ?agreed.kind, "Link up");
     let mut buf = control.1;
     let peer = agreed.peer.clone();
     let link_id = agreed.link_id;
-    let max_age = router.timers.hello_max_age();
-    let control_router = router.clone();
+    let max_age = env.timers.hello_max_age();
+    let control_env = env.clone();
     let control_loop = async move {
         loop {
             let f = match tokio::time::timeout(max_age, read_frame(&mut cr, &mut buf, &peer)).await
             {
                 Ok(Ok(f)) => f,
-                Ok(Err(e)) => return e.to_string(),
+                Ok(Err(e)) => return crate::error::chain(&e),
                 // Hellos arrive every interval on a live link: silence means the peer is gone
                 // (the routing engine reaches the same verdict for inter-router links).
                 Err(_) => return "no hello within the max age".to_string(),
             };
             match (f, &edge) {
                 (Frame::Hello(hello), None) => {
-                    let _ = control_router
+                    let _ = control_env
                         .engine
                         .send(ControlEvent::Hello { link_id, hello });
                 }
                 (Frame::LinkState(ls), None) => {
-                    let _ = control_router
+                    let _ = control_env
                         .engine
                         .send(ControlEvent::LinkState { link_id, ls });
                 }
                 (Frame::Hello(_), Some(_)) => {}
-                (Frame::AddressSet(set), Some(e)) => control_router.edge_addresses(e, set),
+                (Frame::AddressSet(set), Some(e)) => control_env.advertiser.edge_addresses(e, set),
                 (Frame::GoAway(g), _) => return format!("peer closed the link: {}", g.reason),
                 (other, _) => {
                     return format!(

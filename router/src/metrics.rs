@@ -2,16 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use axum::Router as Http;
-use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-
-use crate::router::Router;
 
 /// Counters that are not derived from live state.
 #[derive(Debug, Default)]
@@ -65,11 +61,31 @@ impl Metrics {
     }
 }
 
+/// The live state a scrape reports, taken by the router.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub router_id: String,
+    pub uptime_seconds: u64,
+    pub routers_reachable: u64,
+    pub addresses: u64,
+    pub flows_active: u64,
+    pub flows_total: u64,
+    pub links: Vec<LinkSample>,
+}
+
+/// One link in a scrape; bytes only while its data connection is open.
+#[derive(Debug)]
+pub struct LinkSample {
+    pub name: String,
+    pub peer: String,
+    pub up: bool,
+    pub bytes: Option<(u64, u64)>,
+}
+
 /// Renders the Prometheus text exposition format.
-pub fn render(r: &Router) -> String {
+pub fn render(r: &Snapshot, counters: &Metrics) -> String {
     let mut s = String::new();
-    let id = &r.id;
-    let table = r.table();
+    let id = &r.router_id;
     let g = |s: &mut String, name: &str, help: &str, v: u64| {
         let _ = writeln!(
             s,
@@ -80,68 +96,63 @@ pub fn render(r: &Router) -> String {
         &mut s,
         "van_uptime_seconds",
         "Seconds since the router started.",
-        r.started.elapsed().as_secs(),
+        r.uptime_seconds,
     );
     g(
         &mut s,
         "van_routers_reachable",
         "Routers reachable, this one included.",
-        table.nodes.len() as u64,
+        r.routers_reachable,
     );
     g(
         &mut s,
         "van_addresses",
         "Routing keys with a reachable connector.",
-        table.addresses.len() as u64,
+        r.addresses,
     );
     g(
         &mut s,
         "van_flows_active",
         "Flows open on this router.",
-        r.flows.lock().expect("flows").len() as u64,
+        r.flows_active,
     );
     let _ = writeln!(
         s,
         "# HELP van_flows_total Flows started on this router.\n# TYPE van_flows_total counter\nvan_flows_total{{router=\"{id}\"}} {}",
-        r.flows_total.load(Ordering::Relaxed)
+        r.flows_total
     );
-    let links = r.link_statuses();
     let _ = writeln!(
         s,
         "# HELP van_link_up Whether a link is up.\n# TYPE van_link_up gauge"
     );
-    for l in &links {
-        let st = l.inner.lock().expect("link");
+    for l in &r.links {
         let _ = writeln!(
             s,
             "van_link_up{{router=\"{id}\",link=\"{}\",peer=\"{}\"}} {}",
             l.name,
-            st.peer_router,
-            u8::from(st.state == "up")
+            l.peer,
+            u8::from(l.up)
         );
     }
     let _ = writeln!(
         s,
         "# HELP van_link_bytes_total Bytes on a link's data connection.\n# TYPE van_link_bytes_total counter"
     );
-    for l in &links {
-        let st = l.inner.lock().expect("link");
-        if let Some(c) = &st.conn {
+    for l in &r.links {
+        if let Some((out, inb)) = l.bytes {
             let _ = writeln!(
                 s,
-                "van_link_bytes_total{{router=\"{id}\",link=\"{}\",direction=\"out\"}} {}",
+                "van_link_bytes_total{{router=\"{id}\",link=\"{}\",direction=\"out\"}} {out}",
                 l.name,
-                c.bytes_out.load(Ordering::Relaxed)
             );
             let _ = writeln!(
                 s,
-                "van_link_bytes_total{{router=\"{id}\",link=\"{}\",direction=\"in\"}} {}",
+                "van_link_bytes_total{{router=\"{id}\",link=\"{}\",direction=\"in\"}} {inb}",
                 l.name,
-                c.bytes_in.load(Ordering::Relaxed)
             );
         }
     }
-    let c = r.metrics.inner.lock().expect("metrics lock");
+    let c = counters.inner.lock().expect("metrics lock");
     let _ = writeln!(
         s,
         "# HELP van_link_failures_total Failed or refused link attempts by cause.\n# TYPE van_link_failures_total counter"
@@ -175,19 +186,18 @@ pub fn render(r: &Router) -> String {
     s
 }
 
-/// The HTTP app serving `/metrics` and `/healthz`.
-pub fn app(router: Arc<Router>) -> Http {
+/// The HTTP app serving `/metrics` (whatever `render` returns) and `/healthz`.
+pub fn app(render: impl Fn() -> String + Clone + Send + Sync + 'static) -> Http {
     Http::new()
         .route(
             "/metrics",
-            get(|State(r): State<Arc<Router>>| async move {
+            get(move || async move {
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    render(&r),
+                    render(),
                 )
                     .into_response()
             }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(router)
 }

@@ -4,9 +4,10 @@
 //! routing key is reachable; otherwise the port is bound without listening, so clients get
 //! "connection refused" at once instead of a connection that goes nowhere.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
@@ -16,7 +17,8 @@ use tracing::{debug, info, warn};
 
 use crate::config;
 use crate::flow::FlowRecord;
-use crate::router::Router;
+use crate::routing::TableRx;
+use crate::shared::Changes;
 
 /// Accept queue length of listeners (the kernel caps it at `net.core.somaxconn`). Bursts of
 /// new connections are normal for a proxy; a short queue turns them into resets.
@@ -124,7 +126,7 @@ impl ConnectorRt {
         Err(err)
     }
 
-    /// Accounts a finished flow; pairs with the increment of `active` in `pick_connector`.
+    /// Accounts a finished flow; pairs with the increment of `active` in `ConnectorTable::pick`.
     pub(crate) fn finish(&self, rec: &FlowRecord) {
         self.active.fetch_sub(1, Ordering::Relaxed);
         self.closed.fetch_add(1, Ordering::Relaxed);
@@ -139,6 +141,134 @@ impl ConnectorRt {
             self.drop_flows.notify_waiters();
         }
     }
+}
+
+/// The TCP listeners in force, by name.
+#[derive(Debug, Default)]
+pub(crate) struct ListenerTable {
+    by_name: Mutex<BTreeMap<String, Arc<ListenerRt>>>,
+}
+
+impl ListenerTable {
+    pub(crate) fn insert(&self, rt: Arc<ListenerRt>) {
+        self.by_name
+            .lock()
+            .expect("listeners lock")
+            .insert(rt.cfg.name.clone(), rt);
+    }
+
+    pub(crate) fn remove(&self, name: &str) -> Option<Arc<ListenerRt>> {
+        self.by_name.lock().expect("listeners lock").remove(name)
+    }
+
+    pub(crate) fn list(&self) -> Vec<Arc<ListenerRt>> {
+        self.by_name
+            .lock()
+            .expect("listeners lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn port(&self, name: &str) -> Option<u16> {
+        self.by_name
+            .lock()
+            .expect("listeners lock")
+            .get(name)
+            .map(|l| l.port.load(Ordering::Relaxed))
+    }
+}
+
+/// The TCP connectors in force, by name: where egress flows go.
+#[derive(Debug, Default)]
+pub(crate) struct ConnectorTable {
+    by_name: RwLock<BTreeMap<String, Arc<ConnectorRt>>>,
+    rotate: AtomicUsize,
+}
+
+impl ConnectorTable {
+    /// Makes the table hold the connectors of `next`, given that it held those of `old`:
+    /// changed ones are replaced (their flows end only with `drop_flows`).
+    pub(crate) fn reconcile(
+        &self,
+        old: &BTreeMap<String, config::TcpConnector>,
+        next: &BTreeMap<String, config::TcpConnector>,
+        drop_flows: bool,
+    ) {
+        let mut conns = self.by_name.write().expect("connectors lock");
+        for (n, c) in old {
+            if next.get(n) != Some(c)
+                && let Some(rt) = conns.remove(n)
+            {
+                rt.shut(drop_flows);
+            }
+        }
+        for (n, c) in next {
+            if old.get(n) != Some(c) {
+                conns.insert(n.clone(), ConnectorRt::new(c.clone()));
+            }
+        }
+    }
+
+    pub(crate) fn list(&self) -> Vec<Arc<ConnectorRt>> {
+        self.by_name
+            .read()
+            .expect("connectors lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Routing keys served here, with connector counts.
+    pub(crate) fn keys(&self) -> BTreeMap<String, u32> {
+        let mut keys: BTreeMap<String, u32> = BTreeMap::new();
+        for c in self.by_name.read().expect("connectors lock").values() {
+            *keys.entry(c.cfg.routing_key.clone()).or_default() += 1;
+        }
+        keys
+    }
+
+    pub(crate) fn count(&self, key: &str) -> usize {
+        self.by_name
+            .read()
+            .expect("connectors lock")
+            .values()
+            .filter(|c| c.cfg.routing_key == key)
+            .count()
+    }
+
+    /// The connector of `key` with the fewest open flows (rotating among equals), counted
+    /// as carrying one more flow until `ConnectorRt::finish`.
+    pub(crate) fn pick(&self, key: &str) -> Option<Arc<ConnectorRt>> {
+        let c = self.by_name.read().expect("connectors lock");
+        // Snapshot the counts once: other flows change them concurrently.
+        let cands: Vec<(&Arc<ConnectorRt>, u32)> = c
+            .values()
+            .filter(|c| c.cfg.routing_key == key)
+            .map(|c| (c, c.active.load(Ordering::Relaxed)))
+            .collect();
+        let min = cands.iter().map(|(_, n)| *n).min()?;
+        let tied: Vec<_> = cands.into_iter().filter(|(_, n)| *n == min).collect();
+        let pick = tied[self.rotate.fetch_add(1, Ordering::Relaxed) % tied.len()]
+            .0
+            .clone();
+        pick.active.fetch_add(1, Ordering::Relaxed);
+        Some(pick)
+    }
+}
+
+/// Takes the connections a listener accepts (the flow dispatcher).
+pub(crate) trait Accept: Send + Sync + 'static {
+    fn accepted(&self, client: TcpStream, listener: Arc<ListenerRt>);
+}
+
+/// What a listener task needs from the router.
+#[derive(Clone)]
+pub(crate) struct ListenerEnv {
+    /// Whether the listener's key is reachable decides whether it listens.
+    pub(crate) table: TableRx,
+    pub(crate) changes: Changes,
+    pub(crate) accept: Arc<dyn Accept>,
 }
 
 fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
@@ -161,13 +291,9 @@ pub(crate) fn reserve(host: &str, port: u16) -> std::io::Result<Socket> {
 
 /// Opens and closes the listening socket as the routing key becomes reachable or not, and
 /// hands accepted connections to the router.
-pub(crate) async fn listener_task(
-    router: Arc<Router>,
-    rt: Arc<ListenerRt>,
-    reserved: Option<Socket>,
-) {
+pub(crate) async fn listener_task(env: ListenerEnv, rt: Arc<ListenerRt>, reserved: Option<Socket>) {
     let key = rt.cfg.routing_key.clone();
-    let mut table = router.table_rx();
+    let mut table = env.table.clone();
     let mut reserved = reserved;
     loop {
         // Hold the port (bound, not listening).
@@ -177,7 +303,7 @@ pub(crate) async fn listener_task(
                 Ok(s) => s,
                 Err(e) => {
                     rt.set_state("error", format!("cannot bind: {e}"));
-                    router.changed();
+                    env.changes.notify();
                     warn!(error = %e, "Cannot bind listener port; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
@@ -190,7 +316,7 @@ pub(crate) async fn listener_task(
             rt.port.store(a.port(), Ordering::Relaxed);
         }
         rt.set_state("down", format!("no reachable connector for {key:?}"));
-        router.changed();
+        env.changes.notify();
         // Wait until some connector of the key is reachable.
         while !table.borrow_and_update().reachable(&key) {
             if table.changed().await.is_err() {
@@ -199,7 +325,7 @@ pub(crate) async fn listener_task(
         }
         if let Err(e) = sock.listen(LISTEN_BACKLOG) {
             rt.set_state("error", format!("cannot listen: {e}"));
-            router.changed();
+            env.changes.notify();
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
@@ -211,15 +337,14 @@ pub(crate) async fn listener_task(
             }
         };
         rt.set_state("up", String::new());
-        router.changed();
+        env.changes.notify();
         info!(port = rt.port.load(Ordering::Relaxed), key = %key, "Listener open");
         loop {
             tokio::select! {
                 r = listener.accept() => match r {
                     Ok((s, _)) => {
                         let _ = s.set_nodelay(true);
-                        let (router2, rt2) = (router.clone(), rt.clone());
-                        tokio::spawn(router2.ingress(s, rt2));
+                        env.accept.accepted(s, rt.clone());
                     }
                     Err(e) => {
                         warn!(error = %e, "Accept failed");

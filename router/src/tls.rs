@@ -3,6 +3,7 @@
 //! Each side presents a certificate and verifies its peer against the CA bundle of its
 //! TLS profile. There is no fallback to one-way TLS and no TLS 1.2.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::pki_types::pem::PemObject;
@@ -10,12 +11,24 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
-use crate::config::TlsProfile;
+/// Where a TLS profile's CA bundle, certificate chain and key come from: files, or inline PEM.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsProfile {
+    pub name: String,
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Inline PEM, used instead of the files when present (how config-sync hands over material).
+    pub ca_pem: Option<String>,
+    pub cert_pem: Option<String>,
+    pub key_pem: Option<String>,
+}
 
 /// Why TLS material could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {what} {path}: {source}")]
+    #[error("cannot read {what} {path}")]
     Read {
         what: &'static str,
         path: String,
@@ -132,16 +145,17 @@ impl TlsMaterial {
     }
 }
 
-/// Turns a handshake failure into a line that says what the operator must fix.
-pub(crate) fn explain(err: &std::io::Error) -> String {
+/// Turns a handshake failure into a line that says what the operator must fix, and whether a
+/// certificate was rejected.
+pub(crate) fn explain(err: &std::io::Error) -> (String, bool) {
     let Some(inner) = err
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>())
     else {
-        return err.to_string();
+        return (err.to_string(), false);
     };
-    use rustls::{CertificateError as C, Error as E};
-    match inner {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    let reason = match inner {
         E::NoCertificatesPresented => "peer presented no client certificate".into(),
         E::InvalidCertificate(C::UnknownIssuer) => {
             "peer certificate is not signed by a trusted CA (wrong CA?)".into()
@@ -158,5 +172,21 @@ pub(crate) fn explain(err: &std::io::Error) -> String {
         E::InvalidCertificate(c) => format!("peer certificate rejected: {c:?}"),
         E::AlertReceived(a) => format!("peer refused our certificate (alert {a:?})"),
         other => other.to_string(),
-    }
+    };
+    let certificate = match inner {
+        E::NoCertificatesPresented | E::InvalidCertificate(_) => true,
+        E::AlertReceived(a) => matches!(
+            a,
+            A::BadCertificate
+                | A::UnsupportedCertificate
+                | A::CertificateRevoked
+                | A::CertificateExpired
+                | A::CertificateUnknown
+                | A::UnknownCA
+                | A::CertificateRequired
+                | A::AccessDenied
+        ),
+        _ => false,
+    };
+    (reason, certificate)
 }

@@ -403,7 +403,8 @@ async fn serves_metrics_and_healthz_over_http() {
     assert_eq!(echo_roundtrip(a.listener_addr("echo"), b"m").await, b"m");
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
-    let app = van_router::metrics::app(a.router().clone());
+    let r = a.router().clone();
+    let app = van_router::metrics::app(move || r.render_metrics());
     tokio::spawn(async move { axum::serve(l, app).await });
     let get = |path: &'static str| async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

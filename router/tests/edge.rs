@@ -43,7 +43,7 @@ async fn flows_between_edges_cross_two_interiors() {
             assert!(
                 echo_roundtrip(r.listener_addr("echo"), &data).await == data,
                 "{n} bytes from {}",
-                r.router().id
+                r.router().id()
             );
         }
     }

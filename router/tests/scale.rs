@@ -48,7 +48,7 @@ async fn a_network_of_128_interior_routers_converges_and_carries_flows() {
             rx.wait_for(|t| t.nodes.len() == n && t.reachable("svc")),
         )
         .await
-        .unwrap_or_else(|_| panic!("{} did not converge", r.router().id))
+        .unwrap_or_else(|_| panic!("{} did not converge", r.router().id()))
         .unwrap();
     }
     eprintln!(

@@ -19,12 +19,12 @@ use van_router::wire::Frame;
 /// Waits until `r` has counted at least `n` link failures of `kind`.
 async fn wait_failures(r: &TestRouter, kind: &str, n: u64) {
     tokio::time::timeout(Duration::from_secs(10), async {
-        while r.router().metrics.link_failure_count(kind) < n {
+        while r.router().metrics().link_failure_count(kind) < n {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("{} never counted a {kind} failure", r.router().id));
+    .unwrap_or_else(|_| panic!("{} never counted a {kind} failure", r.router().id()));
 }
 
 async fn link_state(r: &TestRouter) -> (String, String) {
@@ -91,6 +91,33 @@ async fn refuses_a_server_whose_certificate_another_ca_signed() {
     let (state, err) = link_state(&a).await;
     assert_eq!(state, "failed");
     assert!(err.contains("not signed by a trusted CA"), "{err}");
+    let l = &van_router::admin::links(a.router()).links[0];
+    assert_eq!(l.failure(), van_proto::admin::LinkFailure::Certificate);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_to_a_port_nobody_listens_on_fails_as_connect_refused() {
+    let pki = Pki::new("ca");
+    // Bound but not listening: connections are refused, and no other process can take it.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let mut fa = base_config("a", pki.profile("a"));
+    link_to(&mut fa, "to-nowhere", addr, 1);
+    let a = start(fa).await;
+    wait_failures(&a, "connect", 1).await;
+    let l = &van_router::admin::links(a.router()).links[0];
+    assert_eq!(l.state, "failed");
+    assert_eq!(l.failure(), van_proto::admin::LinkFailure::ConnectRefused);
+    assert_eq!(l.direction, "outgoing");
+    // The OS's reason appears once.
+    assert_eq!(
+        l.last_error.matches("refused").count(),
+        1,
+        "{}",
+        l.last_error
+    );
 }
 
 /// A TLS client that presents no certificate at all.
@@ -225,8 +252,8 @@ async fn garbage_and_truncated_frames_after_a_good_handshake_do_not_hurt_the_rou
     // b's link to a is unaffected, and traffic still flows.
     let data = payload(1 << 20);
     assert!(echo_roundtrip(a.listener_addr("svc"), &data).await == data);
-    assert!(b.router().metrics.link_failure_count("protocol") >= 1);
-    assert!(b.router().metrics.link_failure_count("refused") >= 3);
+    assert!(b.router().metrics().link_failure_count("protocol") >= 1);
+    assert!(b.router().metrics().link_failure_count("refused") >= 3);
 }
 
 /// Reads frames until one satisfies `want`.

@@ -49,7 +49,7 @@ async fn carries_flows_across_zero_one_and_two_transit_routers() {
         for n in [1usize, 1000, 500_000, 16 << 20] {
             let data = payload(n);
             let got = echo_roundtrip(r.listener_addr("echo"), &data).await;
-            assert!(got == data, "{n} bytes from {}", r.router().id);
+            assert!(got == data, "{n} bytes from {}", r.router().id());
         }
     }
     // Half-close across two transit routers.

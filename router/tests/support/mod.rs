@@ -209,7 +209,7 @@ impl TestRouter {
         let mut rx = self.router().table_rx();
         tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|t| t.reachable(key)))
             .await
-            .unwrap_or_else(|_| panic!("{key} not reachable from {}", self.router().id))
+            .unwrap_or_else(|_| panic!("{key} not reachable from {}", self.router().id()))
             .unwrap();
         // The listener task reacts to the same change; wait until it listens.
         let mut ch = self.router().subscribe_changes();
@@ -246,7 +246,7 @@ impl TestRouter {
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("{key} still reachable from {}", self.router().id));
+        .unwrap_or_else(|_| panic!("{key} still reachable from {}", self.router().id()));
     }
 
     /// Waits until `peer` is in the routing table with the given next hop.
@@ -269,7 +269,7 @@ impl TestRouter {
         .unwrap_or_else(|_| {
             panic!(
                 "{} never routed to {peer} via {next_hop}; table: {:?}",
-                self.router().id,
+                self.router().id(),
                 self.router().table().nodes
             )
         })
