@@ -16,7 +16,7 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Connects to a gRPC target: `unix:/path` or `host:port`.
 pub async fn connect(target: &str) -> anyhow::Result<Client> {
-    let channel = van_router::admin::channel(target, Some(CALL_TIMEOUT))
+    let channel = van_proto::grpc::channel(target, Some(CALL_TIMEOUT))
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to {target}: {}", source_text(&e.source)))?;
     Ok(SiteControllerClient::new(channel))

@@ -35,23 +35,19 @@ pub enum RunError {
     Store(#[from] error::StoreError),
     #[error(transparent)]
     Controller(#[from] ControllerError),
-    #[error("cannot bind {what} on {addr}: {source}")]
+    #[error("cannot bind {what} on {addr}")]
     Bind {
         what: &'static str,
         addr: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("API server: {0}")]
+    #[error("API server failed")]
     Serve(#[from] tonic::transport::Error),
 }
 
 /// Where the API is served.
-#[derive(Debug)]
-pub enum ApiBind {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
-}
+pub use van_proto::grpc::Bind as ApiBind;
 
 /// Sockets bound before the controller starts (tests pass port-0 listeners).
 #[derive(Debug)]
@@ -106,58 +102,37 @@ pub async fn serve(
         tokio::spawn(claims::serve(c.clone(), l, stopped(stop_rx.clone())));
     }
     tokio::spawn(retry_claims(c.clone(), stopped(stop_rx.clone())));
-    let (health, health_svc) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<van_proto::controller::site_controller_server::SiteControllerServer<api::Api>>()
-        .await;
+    use van_proto::controller::site_controller_server::SiteControllerServer;
+    let health = van_proto::grpc::health_for::<SiteControllerServer<api::Api>>().await;
     let token = sockets.api_token;
-    let router = tonic::transport::Server::builder()
-        .add_service(health_svc)
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            van_proto::controller::site_controller_server::SiteControllerServer::new(
-                api::Api::new(c.clone()),
-            ),
+    // Health stays open for kubelet's probes; reflection describes public schemas only.
+    let routes = tonic::service::Routes::new(health).add_service(
+        tonic::service::interceptor::InterceptedService::new(
+            SiteControllerServer::new(api::Api::new(c.clone())),
             move |req| match &token {
                 Some(t) => t.check(req),
                 None => Ok(req),
             },
-        ));
+        ),
+    );
     info!(site = %c.cfg.name, id = %c.cfg.id, mode = c.cfg.mode.as_str(), "Controller started");
-    // Open streams (config-sync's) would hold a graceful shutdown forever: stop accepting,
-    // give requests in flight a moment, then drop what is left.
-    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
-    let serve = async move {
-        match sockets.api {
-            ApiBind::Tcp(l) => {
-                router
-                    .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::TcpListenerStream::new(l),
-                        stopped(drain_rx),
-                    )
-                    .await
-            }
-            ApiBind::Unix(l) => {
-                router
-                    .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::UnixListenerStream::new(l),
-                        stopped(drain_rx),
-                    )
-                    .await
-            }
-        }
-    };
-    tokio::pin!(serve);
-    let result = tokio::select! {
-        r = &mut serve => r,
-        _ = shutdown => {
+    let stopping = {
+        let (c, stop_tx) = (c.clone(), stop_tx.clone());
+        async move {
+            shutdown.await;
             c.begin_stop();
-            let _ = drain_tx.send(true);
             let _ = stop_tx.send(true);
-            tokio::time::timeout(std::time::Duration::from_secs(1), serve)
-                .await
-                .unwrap_or(Ok(()))
         }
     };
+    let result = van_proto::grpc::serve(
+        van_proto::grpc::with_reflection(
+            routes,
+            &[<SiteControllerServer<api::Api> as tonic::server::NamedService>::NAME],
+        ),
+        sockets.api,
+        stopping,
+    )
+    .await;
     let _ = stop_tx.send(true);
     info!("Controller stopped");
     Ok(result?)

@@ -4,6 +4,9 @@
 //! - [`controller`]: the site controller's gRPC API (`van.controller.v1`).
 //! - [`wire`]: the protobuf bodies of inter-router control frames (`van.wire.v1`);
 //!   the framing itself is described in `docs/wire-protocol.md`.
+//! - [`grpc`]: serving these APIs (with health and reflection) and dialling them.
+
+pub mod grpc;
 
 /// Generated code, nested as the protobuf packages are so cross-package references resolve.
 pub mod van {

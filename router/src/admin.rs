@@ -15,11 +15,7 @@ use crate::link::Direction;
 use crate::router::Router;
 
 /// Where the admin API is served.
-#[derive(Debug)]
-pub enum AdminBind {
-    Tcp(tokio::net::TcpListener),
-    Unix(tokio::net::UnixListener),
-}
+pub use van_proto::grpc::Bind as AdminBind;
 
 #[derive(Debug, Clone)]
 pub struct AdminService {
@@ -629,112 +625,29 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     use van_proto::admin::router_admin_server::RouterAdminServer;
-    let (health, health_svc) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<RouterAdminServer<AdminService>>()
-        .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(van_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("embedded descriptor sets are valid");
-    let server = tonic::transport::Server::builder()
-        .add_service(health_svc)
-        .add_service(reflection)
+    use van_proto::grpc;
+    let health = grpc::health_for::<RouterAdminServer<AdminService>>().await;
+    let routes = tonic::service::Routes::new(health)
         .add_service(RouterAdminServer::new(AdminService::new(router)));
-    // Watch and Subscribe streams never end on their own and would hold a graceful shutdown
-    // forever: stop accepting, give calls in flight a moment, then drop the connections.
-    let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(false);
-    let drained = async move {
-        let _ = drain_rx.wait_for(|d| *d).await;
-    };
-    let serve = async move {
-        match bind {
-            AdminBind::Tcp(l) => {
-                server
-                    .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::TcpListenerStream::new(l),
-                        drained,
-                    )
-                    .await
-            }
-            AdminBind::Unix(l) => {
-                server
-                    .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::UnixListenerStream::new(l),
-                        drained,
-                    )
-                    .await
-            }
-        }
-    };
-    tokio::pin!(serve);
-    tokio::select! {
-        r = &mut serve => r,
-        _ = shutdown => {
-            let _ = drain_tx.send(true);
-            tokio::time::timeout(std::time::Duration::from_secs(1), serve)
-                .await
-                .unwrap_or(Ok(()))
-        }
-    }
-}
-
-/// Why a gRPC API could not be reached.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot reach the gRPC API at {target}")]
-pub struct ConnectError {
-    pub target: String,
-    #[source]
-    pub source: tonic::transport::Error,
+    grpc::serve(
+        grpc::with_reflection(
+            routes,
+            &[<RouterAdminServer<AdminService> as tonic::server::NamedService>::NAME],
+        ),
+        bind,
+        shutdown,
+    )
+    .await
 }
 
 /// Connects to a router's admin API at `host:port` or `unix:/path`.
 pub async fn connect(
     target: &str,
-) -> Result<pb::router_admin_client::RouterAdminClient<tonic::transport::Channel>, ConnectError> {
+) -> Result<
+    pb::router_admin_client::RouterAdminClient<tonic::transport::Channel>,
+    van_proto::grpc::ConnectError,
+> {
     Ok(pb::router_admin_client::RouterAdminClient::new(
-        channel(target, None).await?,
+        van_proto::grpc::channel(target, None).await?,
     ))
-}
-
-/// A gRPC channel to `host:port` or `unix:/path` (any of the project's APIs), with an
-/// optional per-call timeout.
-pub async fn channel(
-    target: &str,
-    call_timeout: Option<std::time::Duration>,
-) -> Result<tonic::transport::Channel, ConnectError> {
-    use tonic::transport::Endpoint;
-    let err = |source| ConnectError {
-        target: target.to_string(),
-        source,
-    };
-    let with_timeout = |e: Endpoint| match call_timeout {
-        Some(t) => e.timeout(t),
-        None => e,
-    };
-    if let Some(path) = target.strip_prefix("unix:") {
-        let path = path.to_string();
-        with_timeout(Endpoint::from_static("http://localhost"))
-            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-                let path = path.clone();
-                async move {
-                    let s = tokio::net::UnixStream::connect(path).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                }
-            }))
-            .await
-            .map_err(err)
-    } else {
-        let uri = if target.starts_with("http://") {
-            target.to_string()
-        } else {
-            format!("http://{target}")
-        };
-        with_timeout(Endpoint::from_shared(uri).map_err(err)?)
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(err)
-    }
 }
