@@ -1,8 +1,8 @@
 //! The VAN site controller: a site's identity and certificates, tokens and links, services,
 //! and the network-wide view of sites and services learnt over the router network.
 //!
-//! - [`site`], [`token`], [`certs`], [`network`], [`controller`]: the site core, shared by
-//!   every platform.
+//! - [`site`], [`token`], [`certs`], [`network`], [`controller`], [`desired`]: the site core,
+//!   shared by every platform.
 //! - [`local`]: the local platform (a site is a directory on a host).
 //! - [`api`] serves the gRPC API; [`claims`] the HTTPS claims endpoint.
 
@@ -10,6 +10,7 @@ pub mod api;
 pub mod certs;
 pub mod claims;
 pub mod controller;
+pub mod desired;
 pub mod error;
 pub mod k8s;
 pub mod local;

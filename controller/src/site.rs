@@ -255,6 +255,55 @@ pub fn check_service(address: &str, ports: &[u32], protocol: &str) -> Result<Vec
     errs.into_result().map(|()| out)
 }
 
+/// The protocol a request names, `tcp` when it names none.
+pub(crate) fn default_protocol(p: &str) -> String {
+    if p.is_empty() {
+        PROTOCOL_TCP.into()
+    } else {
+        p.to_string()
+    }
+}
+
+/// Checks a target as a user gave it for `svc`: no target ports means the service's own.
+pub(crate) fn check_target(
+    svc: &ServiceDef,
+    host: &str,
+    target_ports: &[u32],
+) -> Result<Target, Invalid> {
+    let mut errs = Invalid::default();
+    if let Some(m) = host_problem(host) {
+        errs.push("host", m);
+    }
+    let ports: Vec<u16> = if target_ports.is_empty() {
+        svc.ports.clone()
+    } else if target_ports.len() != svc.ports.len() {
+        errs.push(
+            "target-port",
+            format!(
+                "{} target port(s) given for {} service port(s)",
+                target_ports.len(),
+                svc.ports.len()
+            ),
+        );
+        Vec::new()
+    } else {
+        target_ports
+            .iter()
+            .map(|p| match u16::try_from(*p) {
+                Ok(p) if p > 0 => p,
+                _ => {
+                    errs.push("target-port", format!("{p} is not a port number (1-65535)"));
+                    0
+                }
+            })
+            .collect()
+    };
+    errs.into_result().map(|()| Target {
+        host: host.to_string(),
+        ports,
+    })
+}
+
 /// A link to another site, made from a token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -941,8 +941,8 @@ async fn pass_listing(
 #[tokio::test]
 async fn the_routers_tls_material_is_written_to_an_owned_secret() {
     let c = controller();
-    let data = van_controller::controller::tls_secret_data(&c.desired().borrow());
-    let [ca, cert, key] = van_controller::controller::tls_secret_keys("site-server");
+    let data = van_controller::desired::tls_secret_data(&c.desired().borrow());
+    let [ca, cert, key] = van_controller::desired::tls_secret_keys("site-server");
     assert!(
         data[&key].contains("PRIVATE KEY"),
         "the server key is there"

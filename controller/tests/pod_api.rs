@@ -252,7 +252,7 @@ async fn tls_material_reaches_the_router_through_the_secret_only() {
 
     // The platform writes the Secret (the controller's own data for it): the router gets
     // its server profile and link listeners.
-    let data = van_controller::controller::tls_secret_data(&site.c.desired().borrow());
+    let data = van_controller::desired::tls_secret_data(&site.c.desired().borrow());
     secrets.set(
         TLS_SECRET,
         Some(data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect()),

@@ -436,7 +436,7 @@ async fn router_tls_forever(
     let mut written = None;
     let mut delay = Duration::ZERO;
     loop {
-        let data = crate::controller::tls_secret_data(&desired.borrow_and_update());
+        let data = crate::desired::tls_secret_data(&desired.borrow_and_update());
         if written.as_ref() != Some(&data) {
             match write_router_tls(client.clone(), &ns, &owner, &data).await {
                 Ok(()) => {
