@@ -628,7 +628,7 @@ impl Controller {
         match token {
             Token::Cert(c) => record.token = Some(c),
             Token::Claim(c) => {
-                match crate::claims::redeem(&c, &self.cfg.id, &self.cfg.name).await {
+                match crate::claims::client::redeem(&c, &self.cfg.id, &self.cfg.name).await {
                     Ok(cert) => record.token = Some(cert),
                     // The issuer is unreachable for now: keep the claim and retry it.
                     Err(e) if e.retry => {
@@ -677,7 +677,7 @@ impl Controller {
             .filter_map(|l| l.claim.clone().map(|c| (l.name.clone(), c)))
             .collect();
         for (name, claim) in pending {
-            let result = crate::claims::redeem(&claim, &self.cfg.id, &self.cfg.name).await;
+            let result = crate::claims::client::redeem(&claim, &self.cfg.id, &self.cfg.name).await;
             let changed = self
                 .change(|s| {
                     // Deleted (or replaced) while we were redeeming: leave it.

@@ -21,7 +21,7 @@ pub mod token;
 use std::future::Future;
 use std::sync::Arc;
 
-use tracing::info;
+use tracing::{info, warn};
 
 pub use controller::Controller;
 pub use error::ControllerError;
@@ -70,6 +70,19 @@ pub struct Options {
     pub store: Arc<dyn SiteStore>,
 }
 
+// The claims endpoint redeems through the controller; the impl lives here so that neither
+// module needs the other.
+impl claims::server::Issuer for Controller {
+    fn redeem(
+        &self,
+        claim: &str,
+        secret: &str,
+        requester: &str,
+    ) -> impl Future<Output = Result<token::CertToken, error::ClaimError>> + Send {
+        Controller::redeem(self, claim, secret, requester)
+    }
+}
+
 /// How often claims whose issuer could not be reached are tried again.
 const CLAIM_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -104,7 +117,19 @@ pub async fn serve(
         let _ = rx.wait_for(|s| *s).await;
     };
     if let Some(l) = sockets.claims {
-        tokio::spawn(claims::serve(c.clone(), l, stopped(stop_rx.clone())));
+        let state = c.state();
+        let certs = state.certs.as_ref().expect("opened with certificates");
+        match claims::server::server_tls(&certs.server_cert, &certs.server_key) {
+            Ok(tls) => {
+                tokio::spawn(claims::server::serve(
+                    c.clone(),
+                    tls,
+                    l,
+                    stopped(stop_rx.clone()),
+                ));
+            }
+            Err(e) => warn!(error = %e, "Claims endpoint disabled: bad server certificate"),
+        }
     }
     tokio::spawn(retry_claims(c.clone(), stopped(stop_rx.clone())));
     let (health, health_svc) = tonic_health::server::health_reporter();
