@@ -6,7 +6,7 @@
 //! configuration and the record published to the network). A failed step changes nothing.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -16,7 +16,7 @@ use van_proto::controller as pb;
 
 use crate::certs;
 use crate::desired::{self, PEER_SERVER_NAME, listener_name};
-use crate::error::{ClaimError, ControllerError, Invalid};
+use crate::error::{ClaimError, ControllerError, Invalid, StoreError};
 use crate::network::{self, PublishedLink, Remote, SiteRecord};
 use crate::site::{
     ClaimRecord, LinkRecord, RouterMode, ServiceDef, SiteConfig, SiteState, SiteStore,
@@ -38,8 +38,12 @@ pub struct Observed {
 #[derive(Debug)]
 pub struct Controller {
     pub cfg: SiteConfig,
+    /// This controller, for the task that finishes a change (see [`Controller::change`]).
+    me: Weak<Controller>,
     store: Arc<dyn SiteStore>,
-    state: tokio::sync::Mutex<SiteState>,
+    /// The state as last saved. Held from reading it to making its successor current, so
+    /// changes never interleave.
+    state: Arc<tokio::sync::Mutex<SiteState>>,
     /// A copy of the current state for readers that must not wait on a change in progress.
     current: watch::Sender<Arc<SiteState>>,
     remote: watch::Sender<Arc<Remote>>,
@@ -59,12 +63,12 @@ pub struct Controller {
 
 impl Controller {
     /// Loads the site's state, creating its CA and server certificate on first start.
-    pub fn open(
+    pub async fn open(
         cfg: SiteConfig,
         store: Arc<dyn SiteStore>,
     ) -> Result<Arc<Controller>, ControllerError> {
         cfg.validate()?;
-        let mut state = store.load()?;
+        let mut state = store.load().await?;
         let public = cfg.public_hosts();
         let hosts = certs::server_hosts([
             cfg.ingress_host.as_str(),
@@ -101,14 +105,15 @@ impl Controller {
             dirty = true;
         }
         if dirty {
-            store.save(&state)?;
+            store.save(&state).await?;
         }
         let state = Arc::new(state);
-        let c = Arc::new(Controller {
+        let c = Arc::new_cyclic(|me| Controller {
+            me: me.clone(),
             desired: watch::channel(Arc::new(rpb::RouterConfig::default())).0,
             record: watch::channel(Arc::new(SiteRecord::build(&cfg, &state, Vec::new()))).0,
             current: watch::channel(state.clone()).0,
-            state: tokio::sync::Mutex::new((*state).clone()),
+            state: Arc::new(tokio::sync::Mutex::new((*state).clone())),
             remote: watch::channel(Arc::new(Remote::new())).0,
             remote_known: watch::channel(false).0,
             stopping: watch::channel(false).0,
@@ -307,15 +312,27 @@ impl Controller {
         &self,
         f: impl FnOnce(&mut SiteState) -> Result<T, ControllerError>,
     ) -> Result<T, ControllerError> {
-        let mut guard = self.state.lock().await;
+        let mut guard = self.state.clone().lock_owned().await;
         let mut next = guard.clone();
         let out = f(&mut next)?;
-        if next != *guard {
-            self.store.save(&next)?;
+        if next == *guard {
+            return Ok(out);
+        }
+        // Saving and making current run to their end even if the caller goes away (a client
+        // that hangs up), so what is saved and what is in force never part.
+        let me = self.me.upgrade().expect("a controller in use is alive");
+        let finish = tokio::spawn(async move {
+            me.store.save(&next).await?;
             *guard = next;
-            self.current.send_replace(Arc::new(guard.clone()));
+            me.current.send_replace(Arc::new(guard.clone()));
             drop(guard);
-            self.refresh();
+            me.refresh();
+            Ok::<_, StoreError>(())
+        });
+        match finish.await {
+            Ok(saved) => saved?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => return Err(ControllerError::Unavailable(e.to_string())),
         }
         Ok(out)
     }
@@ -1166,3 +1183,6 @@ pub fn host_port(host: &str, port: u16) -> String {
         format!("{host}:{port}")
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -102,7 +102,7 @@ pub async fn run(
     sockets: Sockets,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let c = Controller::open(opts.site, opts.store)?;
+    let c = Controller::open(opts.site, opts.store).await?;
     serve(c, sockets, shutdown).await
 }
 

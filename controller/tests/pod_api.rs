@@ -76,7 +76,9 @@ impl PodSite {
         let listeners = van_router::Listeners::bind(&rcfg).await.unwrap();
         let router = van_router::start(rcfg, listeners).await.unwrap();
 
-        let c = Controller::open(cfg, Arc::new(MemStore::default())).unwrap();
+        let c = Controller::open(cfg, Arc::new(MemStore::default()))
+            .await
+            .unwrap();
         if tls_in_secret {
             c.keep_router_tls_in_secret(TLS_SECRET);
         }

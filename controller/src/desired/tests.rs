@@ -5,23 +5,6 @@ use crate::network::{PublishedService, SiteRecord};
 use crate::site::{LinkRecord, ServiceDef, SiteCerts, Target};
 use crate::token::CertToken;
 
-fn site(mode: RouterMode) -> SiteConfig {
-    SiteConfig {
-        id: "0123456789abcdef0123456789abcdef".into(),
-        name: "west".into(),
-        mode,
-        ingress_host: "west.example".into(),
-        // Distinct from the listener host, so each entity is seen to pick the right one.
-        ingress_bind: "10.0.0.1".into(),
-        listener_host: "10.0.0.2".into(),
-        inter_router_port: 55671,
-        edge_port: 45671,
-        claims_port: 8081,
-        advertised_ports: None,
-        advertised_hosts: None,
-    }
-}
-
 /// Certificates as opaque text: the translation copies them, it never reads them.
 fn certs() -> SiteCerts {
     SiteCerts {
@@ -62,7 +45,7 @@ fn linked(mut state: SiteState, links: Vec<LinkRecord>) -> SiteState {
 }
 
 fn interior(state: &SiteState, remote: &Remote) -> rpb::RouterConfig {
-    router_config(&site(RouterMode::Interior), state, remote)
+    router_config(&SiteConfig::for_test(RouterMode::Interior), state, remote)
 }
 
 fn token(site: &str) -> CertToken {
@@ -146,7 +129,7 @@ fn profile(name: &str, ca: &str, cert: &str, key: &str) -> rpb::TlsProfileConfig
 #[test]
 fn the_router_is_named_after_the_site() {
     let out = router_config(
-        &site(RouterMode::Edge),
+        &SiteConfig::for_test(RouterMode::Edge),
         &SiteState::default(),
         &Remote::new(),
     );
@@ -189,7 +172,7 @@ fn an_edge_site_or_one_without_certificates_listens_for_no_links() {
         (RouterMode::Edge, with_certs()),
         (RouterMode::Interior, SiteState::default()),
     ] {
-        let out = router_config(&site(mode), &state, &Remote::new());
+        let out = router_config(&SiteConfig::for_test(mode), &state, &Remote::new());
         assert!(out.link_listeners.is_empty(), "{mode:?}");
         assert!(out.tls_profiles.is_empty(), "{mode:?}");
     }
@@ -205,7 +188,7 @@ fn a_link_dials_the_endpoint_of_the_sites_mode_with_its_cost_and_profile() {
         (RouterMode::Interior, "inter-router", "east.example", 55671),
         (RouterMode::Edge, "edge", "edge.east.example", 45671),
     ] {
-        let out = router_config(&site(mode), &state, &Remote::new());
+        let out = router_config(&SiteConfig::for_test(mode), &state, &Remote::new());
         assert_eq!(
             out.links,
             [rpb::LinkConfig {
@@ -315,12 +298,18 @@ fn each_port_of_each_target_gets_a_connector() {
 #[test]
 fn only_an_interior_site_with_certificates_has_a_peer_profile() {
     assert_eq!(
-        peer_profile(&site(RouterMode::Interior), &with_certs()),
+        peer_profile(&SiteConfig::for_test(RouterMode::Interior), &with_certs()),
         Some(profile(PEER_PROFILE, "CA", "PEER", "PEER-KEY"))
     );
-    assert_eq!(peer_profile(&site(RouterMode::Edge), &with_certs()), None);
     assert_eq!(
-        peer_profile(&site(RouterMode::Interior), &SiteState::default()),
+        peer_profile(&SiteConfig::for_test(RouterMode::Edge), &with_certs()),
+        None
+    );
+    assert_eq!(
+        peer_profile(
+            &SiteConfig::for_test(RouterMode::Interior),
+            &SiteState::default()
+        ),
         None
     );
 }
