@@ -211,7 +211,7 @@ impl SiteController for Api {
         Ok(Response::new(follow(&self.c, ready, move |cfg| {
             pb::DesiredRouterConfig {
                 config: Some(match &tls_secret {
-                    Some(_) => crate::controller::without_tls_material((**cfg).clone()),
+                    Some(_) => crate::desired::without_tls_material((**cfg).clone()),
                     None => (**cfg).clone(),
                 }),
                 tls_secret: tls_secret.clone().unwrap_or_default(),

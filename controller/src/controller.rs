@@ -6,7 +6,7 @@
 //! configuration and the record published to the network). A failed step changes nothing.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -15,11 +15,12 @@ use van_proto::admin as rpb;
 use van_proto::controller as pb;
 
 use crate::certs;
-use crate::error::{ClaimError, ControllerError, Invalid};
-use crate::network::{self, PublishedLink, Remote, SiteRecord, routing_key};
+use crate::desired::{self, PEER_SERVER_NAME, listener_name};
+use crate::error::{ClaimError, ControllerError, Invalid, StoreError};
+use crate::network::{self, PublishedLink, Remote, SiteRecord};
 use crate::site::{
-    ClaimRecord, LinkRecord, RouterMode, ServiceDef, SiteConfig, SiteState, SiteStore, Target,
-    check_service, now_unix,
+    ClaimRecord, LinkRecord, RouterMode, ServiceDef, SiteConfig, SiteState, SiteStore,
+    check_service, check_target, default_protocol, now_unix,
 };
 use crate::token::{CertToken, ClaimToken, Token};
 
@@ -37,8 +38,12 @@ pub struct Observed {
 #[derive(Debug)]
 pub struct Controller {
     pub cfg: SiteConfig,
+    /// This controller, for the task that finishes a change (see [`Controller::change`]).
+    me: Weak<Controller>,
     store: Arc<dyn SiteStore>,
-    state: tokio::sync::Mutex<SiteState>,
+    /// The state as last saved. Held from reading it to making its successor current, so
+    /// changes never interleave.
+    state: Arc<tokio::sync::Mutex<SiteState>>,
     /// A copy of the current state for readers that must not wait on a change in progress.
     current: watch::Sender<Arc<SiteState>>,
     remote: watch::Sender<Arc<Remote>>,
@@ -58,12 +63,12 @@ pub struct Controller {
 
 impl Controller {
     /// Loads the site's state, creating its CA and server certificate on first start.
-    pub fn open(
+    pub async fn open(
         cfg: SiteConfig,
         store: Arc<dyn SiteStore>,
     ) -> Result<Arc<Controller>, ControllerError> {
         cfg.validate()?;
-        let mut state = store.load()?;
+        let mut state = store.load().await?;
         let public = cfg.public_hosts();
         let hosts = certs::server_hosts([
             cfg.ingress_host.as_str(),
@@ -100,14 +105,15 @@ impl Controller {
             dirty = true;
         }
         if dirty {
-            store.save(&state)?;
+            store.save(&state).await?;
         }
         let state = Arc::new(state);
-        let c = Arc::new(Controller {
+        let c = Arc::new_cyclic(|me| Controller {
+            me: me.clone(),
             desired: watch::channel(Arc::new(rpb::RouterConfig::default())).0,
             record: watch::channel(Arc::new(SiteRecord::build(&cfg, &state, Vec::new()))).0,
             current: watch::channel(state.clone()).0,
-            state: tokio::sync::Mutex::new((*state).clone()),
+            state: Arc::new(tokio::sync::Mutex::new((*state).clone())),
             remote: watch::channel(Arc::new(Remote::new())).0,
             remote_known: watch::channel(false).0,
             stopping: watch::channel(false).0,
@@ -138,13 +144,13 @@ impl Controller {
     }
 
     /// From now on the router's TLS material is handed over in Secret `name` (written by the
-    /// platform, see [`tls_secret_data`]) and left out of `WatchRouterConfig`.
+    /// platform, see [`desired::tls_secret_data`]) and left out of `WatchRouterConfig`.
     pub fn keep_router_tls_in_secret(&self, name: &str) {
         let _ = self.router_tls_secret.set(name.to_string());
     }
 
     /// From now on the site may run several routers (router pods), which link to each other
-    /// with the peer profile ([`PEER_PROFILE`]); see config-sync's `--peers`.
+    /// with the peer profile ([`desired::PEER_PROFILE`]); see config-sync's `--peers`.
     pub fn enable_router_peers(&self) {
         if self.router_peers.set(()).is_ok() {
             self.refresh();
@@ -306,15 +312,27 @@ impl Controller {
         &self,
         f: impl FnOnce(&mut SiteState) -> Result<T, ControllerError>,
     ) -> Result<T, ControllerError> {
-        let mut guard = self.state.lock().await;
+        let mut guard = self.state.clone().lock_owned().await;
         let mut next = guard.clone();
         let out = f(&mut next)?;
-        if next != *guard {
-            self.store.save(&next)?;
+        if next == *guard {
+            return Ok(out);
+        }
+        // Saving and making current run to their end even if the caller goes away (a client
+        // that hangs up), so what is saved and what is in force never part.
+        let me = self.me.upgrade().expect("a controller in use is alive");
+        let finish = tokio::spawn(async move {
+            me.store.save(&next).await?;
             *guard = next;
-            self.current.send_replace(Arc::new(guard.clone()));
+            me.current.send_replace(Arc::new(guard.clone()));
             drop(guard);
-            self.refresh();
+            me.refresh();
+            Ok::<_, StoreError>(())
+        });
+        match finish.await {
+            Ok(saved) => saved?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => return Err(ControllerError::Unavailable(e.to_string())),
         }
         Ok(out)
     }
@@ -323,17 +341,11 @@ impl Controller {
     fn refresh(&self) {
         let state = self.state();
         let remote = self.remote();
-        let mut desired = desired_config(&self.cfg, &state, &remote);
-        if let (Some(()), RouterMode::Interior, Some(c)) =
-            (self.router_peers.get(), self.cfg.mode, &state.certs)
-        {
-            desired.tls_profiles.push(rpb::TlsProfileConfig {
-                name: PEER_PROFILE.into(),
-                ca_pem: c.ca_cert.clone(),
-                cert_pem: c.peer_cert.clone(),
-                key_pem: c.peer_key.clone(),
-                ..Default::default()
-            });
+        let mut desired = desired::router_config(&self.cfg, &state, &remote);
+        if self.router_peers.get().is_some() {
+            desired
+                .tls_profiles
+                .extend(desired::peer_profile(&self.cfg, &state));
         }
         self.desired.send_if_modified(|cur| {
             if **cur == desired {
@@ -633,7 +645,7 @@ impl Controller {
         match token {
             Token::Cert(c) => record.token = Some(c),
             Token::Claim(c) => {
-                match crate::claims::redeem(&c, &self.cfg.id, &self.cfg.name).await {
+                match crate::claims::client::redeem(&c, &self.cfg.id, &self.cfg.name).await {
                     Ok(cert) => record.token = Some(cert),
                     // The issuer is unreachable for now: keep the claim and retry it.
                     Err(e) if e.retry => {
@@ -682,7 +694,7 @@ impl Controller {
             .filter_map(|l| l.claim.clone().map(|c| (l.name.clone(), c)))
             .collect();
         for (name, claim) in pending {
-            let result = crate::claims::redeem(&claim, &self.cfg.id, &self.cfg.name).await;
+            let result = crate::claims::client::redeem(&claim, &self.cfg.id, &self.cfg.name).await;
             let changed = self
                 .change(|s| {
                     // Deleted (or replaced) while we were redeeming: leave it.
@@ -1136,49 +1148,6 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn default_protocol(p: &str) -> String {
-    if p.is_empty() {
-        crate::site::PROTOCOL_TCP.into()
-    } else {
-        p.to_string()
-    }
-}
-
-fn check_target(svc: &ServiceDef, host: &str, target_ports: &[u32]) -> Result<Target, Invalid> {
-    let mut errs = Invalid::default();
-    if let Some(m) = crate::site::host_problem(host) {
-        errs.push("host", m);
-    }
-    let ports: Vec<u16> = if target_ports.is_empty() {
-        svc.ports.clone()
-    } else if target_ports.len() != svc.ports.len() {
-        errs.push(
-            "target-port",
-            format!(
-                "{} target port(s) given for {} service port(s)",
-                target_ports.len(),
-                svc.ports.len()
-            ),
-        );
-        Vec::new()
-    } else {
-        target_ports
-            .iter()
-            .map(|p| match u16::try_from(*p) {
-                Ok(p) if p > 0 => p,
-                _ => {
-                    errs.push("target-port", format!("{p} is not a port number (1-65535)"));
-                    0
-                }
-            })
-            .collect()
-    };
-    errs.into_result().map(|()| Target {
-        host: host.to_string(),
-        ports,
-    })
-}
-
 /// Link state and reason class from the router's view of a link.
 fn classify(link: &rpb::Link) -> (&'static str, &'static str) {
     use rpb::LinkFailure as F;
@@ -1210,130 +1179,5 @@ pub fn host_port(host: &str, port: u16) -> String {
     }
 }
 
-pub fn listener_name(address: &str, port: u16) -> String {
-    format!("svc-{address}-{port}")
-}
-
-const SERVER_PROFILE: &str = "site-server";
-/// The TLS profile a site's routers link to each other with (client certificate of the site,
-/// server certificate checked against [`PEER_SERVER_NAME`]).
-pub const PEER_PROFILE: &str = "site-peer";
-/// A name in every site's server certificate, for links between the site's own routers
-/// (they dial each other by pod address).
-pub const PEER_SERVER_NAME: &str = "skupper-router-peers";
-
-/// Keys of a TLS profile's material in the router's TLS Secret.
-pub fn tls_secret_keys(profile: &str) -> [String; 3] {
-    [
-        format!("{profile}.ca.crt"),
-        format!("{profile}.tls.crt"),
-        format!("{profile}.tls.key"),
-    ]
-}
-
-/// The router's TLS Secret's data for `cfg`: every profile's CA, certificate and key.
-pub fn tls_secret_data(cfg: &rpb::RouterConfig) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::new();
-    for p in &cfg.tls_profiles {
-        let [ca, cert, key] = tls_secret_keys(&p.name);
-        out.insert(ca, p.ca_pem.clone());
-        out.insert(cert, p.cert_pem.clone());
-        out.insert(key, p.key_pem.clone());
-    }
-    out
-}
-
-/// `cfg` with its TLS profiles reduced to their names.
-pub fn without_tls_material(mut cfg: rpb::RouterConfig) -> rpb::RouterConfig {
-    for p in &mut cfg.tls_profiles {
-        *p = rpb::TlsProfileConfig {
-            name: std::mem::take(&mut p.name),
-            ..Default::default()
-        };
-    }
-    cfg
-}
-
-/// The router configuration that follows from the site's state and the network's services.
-pub fn desired_config(cfg: &SiteConfig, state: &SiteState, remote: &Remote) -> rpb::RouterConfig {
-    let mut out = rpb::RouterConfig {
-        router_id: cfg.router_id(),
-        site_id: cfg.id.clone(),
-        mode: cfg.mode.as_str().into(),
-        ..Default::default()
-    };
-    if let (RouterMode::Interior, Some(c)) = (cfg.mode, &state.certs) {
-        out.tls_profiles.push(rpb::TlsProfileConfig {
-            name: SERVER_PROFILE.into(),
-            ca_pem: c.ca_cert.clone(),
-            cert_pem: c.server_cert.clone(),
-            key_pem: c.server_key.clone(),
-            ..Default::default()
-        });
-        for (name, role, port) in [
-            ("inter-router", "inter-router", cfg.inter_router_port),
-            ("edge", "edge", cfg.edge_port),
-        ] {
-            out.link_listeners.push(rpb::LinkListenerConfig {
-                name: name.into(),
-                role: role.into(),
-                host: cfg.ingress_bind.clone(),
-                port: u32::from(port),
-                cost: 1,
-                tls_profile: SERVER_PROFILE.into(),
-            });
-        }
-    }
-    for l in state.links.values() {
-        // A link whose claim is not redeemed yet has nothing to dial with.
-        let Some(token) = &l.token else { continue };
-        let profile = format!("link-{}", l.name);
-        out.tls_profiles.push(rpb::TlsProfileConfig {
-            name: profile.clone(),
-            ca_pem: token.ca_cert.clone(),
-            cert_pem: token.cert.clone(),
-            key_pem: token.key.clone(),
-            ..Default::default()
-        });
-        let (role, host, port) = match cfg.mode {
-            RouterMode::Interior => (
-                "inter-router",
-                &token.inter_router_host,
-                token.inter_router_port,
-            ),
-            RouterMode::Edge => ("edge", &token.edge_host, token.edge_port),
-        };
-        out.links.push(rpb::LinkConfig {
-            name: l.name.clone(),
-            role: role.into(),
-            host: host.clone(),
-            port: u32::from(port),
-            cost: l.cost,
-            tls_profile: profile,
-            server_name: String::new(),
-        });
-    }
-    for v in network::services(cfg, state, remote) {
-        for p in &v.def.ports {
-            out.tcp_listeners.push(rpb::TcpListenerConfig {
-                name: listener_name(&v.def.address, *p),
-                host: cfg.listener_host.clone(),
-                port: u32::from(*p),
-                routing_key: routing_key(&v.def.address, *p),
-            });
-        }
-    }
-    for s in state.services.values() {
-        for (i, t) in s.targets.iter().enumerate() {
-            for (sp, tp) in s.ports.iter().zip(&t.ports) {
-                out.tcp_connectors.push(rpb::TcpConnectorConfig {
-                    name: format!("tgt-{}-{sp}-{i}", s.address),
-                    host: t.host.clone(),
-                    port: u32::from(*tp),
-                    routing_key: routing_key(&s.address, *sp),
-                });
-            }
-        }
-    }
-    out
-}
+#[cfg(test)]
+mod tests;

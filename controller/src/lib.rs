@@ -1,8 +1,8 @@
 //! The VAN site controller: a site's identity and certificates, tokens and links, services,
 //! and the network-wide view of sites and services learnt over the router network.
 //!
-//! - [`site`], [`token`], [`certs`], [`network`], [`controller`]: the site core, shared by
-//!   every platform.
+//! - [`site`], [`token`], [`certs`], [`network`], [`controller`], [`desired`]: the site core,
+//!   shared by every platform.
 //! - [`local`]: the local platform (a site is a directory on a host).
 //! - [`api`] serves the gRPC API; [`claims`] the HTTPS claims endpoint.
 
@@ -10,6 +10,7 @@ pub mod api;
 pub mod certs;
 pub mod claims;
 pub mod controller;
+pub mod desired;
 pub mod error;
 pub mod k8s;
 pub mod local;
@@ -20,7 +21,7 @@ pub mod token;
 use std::future::Future;
 use std::sync::Arc;
 
-use tracing::info;
+use tracing::{info, warn};
 
 pub use controller::Controller;
 pub use error::ControllerError;
@@ -65,6 +66,19 @@ pub struct Options {
     pub store: Arc<dyn SiteStore>,
 }
 
+// The claims endpoint redeems through the controller; the impl lives here so that neither
+// module needs the other.
+impl claims::server::Issuer for Controller {
+    fn redeem(
+        &self,
+        claim: &str,
+        secret: &str,
+        requester: &str,
+    ) -> impl Future<Output = Result<token::CertToken, error::ClaimError>> + Send {
+        Controller::redeem(self, claim, secret, requester)
+    }
+}
+
 /// How often claims whose issuer could not be reached are tried again.
 const CLAIM_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -84,7 +98,7 @@ pub async fn run(
     sockets: Sockets,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let c = Controller::open(opts.site, opts.store)?;
+    let c = Controller::open(opts.site, opts.store).await?;
     serve(c, sockets, shutdown).await
 }
 
@@ -99,7 +113,19 @@ pub async fn serve(
         let _ = rx.wait_for(|s| *s).await;
     };
     if let Some(l) = sockets.claims {
-        tokio::spawn(claims::serve(c.clone(), l, stopped(stop_rx.clone())));
+        let state = c.state();
+        let certs = state.certs.as_ref().expect("opened with certificates");
+        match claims::server::server_tls(&certs.server_cert, &certs.server_key) {
+            Ok(tls) => {
+                tokio::spawn(claims::server::serve(
+                    c.clone(),
+                    tls,
+                    l,
+                    stopped(stop_rx.clone()),
+                ));
+            }
+            Err(e) => warn!(error = %e, "Claims endpoint disabled: bad server certificate"),
+        }
     }
     tokio::spawn(retry_claims(c.clone(), stopped(stop_rx.clone())));
     use van_proto::controller::site_controller_server::SiteControllerServer;

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::StoreError;
-use crate::site::{SiteConfig, SiteState, SiteStore};
+use crate::site::{SiteConfig, SiteState, SiteStore, StoreFuture};
 
 /// `$SKUPPER_HOME`, else `$XDG_DATA_HOME/skupper`, else `~/.local/share/skupper`.
 pub fn skupper_home() -> PathBuf {
@@ -151,29 +151,37 @@ impl LocalStore {
             path: dir.state_file(),
         }
     }
+
+    fn error(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            what: self.path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
 }
 
 impl SiteStore for LocalStore {
-    fn load(&self) -> Result<SiteState, StoreError> {
-        let err = |message: String| StoreError {
-            what: self.path.display().to_string(),
-            message,
-        };
-        match std::fs::read_to_string(&self.path) {
-            Ok(t) => serde_yaml_ng::from_str(&t).map_err(|e| err(e.to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SiteState::default()),
-            Err(e) => Err(err(e.to_string())),
-        }
+    fn load(&self) -> StoreFuture<'_, SiteState> {
+        Box::pin(async move {
+            match tokio::fs::read_to_string(&self.path).await {
+                Ok(t) => serde_yaml_ng::from_str(&t).map_err(|e| self.error(e)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SiteState::default()),
+                Err(e) => Err(self.error(e)),
+            }
+        })
     }
 
-    fn save(&self, state: &SiteState) -> Result<(), StoreError> {
-        let err = |message: String| StoreError {
-            what: self.path.display().to_string(),
-            message,
-        };
-        let text = serde_yaml_ng::to_string(state).map_err(|e| err(e.to_string()))?;
-        // Holds private keys and claim secrets.
-        write_atomic(&self.path, text.as_bytes(), 0o600).map_err(|e| err(e.to_string()))
+    fn save<'a>(&'a self, state: &'a SiteState) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let text = serde_yaml_ng::to_string(state).map_err(|e| self.error(e))?;
+            let path = self.path.clone();
+            // Holds private keys and claim secrets. The write ends with an fsync: off the
+            // runtime's threads.
+            tokio::task::spawn_blocking(move || write_atomic(&path, text.as_bytes(), 0o600))
+                .await
+                .map_err(|e| self.error(e))?
+                .map_err(|e| self.error(e))
+        })
     }
 }
 
@@ -226,3 +234,6 @@ pub async fn run(
     )
     .await
 }
+
+#[cfg(test)]
+mod tests;

@@ -2,10 +2,12 @@
 //! (identity, certificates, services, links, claim records) and its validation rules.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Invalid;
+use crate::error::{Invalid, StoreError};
 
 /// Default ports, as Skupper uses them.
 pub const DEFAULT_INTER_ROUTER_PORT: u16 = 55671;
@@ -108,6 +110,25 @@ impl SiteConfig {
     /// The router's id: readable in logs, unique through the site id.
     pub fn router_id(&self) -> String {
         format!("{}-{}", self.name, &self.id[..8.min(self.id.len())])
+    }
+
+    /// Site `west`, interior or edge, for unit tests. Its bind and listener hosts differ,
+    /// so a test sees which one an entity uses.
+    #[cfg(test)]
+    pub(crate) fn for_test(mode: RouterMode) -> SiteConfig {
+        SiteConfig {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            name: "west".into(),
+            mode,
+            ingress_host: "west.example".into(),
+            ingress_bind: "10.0.0.1".into(),
+            listener_host: "10.0.0.2".into(),
+            inter_router_port: 55671,
+            edge_port: 45671,
+            claims_port: 8081,
+            advertised_ports: None,
+            advertised_hosts: None,
+        }
     }
 
     /// Every problem with the options, at once.
@@ -255,6 +276,55 @@ pub fn check_service(address: &str, ports: &[u32], protocol: &str) -> Result<Vec
     errs.into_result().map(|()| out)
 }
 
+/// The protocol a request names, `tcp` when it names none.
+pub(crate) fn default_protocol(p: &str) -> String {
+    if p.is_empty() {
+        PROTOCOL_TCP.into()
+    } else {
+        p.to_string()
+    }
+}
+
+/// Checks a target as a user gave it for `svc`: no target ports means the service's own.
+pub(crate) fn check_target(
+    svc: &ServiceDef,
+    host: &str,
+    target_ports: &[u32],
+) -> Result<Target, Invalid> {
+    let mut errs = Invalid::default();
+    if let Some(m) = host_problem(host) {
+        errs.push("host", m);
+    }
+    let ports: Vec<u16> = if target_ports.is_empty() {
+        svc.ports.clone()
+    } else if target_ports.len() != svc.ports.len() {
+        errs.push(
+            "target-port",
+            format!(
+                "{} target port(s) given for {} service port(s)",
+                target_ports.len(),
+                svc.ports.len()
+            ),
+        );
+        Vec::new()
+    } else {
+        target_ports
+            .iter()
+            .map(|p| match u16::try_from(*p) {
+                Ok(p) if p > 0 => p,
+                _ => {
+                    errs.push("target-port", format!("{p} is not a port number (1-65535)"));
+                    0
+                }
+            })
+            .collect()
+    };
+    errs.into_result().map(|()| Target {
+        host: host.to_string(),
+        ports,
+    })
+}
+
 /// A link to another site, made from a token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -343,10 +413,14 @@ pub struct SiteState {
     pub claims: BTreeMap<String, ClaimRecord>,
 }
 
-/// Where a platform keeps a site's state.
+/// What [`SiteStore`] calls return: I/O (a file, the API server) the caller awaits.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// Where a platform keeps a site's state. The controller makes one change at a time (load,
+/// change, save), so a store needs no locking of its own.
 pub trait SiteStore: Send + Sync + std::fmt::Debug {
-    fn load(&self) -> Result<SiteState, crate::error::StoreError>;
-    fn save(&self, state: &SiteState) -> Result<(), crate::error::StoreError>;
+    fn load(&self) -> StoreFuture<'_, SiteState>;
+    fn save<'a>(&'a self, state: &'a SiteState) -> StoreFuture<'a, ()>;
 }
 
 pub fn now_unix() -> u64 {

@@ -24,9 +24,11 @@ fn mock() -> (kube::Client, Handle) {
     (kube::Client::new(svc, "west"), handle)
 }
 
-fn controller() -> Arc<Controller> {
+async fn controller() -> Arc<Controller> {
     let cfg = support::kube_site("west", "0123456789abcdef0123456789abcdef");
-    Controller::open(cfg, Arc::new(MemStore::default())).unwrap()
+    Controller::open(cfg, Arc::new(MemStore::default()))
+        .await
+        .unwrap()
 }
 
 /// East publishes `reviews:9080`, `db:5432` and `ratings:9080`.
@@ -161,7 +163,7 @@ async fn expect_delete(h: &mut Handle, name: &str) {
 
 #[tokio::test]
 async fn annotated_services_are_exposed_and_network_services_created_owned_and_repaired() {
-    let c = controller();
+    let c = controller().await;
     c.set_remote(east());
     let (client, mut h) = mock();
     let managed = [(MANAGED_BY, MANAGER)];
@@ -214,7 +216,7 @@ async fn annotated_services_are_exposed_and_network_services_created_owned_and_r
 
 #[tokio::test]
 async fn a_removed_annotation_withdraws_the_service_and_a_settled_namespace_needs_no_writes() {
-    let c = controller();
+    let c = controller().await;
     c.set_remote(east());
     let settled = |annotated: bool| {
         let mut items = vec![
@@ -260,7 +262,7 @@ async fn a_removed_annotation_withdraws_the_service_and_a_settled_namespace_need
 
 #[tokio::test]
 async fn bad_annotations_are_reported_and_nothing_else_changes() {
-    let c = controller();
+    let c = controller().await;
     let (client, mut h) = mock();
     let server = tokio::spawn(async move {
         expect_list(
@@ -288,7 +290,7 @@ async fn bad_annotations_are_reported_and_nothing_else_changes() {
 
 #[tokio::test]
 async fn an_api_error_is_returned_for_a_retry() {
-    let c = controller();
+    let c = controller().await;
     let (client, mut h) = mock();
     tokio::spawn(async move {
         let (_, send) = h.next_request().await.unwrap();
@@ -370,7 +372,9 @@ fn labelled_secret(name: &str, ty: &str) -> Secret {
 /// A cert token issued by another site, as the Secret a user would apply.
 async fn token_from_east(name: &str) -> Secret {
     let east_cfg = support::kube_site("east", "fedcba9876543210fedcba9876543210");
-    let east = Controller::open(east_cfg, Arc::new(MemStore::default())).unwrap();
+    let east = Controller::open(east_cfg, Arc::new(MemStore::default()))
+        .await
+        .unwrap();
     let (t, _) = east
         .create_token(van_proto::controller::CreateTokenRequest {
             name: name.into(),
@@ -384,7 +388,7 @@ async fn token_from_east(name: &str) -> Secret {
 
 #[tokio::test]
 async fn token_requests_are_filled_and_token_secrets_become_links() {
-    let c = controller();
+    let c = controller().await;
     let mut to_east = token_from_east("to-east").await;
     to_east
         .metadata
@@ -516,7 +520,7 @@ fn site_options_come_from_the_skupper_site_configmap() {
     assert!(err.contains("router-mode"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn the_site_state_lives_in_an_owned_secret() {
     let (client, mut h) = mock();
     let server = tokio::spawn(async move {
@@ -556,7 +560,7 @@ async fn the_site_state_lives_in_an_owned_secret() {
     });
     let store = Arc::new(KubeStore::new(client, "west", owner()));
     let cfg = support::kube_site("west", "0123456789abcdef0123456789abcdef");
-    let c = Controller::open(cfg, store).unwrap();
+    let c = Controller::open(cfg, store).await.unwrap();
     let saved = server.await.unwrap();
     assert_eq!(saved["metadata"]["ownerReferences"][0]["uid"], "site-uid-1");
     assert_eq!(saved["metadata"]["labels"][MANAGED_BY], MANAGER);
@@ -712,7 +716,9 @@ async fn routes_give_each_endpoint_its_host_in_tokens_and_in_the_certificate() {
         route("claims", "", Some("claims-west.apps.example")),
     ];
     let cfg = platform::routes_of(&routes, &cfg).unwrap();
-    let c = Controller::open(cfg, Arc::new(MemStore::default())).unwrap();
+    let c = Controller::open(cfg, Arc::new(MemStore::default()))
+        .await
+        .unwrap();
     let (claim, cert) = tokens_of(&c).await;
     assert!(
         claim.yaml.contains("https://claims-west.apps.example:443/"),
@@ -750,7 +756,9 @@ async fn a_nodeport_site_issues_tokens_with_node_ports() {
         edge: 31002,
         claims: 31003,
     });
-    let c = Controller::open(cfg, Arc::new(MemStore::default())).unwrap();
+    let c = Controller::open(cfg, Arc::new(MemStore::default()))
+        .await
+        .unwrap();
     let (claim, cert) = tokens_of(&c).await;
     assert!(
         claim.yaml.contains("https://west.example:31003/"),
@@ -773,7 +781,7 @@ async fn a_nodeport_site_issues_tokens_with_node_ports() {
 async fn the_status_configmap_holds_the_api_views_and_is_owned_by_the_site() {
     use van_controller::k8s::status::{STATUS_CONFIGMAP, Snapshot, write};
     use van_proto::controller as pb;
-    let c = controller();
+    let c = controller().await;
     c.set_remote(east());
     let snap = Snapshot::of(&c);
     let (client, mut h) = mock();
@@ -825,7 +833,7 @@ fn annotated(mut s: Secret, annotations: &[(&str, &str)], version: &str) -> Secr
 
 #[tokio::test]
 async fn a_token_request_can_ask_for_a_claim_and_bad_annotations_are_all_named() {
-    let c = controller();
+    let c = controller().await;
     let request = |name: &str, ann: &[(&str, &str)]| {
         annotated(labelled_secret(name, "connection-token-request"), ann, "1")
     };
@@ -880,7 +888,7 @@ async fn a_token_request_can_ask_for_a_claim_and_bad_annotations_are_all_named()
 
 #[tokio::test(start_paused = true)]
 async fn a_token_secret_that_failed_waits_unless_it_changes() {
-    let c = controller();
+    let c = controller().await;
     let mut broken = labelled_secret("broken", "connection-token");
     broken.data = Some(BTreeMap::new());
     let mut retries = k8s::SecretRetries::default();
@@ -940,9 +948,9 @@ async fn pass_listing(
 
 #[tokio::test]
 async fn the_routers_tls_material_is_written_to_an_owned_secret() {
-    let c = controller();
-    let data = van_controller::controller::tls_secret_data(&c.desired().borrow());
-    let [ca, cert, key] = van_controller::controller::tls_secret_keys("site-server");
+    let c = controller().await;
+    let data = van_controller::desired::tls_secret_data(&c.desired().borrow());
+    let [ca, cert, key] = van_controller::desired::tls_secret_keys("site-server");
     assert!(
         data[&key].contains("PRIVATE KEY"),
         "the server key is there"

@@ -76,7 +76,9 @@ impl PodSite {
         let listeners = van_router::Listeners::bind(&rcfg).await.unwrap();
         let router = van_router::start(rcfg, listeners).await.unwrap();
 
-        let c = Controller::open(cfg, Arc::new(MemStore::default())).unwrap();
+        let c = Controller::open(cfg, Arc::new(MemStore::default()))
+            .await
+            .unwrap();
         if tls_in_secret {
             c.keep_router_tls_in_secret(TLS_SECRET);
         }
@@ -252,7 +254,7 @@ async fn tls_material_reaches_the_router_through_the_secret_only() {
 
     // The platform writes the Secret (the controller's own data for it): the router gets
     // its server profile and link listeners.
-    let data = van_controller::controller::tls_secret_data(&site.c.desired().borrow());
+    let data = van_controller::desired::tls_secret_data(&site.c.desired().borrow());
     secrets.set(
         TLS_SECRET,
         Some(data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect()),

@@ -46,6 +46,7 @@ async fn reports_of_several_routers_are_taken_together() {
         support::kube_site("east", "fedcba9876543210fedcba9876543210"),
         Arc::new(MemStore::default()),
     )
+    .await
     .unwrap();
     let (token, _) = east
         .create_token(pb::CreateTokenRequest {
@@ -59,6 +60,7 @@ async fn reports_of_several_routers_are_taken_together() {
         support::kube_site("west", "0123456789abcdef0123456789abcdef"),
         Arc::new(MemStore::default()),
     )
+    .await
     .unwrap();
     west.create_link_from(
         pb::CreateLinkRequest {

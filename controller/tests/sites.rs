@@ -11,7 +11,7 @@ use support::{MemStore, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::Channel;
-use van_controller::site::{RouterMode, SiteConfig, SiteStore};
+use van_controller::site::{RouterMode, SiteConfig};
 use van_proto::controller::{self as pb, site_controller_client::SiteControllerClient};
 
 struct Site {
@@ -658,7 +658,7 @@ async fn restarted_routers_and_controllers_lose_nothing() {
     );
 
     // A controller restart keeps links, services and outstanding tokens.
-    let before = west.store.load().unwrap();
+    let before = west.store.saved();
     let token = west.claim_token("later").await;
     west.restart_controller().await;
     east.restart_controller().await;
@@ -668,7 +668,7 @@ async fn restarted_routers_and_controllers_lose_nothing() {
     let second = http_server("second service").await;
     expose(&east, "second", 17102, second).await;
     reaches("127.0.0.2:17102", "second service").await;
-    let after = west.store.load().unwrap();
+    let after = west.store.saved();
     assert_eq!(after.certs, before.certs, "same CA after a restart");
     assert!(after.claims.contains_key("later"));
     // The token issued before the restart still redeems.

@@ -16,7 +16,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tracing::warn;
 
 use crate::error::StoreError;
-use crate::site::{RouterMode, SiteConfig, SiteState, SiteStore};
+use crate::site::{RouterMode, SiteConfig, SiteState, SiteStore, StoreFuture};
 use crate::{Controller, RunError};
 
 pub const SITE_CONFIGMAP: &str = "skupper-site";
@@ -223,69 +223,55 @@ impl KubeStore {
             owner,
         }
     }
+}
 
-    async fn load_async(&self) -> Result<SiteState, StoreError> {
-        let err = |message: String| StoreError {
-            what: format!("secret/{STATE_SECRET}"),
-            message,
-        };
-        let Some(s) = self
-            .api
-            .get_opt(STATE_SECRET)
-            .await
-            .map_err(|e| err(e.to_string()))?
-        else {
-            return Ok(SiteState::default());
-        };
-        let bytes = s
-            .data
-            .and_then(|d| d.get("state.yaml").cloned())
-            .map(|b| b.0)
-            .unwrap_or_default();
-        serde_yaml_ng::from_slice(&bytes).map_err(|e| err(e.to_string()))
+impl SiteStore for KubeStore {
+    fn load(&self) -> StoreFuture<'_, SiteState> {
+        Box::pin(async move {
+            let Some(s) = self.api.get_opt(STATE_SECRET).await.map_err(store_error)? else {
+                return Ok(SiteState::default());
+            };
+            let bytes = s
+                .data
+                .and_then(|d| d.get("state.yaml").cloned())
+                .map(|b| b.0)
+                .unwrap_or_default();
+            serde_yaml_ng::from_slice(&bytes).map_err(store_error)
+        })
     }
 
-    async fn save_async(&self, state: &SiteState) -> Result<(), StoreError> {
-        let err = |message: String| StoreError {
-            what: format!("secret/{STATE_SECRET}"),
-            message,
-        };
-        let text = serde_yaml_ng::to_string(state).map_err(|e| err(e.to_string()))?;
-        let secret = Secret {
-            metadata: ObjectMeta {
-                name: Some(STATE_SECRET.into()),
-                labels: Some([(super::MANAGED_BY.to_string(), super::MANAGER.to_string())].into()),
-                owner_references: Some(vec![self.owner.clone()]),
+    fn save<'a>(&'a self, state: &'a SiteState) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let text = serde_yaml_ng::to_string(state).map_err(store_error)?;
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(STATE_SECRET.into()),
+                    labels: Some(
+                        [(super::MANAGED_BY.to_string(), super::MANAGER.to_string())].into(),
+                    ),
+                    owner_references: Some(vec![self.owner.clone()]),
+                    ..Default::default()
+                },
+                data: Some([("state.yaml".to_string(), ByteString(text.into_bytes()))].into()),
                 ..Default::default()
-            },
-            data: Some([("state.yaml".to_string(), ByteString(text.into_bytes()))].into()),
-            ..Default::default()
-        };
-        self.api
-            .patch(
-                STATE_SECRET,
-                &PatchParams::apply(super::MANAGER).force(),
-                &Patch::Apply(&secret),
-            )
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        Ok(())
+            };
+            self.api
+                .patch(
+                    STATE_SECRET,
+                    &PatchParams::apply(super::MANAGER).force(),
+                    &Patch::Apply(&secret),
+                )
+                .await
+                .map_err(store_error)?;
+            Ok(())
+        })
     }
 }
 
-// The site core's store is synchronous (the local platform writes a file); the API calls run
-// on this worker thread without stalling the runtime's others.
-impl SiteStore for KubeStore {
-    fn load(&self) -> Result<SiteState, StoreError> {
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(self.load_async())
-        })
-    }
-
-    fn save(&self, state: &SiteState) -> Result<(), StoreError> {
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(self.save_async(state))
-        })
+fn store_error(e: impl std::fmt::Display) -> StoreError {
+    StoreError {
+        what: format!("secret/{STATE_SECRET}"),
+        message: e.to_string(),
     }
 }
 
@@ -351,7 +337,7 @@ pub async fn open_site(
         ..Default::default()
     };
     let store = Arc::new(KubeStore::new(client.clone(), namespace, owner.clone()));
-    let c = Controller::open(site, store)?;
+    let c = Controller::open(site, store).await?;
     c.keep_router_tls_in_secret(ROUTER_TLS_SECRET);
     // Router pods link to each other (config-sync's --peers): give them the peer profile.
     c.enable_router_peers();
@@ -436,7 +422,7 @@ async fn router_tls_forever(
     let mut written = None;
     let mut delay = Duration::ZERO;
     loop {
-        let data = crate::controller::tls_secret_data(&desired.borrow_and_update());
+        let data = crate::desired::tls_secret_data(&desired.borrow_and_update());
         if written.as_ref() != Some(&data) {
             match write_router_tls(client.clone(), &ns, &owner, &data).await {
                 Ok(()) => {

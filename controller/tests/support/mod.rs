@@ -1,19 +1,26 @@
 //! Helpers shared by the controller's integration tests.
 #![allow(dead_code, unreachable_pub)]
 
-use van_controller::site::{RouterMode, SiteConfig, SiteState, SiteStore};
+use van_controller::site::{RouterMode, SiteConfig, SiteState, SiteStore, StoreFuture};
 
 /// A site store in memory.
 #[derive(Debug, Default)]
 pub struct MemStore(pub std::sync::Mutex<SiteState>);
 
-impl SiteStore for MemStore {
-    fn load(&self) -> Result<SiteState, van_controller::error::StoreError> {
-        Ok(self.0.lock().unwrap().clone())
+impl MemStore {
+    /// What was saved last.
+    pub fn saved(&self) -> SiteState {
+        self.0.lock().unwrap().clone()
     }
-    fn save(&self, s: &SiteState) -> Result<(), van_controller::error::StoreError> {
+}
+
+impl SiteStore for MemStore {
+    fn load(&self) -> StoreFuture<'_, SiteState> {
+        Box::pin(std::future::ready(Ok(self.saved())))
+    }
+    fn save<'a>(&'a self, s: &'a SiteState) -> StoreFuture<'a, ()> {
         *self.0.lock().unwrap() = s.clone();
-        Ok(())
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

@@ -1,0 +1,147 @@
+//! The redeeming site's side of the claims endpoint.
+
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+
+use super::{REFUSALS, SITE_ID_HEADER, SITE_NAME_HEADER, TIMEOUT, provider};
+use crate::error::ClaimError;
+use crate::token::{self, CertToken, ClaimToken, Token};
+
+/// Redeems a claim token at its issuing site for a cert token.
+pub async fn redeem(
+    t: &ClaimToken,
+    site_id: &str,
+    site_name: &str,
+) -> Result<CertToken, ClaimError> {
+    let fail = |reason: &'static str, detail: String, retry: bool| ClaimError {
+        reason,
+        detail,
+        retry,
+    };
+    if let Some(e) = t.expires.filter(|e| *e <= crate::site::now_unix()) {
+        // The issuer decides, but a token that says it has expired saves a round trip.
+        return Err(fail(
+            "expired",
+            format!("the token expired at {}", crate::site::rfc3339(e)),
+            false,
+        ));
+    }
+    let rest = t.url.strip_prefix("https://").unwrap_or(&t.url);
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let host = match authority.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => authority,
+    };
+    let target = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:443")
+    };
+    let addrs: Vec<_> = tokio::time::timeout(TIMEOUT, tokio::net::lookup_host(&target))
+        .await
+        .map_err(|_| fail("dns", format!("looking up {host} timed out"), true))?
+        .map_err(|e| fail("dns", format!("cannot resolve {host}: {e}"), true))?
+        .collect();
+    let mut tcp = None;
+    let mut last = fail("dns", format!("{host} has no addresses"), true);
+    for a in addrs {
+        match tokio::time::timeout(TIMEOUT, TcpStream::connect(a)).await {
+            Ok(Ok(s)) => {
+                tcp = Some(s);
+                break;
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                last = fail("refused", format!("connection to {a} refused"), true)
+            }
+            Ok(Err(e)) => last = fail("unreachable", format!("connect to {a}: {e}"), true),
+            Err(_) => last = fail("timeout", format!("connect to {a} timed out"), true),
+        }
+    }
+    let tcp = tcp.ok_or(last)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(t.ca_cert.as_bytes()) {
+        let c = c.map_err(|e| fail("certificate", format!("token CA: {e}"), false))?;
+        roots
+            .add(c)
+            .map_err(|e| fail("certificate", format!("token CA: {e}"), false))?;
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| fail("tls", e.to_string(), false))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| fail("protocol", format!("bad host in claim URL: {e}"), false))?;
+    let tls = tokio::time::timeout(
+        TIMEOUT,
+        tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp),
+    )
+    .await
+    .map_err(|_| fail("timeout", "TLS handshake timed out".into(), true))?
+    .map_err(|e| {
+        let s = e.to_string();
+        if s.contains("certificate") || s.contains("Certificate") {
+            fail(
+                "certificate",
+                format!("the claims endpoint's certificate does not match the token's CA: {s}"),
+                false,
+            )
+        } else {
+            fail("tls", s, true)
+        }
+    })?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| fail("protocol", e.to_string(), true))?;
+    tokio::spawn(conn);
+    let req = Request::post(path)
+        .header("host", authority)
+        .header(SITE_ID_HEADER, site_id)
+        .header(SITE_NAME_HEADER, site_name)
+        .body(Full::new(Bytes::from(t.secret.clone())))
+        .map_err(|e| fail("protocol", e.to_string(), false))?;
+    let resp = tokio::time::timeout(TIMEOUT, send.send_request(req))
+        .await
+        .map_err(|_| fail("timeout", "no answer from the claims endpoint".into(), true))?
+        .map_err(|e| fail("protocol", e.to_string(), true))?;
+    let status = resp.status();
+    let body = Limited::new(resp.into_body(), 1 << 20)
+        .collect()
+        .await
+        .map_err(|e| fail("protocol", e.to_string(), true))?
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    if status != StatusCode::OK {
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let message = v["message"].as_str().unwrap_or(&text).to_string();
+        let reason = REFUSALS
+            .into_iter()
+            .find(|r| v["reason"].as_str() == Some(*r))
+            .unwrap_or("refused-by-site");
+        return Err(fail(reason, message, status.is_server_error()));
+    }
+    match token::parse(&text) {
+        Ok(Token::Cert(c)) => Ok(c),
+        Ok(Token::Claim(_)) => Err(fail(
+            "protocol",
+            "the claims endpoint answered with another claim token".into(),
+            false,
+        )),
+        Err(e) => Err(fail(
+            "protocol",
+            format!("the claims endpoint answered with an unreadable token: {e}"),
+            false,
+        )),
+    }
+}

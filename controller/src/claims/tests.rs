@@ -1,0 +1,153 @@
+//! The client against the server on loopback, with real TLS and an issuer that answers by
+//! claim name.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use super::{client, server};
+use crate::error::ClaimError;
+use crate::token::{CertToken, ClaimToken};
+
+const REQUESTER: &str = "0123456789abcdef";
+
+/// Honours claim `good`, refuses `used` as used up, and is unavailable for any other.
+#[derive(Debug)]
+struct Issuer {
+    token: CertToken,
+    asked: Mutex<Vec<(String, String, String)>>,
+}
+
+impl server::Issuer for Issuer {
+    fn redeem(
+        &self,
+        claim: &str,
+        secret: &str,
+        requester: &str,
+    ) -> impl Future<Output = Result<CertToken, ClaimError>> + Send {
+        self.asked
+            .lock()
+            .unwrap()
+            .push((claim.into(), secret.into(), requester.into()));
+        let refuse = |reason, retry| ClaimError {
+            reason,
+            detail: format!("{reason} here"),
+            retry,
+        };
+        std::future::ready(match claim {
+            "good" => Ok(self.token.clone()),
+            "used" => Err(refuse("used-up", false)),
+            _ => Err(refuse("unavailable", true)),
+        })
+    }
+}
+
+/// A claims endpoint on loopback, and a token for `claim` there (without its name set).
+async fn endpoint() -> (Arc<Issuer>, impl Fn(&str) -> ClaimToken) {
+    let certs = crate::certs::new_site_certs(
+        "0123456789abcdef",
+        crate::certs::server_hosts(["127.0.0.1"]),
+    )
+    .unwrap();
+    let tls = server::server_tls(&certs.server_cert, &certs.server_key).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (cert, key) = crate::certs::issue_client("0123456789abcdef", &certs, "east").unwrap();
+    let issuer = Arc::new(Issuer {
+        token: CertToken {
+            name: "good".into(),
+            ca_cert: certs.ca_cert.clone(),
+            cert,
+            key,
+            inter_router_host: "west.example".into(),
+            inter_router_port: 55671,
+            edge_host: "west.example".into(),
+            edge_port: 45671,
+            generated_by: "west-id".into(),
+            site_name: "west".into(),
+            cost: 3,
+        },
+        asked: Mutex::default(),
+    });
+    tokio::spawn(server::serve(
+        issuer.clone(),
+        tls,
+        listener,
+        std::future::pending(),
+    ));
+    let token = move |claim: &str| ClaimToken {
+        name: claim.into(),
+        url: format!("https://{addr}/{claim}"),
+        secret: " s3cret\n".into(),
+        ca_cert: certs.ca_cert.clone(),
+        expires: None,
+        generated_by: "west-id".into(),
+        site_name: "west".into(),
+        cost: 3,
+    };
+    (issuer, token)
+}
+
+#[tokio::test]
+async fn an_honoured_claim_comes_back_as_the_issuers_cert_token() {
+    let (issuer, token) = endpoint().await;
+    let got = client::redeem(&token("good"), REQUESTER, "east").await;
+    assert_eq!(got.as_ref(), Ok(&issuer.token));
+    assert_eq!(
+        *issuer.asked.lock().unwrap(),
+        [(
+            "good".to_string(),
+            "s3cret".to_string(),
+            REQUESTER.to_string()
+        )],
+        "the issuer is asked once, with the trimmed secret and the requester's id"
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_keeps_its_reason_and_only_an_unavailable_issuer_is_retried() {
+    let (_, token) = endpoint().await;
+    let used = client::redeem(&token("used"), REQUESTER, "east").await;
+    assert_eq!(
+        used,
+        Err(ClaimError {
+            reason: "used-up",
+            detail: "used-up here".into(),
+            retry: false,
+        })
+    );
+    let down = client::redeem(&token("other"), REQUESTER, "east").await;
+    assert_eq!(
+        down,
+        Err(ClaimError {
+            reason: "refused-by-site",
+            detail: "unavailable here".into(),
+            retry: true,
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_requester_id_that_is_not_hex_is_turned_away_before_the_issuer() {
+    let (issuer, token) = endpoint().await;
+    let got = client::redeem(&token("good"), "not-hex", "east").await;
+    assert_eq!(
+        got.map_err(|e| (e.reason, e.retry)),
+        Err(("refused-by-site", false))
+    );
+    assert!(issuer.asked.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_token_that_says_it_expired_is_not_sent() {
+    let (issuer, token) = endpoint().await;
+    let expired = ClaimToken {
+        expires: Some(1),
+        ..token("good")
+    };
+    let got = client::redeem(&expired, REQUESTER, "east").await;
+    assert_eq!(
+        got.map_err(|e| (e.reason, e.retry)),
+        Err(("expired", false))
+    );
+    assert!(issuer.asked.lock().unwrap().is_empty());
+}
