@@ -18,7 +18,6 @@ pub mod service;
 pub mod site;
 pub mod supervisor;
 pub mod system;
-pub mod tar;
 pub mod token;
 
 use std::path::PathBuf;
