@@ -68,7 +68,7 @@ pub async fn dump(ctx: &Ctx, file: &Path, out: &mut (dyn Write + Send)) -> anyho
                     format!("status/{name}.json"),
                     serde_json::to_vec_pretty(&v).unwrap_or_default(),
                 )),
-                Err(e) => errors.push(format!("{name}: {e:#}")),
+                Err(e) => errors.push(format!("{name}: {}", crate::report(&e))),
             };
             let json =
                 |v: Result<serde_json::Value, serde_json::Error>| v.map_err(anyhow::Error::from);

@@ -22,6 +22,7 @@ use van_proto::controller::{self as cpb, site_controller_client::SiteControllerC
 pub mod forward;
 pub mod k8s;
 pub mod peers;
+pub mod report;
 pub mod tls;
 
 use std::sync::Arc;
@@ -88,7 +89,7 @@ impl tonic::service::Interceptor for BearerToken {
 pub enum Error {
     #[error("the controller API token is not printable ASCII")]
     Token,
-    #[error("invalid target {target:?}: {source}")]
+    #[error("invalid target {target:?}")]
     Target {
         target: String,
         #[source]

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use van_config_sync::report::Report;
 
 #[derive(Parser)]
 #[command(version, about = "Keeps a VAN router in step with its site controller")]
@@ -103,7 +104,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("van-config-sync: {e:#}");
+            eprintln!("van-config-sync: {}", Report(e.as_ref()));
             ExitCode::FAILURE
         }
     }
