@@ -2,6 +2,7 @@
 """Tests of the skupper Helm chart, without a cluster.
 
     python3 charts/tests/test_chart.py        # from anywhere; needs charts/requirements-test.txt
+    python3 charts/tests/run_in_venv.py target/tmp/chart-venv charts/tests/test_chart.py   # installs them
 
 - lints the chart with Helm's own linter (helm-python-sdk binds Helm's Go SDK: no helm binary);
 - renders it offline for a matrix of values and validates every rendered object against the
@@ -36,8 +37,9 @@ try:
     import jsonschema
     import kubernetes_validate
     import yaml
-except ImportError as missing:  # CI installs these: a missing one is a failure, not a skip.
-    print(f"missing Python package: {missing}; run: pip install -r charts/requirements-test.txt")
+except ImportError as missing:  # run_in_venv.py installs these: a missing one is a failure, not a skip.
+    print(f"missing Python package: {missing}; run through charts/tests/run_in_venv.py, "
+          "or pip install -r charts/requirements-test.txt")
     sys.exit(2)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
