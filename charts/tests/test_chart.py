@@ -402,8 +402,16 @@ def check_deployments(objects: list[dict[str, Any]], values: dict[str, Any]) -> 
         "van-config-sync", "--controller", "skupper:8080",
         "--controller-token-file", "/var/run/secrets/skupper/api/token", "--router",
         "unix:/var/run/van/router.sock", "--claims-forward", "0.0.0.0:8081=skupper:8081",
+        "--health-listen", "0.0.0.0:9091",
     ], f"config-sync command {sync['command']}")
-    check(ports_of(sync) == {"claims": 8081}, f"config-sync ports {ports_of(sync)}")
+    check(ports_of(sync) == {"claims": 8081, "health": 9091}, f"config-sync ports {ports_of(sync)}")
+    # Ready once the router holds the desired configuration: gRPC health on --health-listen.
+    ready = sync.get("readinessProbe", {})
+    check(ready.get("grpc", {}).get("port") == 9091 and set(ready) - {"grpc"} <= {
+              "periodSeconds", "failureThreshold", "initialDelaySeconds", "timeoutSeconds"},
+          f"config-sync readinessProbe is gRPC on 9091: {ready}")
+    check("livenessProbe" not in sync, "config-sync has no liveness probe (a lost router is "
+          "no reason to restart it)")
     check(env_of(sync) == {"VAN_SECRETS_NAMESPACE": ("fieldRef", "metadata.namespace"),
                            "VAN_ROUTER_PEERS": "skupper-router-peers:55671",
                            "POD_IP": ("fieldRef", "status.podIP")},
