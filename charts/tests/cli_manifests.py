@@ -40,8 +40,9 @@ from typing import Any
 try:
     import helm_python as helm
     import yaml
-except ImportError as missing:  # CI installs these: a missing one is a failure, not a skip.
-    print(f"missing Python package: {missing}; run: pip install -r charts/requirements-test.txt")
+except ImportError as missing:  # run_in_venv.py installs these: a missing one is a failure, not a skip.
+    print(f"missing Python package: {missing}; run through charts/tests/run_in_venv.py, "
+          "or pip install -r charts/requirements-test.txt")
     sys.exit(2)
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -2,6 +2,7 @@
 """Tests of the skupper Helm chart, without a cluster.
 
     python3 charts/tests/test_chart.py        # from anywhere; needs charts/requirements-test.txt
+    python3 charts/tests/run_in_venv.py target/tmp/chart-venv charts/tests/test_chart.py   # installs them
 
 - lints the chart with Helm's own linter (helm-python-sdk binds Helm's Go SDK: no helm binary);
 - renders it offline for a matrix of values and validates every rendered object against the
@@ -36,8 +37,9 @@ try:
     import jsonschema
     import kubernetes_validate
     import yaml
-except ImportError as missing:  # CI installs these: a missing one is a failure, not a skip.
-    print(f"missing Python package: {missing}; run: pip install -r charts/requirements-test.txt")
+except ImportError as missing:  # run_in_venv.py installs these: a missing one is a failure, not a skip.
+    print(f"missing Python package: {missing}; run through charts/tests/run_in_venv.py, "
+          "or pip install -r charts/requirements-test.txt")
     sys.exit(2)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -400,8 +402,16 @@ def check_deployments(objects: list[dict[str, Any]], values: dict[str, Any]) -> 
         "van-config-sync", "--controller", "skupper:8080",
         "--controller-token-file", "/var/run/secrets/skupper/api/token", "--router",
         "unix:/var/run/van/router.sock", "--claims-forward", "0.0.0.0:8081=skupper:8081",
+        "--health-listen", "0.0.0.0:9091",
     ], f"config-sync command {sync['command']}")
-    check(ports_of(sync) == {"claims": 8081}, f"config-sync ports {ports_of(sync)}")
+    check(ports_of(sync) == {"claims": 8081, "health": 9091}, f"config-sync ports {ports_of(sync)}")
+    # Ready once the router holds the desired configuration: gRPC health on --health-listen.
+    ready = sync.get("readinessProbe", {})
+    check(ready.get("grpc", {}).get("port") == 9091 and set(ready) - {"grpc"} <= {
+              "periodSeconds", "failureThreshold", "initialDelaySeconds", "timeoutSeconds"},
+          f"config-sync readinessProbe is gRPC on 9091: {ready}")
+    check("livenessProbe" not in sync, "config-sync has no liveness probe (a lost router is "
+          "no reason to restart it)")
     check(env_of(sync) == {"VAN_SECRETS_NAMESPACE": ("fieldRef", "metadata.namespace"),
                            "VAN_ROUTER_PEERS": "skupper-router-peers:55671",
                            "POD_IP": ("fieldRef", "status.podIP")},

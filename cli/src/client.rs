@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use tonic::transport::Channel;
+use van_config_sync::report::innermost;
 use van_controller::local::SiteDir;
 use van_proto::controller::site_controller_client::SiteControllerClient;
 
@@ -18,17 +19,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 pub async fn connect(target: &str) -> anyhow::Result<Client> {
     let channel = van_proto::grpc::channel(target, Some(CALL_TIMEOUT))
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {target}: {}", source_text(&e.source)))?;
+        .map_err(|e| anyhow::anyhow!("cannot connect to {target}: {}", innermost(&e.source)))?;
     Ok(SiteControllerClient::new(channel))
-}
-
-/// The innermost cause, which is the informative one for transport errors.
-fn source_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(s) = cur.source() {
-        cur = s;
-    }
-    cur.to_string()
 }
 
 /// The error for a namespace without a site.

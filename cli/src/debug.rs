@@ -8,7 +8,6 @@ use std::path::Path;
 use van_proto::controller as pb;
 
 use crate::client::{self, rpc_error};
-use crate::tar::TarWriter;
 use crate::{Ctx, supervisor};
 
 /// How much of each log goes in: its end.
@@ -69,7 +68,7 @@ pub async fn dump(ctx: &Ctx, file: &Path, out: &mut (dyn Write + Send)) -> anyho
                     format!("status/{name}.json"),
                     serde_json::to_vec_pretty(&v).unwrap_or_default(),
                 )),
-                Err(e) => errors.push(format!("{name}: {e:#}")),
+                Err(e) => errors.push(format!("{name}: {}", crate::report(&e))),
             };
             let json =
                 |v: Result<serde_json::Value, serde_json::Error>| v.map_err(anyhow::Error::from);
@@ -146,12 +145,17 @@ pub(crate) fn write_archive(
         .map_err(err)?;
     let gz =
         flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::default());
-    let mut tar = TarWriter::new(gz);
+    let mut tar = tar::Builder::new(gz);
     for (name, data) in entries {
-        tar.append(&format!("{top}/{name}"), data, 0o644, mtime)
+        let mut header = tar::Header::new_ustar();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_mtime(mtime);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, format!("{top}/{name}"), data.as_slice())
             .map_err(err)?;
     }
-    let gz = tar.finish().map_err(err)?;
+    let gz = tar.into_inner().map_err(err)?;
     let mut w = gz.finish().map_err(err)?;
     w.flush().map_err(err)?;
     Ok(())
@@ -167,4 +171,56 @@ fn tail(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
     let mut b = Vec::new();
     f.take(max).read_to_end(&mut b)?;
     Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `write_archive` wrote, read back: (path, mode, mtime, data) of each entry.
+    fn read_back(file: &Path) -> Vec<(String, u32, u64, Vec<u8>)> {
+        let gz = flate2::read::GzDecoder::new(std::fs::File::open(file).unwrap());
+        let mut archive = tar::Archive::new(gz);
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let path = e.path().unwrap().display().to_string();
+                let (mode, mtime) = (e.header().mode().unwrap(), e.header().mtime().unwrap());
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                (path, mode, mtime, data)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_archive_holds_every_entry_under_the_top_directory() {
+        let dir = std::env::temp_dir().join(format!("skupper-dump-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("dump.tar.gz");
+        // Longer than ustar's 100-byte name field: split into prefix and name.
+        let long = format!("{}/router.log", "logs".repeat(30));
+        let entries = vec![
+            ("README.txt".to_string(), b"summary\n".to_vec()),
+            (long, vec![b'x'; 1500]),
+            ("empty.json".to_string(), Vec::new()),
+        ];
+        write_archive(&file, "skupper-dump-west", &entries, 1_700_000_000).unwrap();
+        let mode = std::fs::metadata(&file).unwrap().permissions();
+        let got = read_back(&file);
+        let _ = std::fs::remove_dir_all(&dir);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            mode.mode() & 0o777,
+            0o600,
+            "the dump may hold logs: owner only"
+        );
+        let want: Vec<_> = entries
+            .into_iter()
+            .map(|(n, d)| (format!("skupper-dump-west/{n}"), 0o644, 1_700_000_000, d))
+            .collect();
+        assert_eq!(got, want);
+    }
 }

@@ -48,7 +48,7 @@ pub async fn run(ctx: &Ctx, a: &DemoArgs, out: &mut (dyn Write + Send)) -> anyho
     let started = Instant::now();
     let result = walkthrough(&west, &east, &home, backend_port, out).await;
     if let Err(e) = &result {
-        writeln!(out, "\nThe demo failed: {e:#}")?;
+        writeln!(out, "\nThe demo failed: {}", crate::report(e))?;
     }
     if a.keep {
         writeln!(
@@ -64,7 +64,7 @@ pub async fn run(ctx: &Ctx, a: &DemoArgs, out: &mut (dyn Write + Send)) -> anyho
                 let t = announce(out, &format!("-n {} delete", s.namespace))?;
                 match site::delete(s, out).await {
                     Ok(()) => took(out, t)?,
-                    Err(e) => writeln!(out, "Error: {e:#}")?,
+                    Err(e) => writeln!(out, "Error: {}", crate::report(&e))?,
                 }
             }
         }

@@ -1,68 +1,45 @@
-//! Durations as users type them: `90s`, `15m`, `2h`, `1d` (and combinations like `1h30m`).
+//! Durations as users type them: `90s`, `15m`, `2h`, `1d`, `1h30m`. The grammar is
+//! humantime's (which also takes `2 hours`, `1.5h`, `1w`); the messages are ours.
 
 use std::time::Duration;
 
-/// Parses a positive duration made of `<number><unit>` parts, units `s`, `m`, `h`, `d`.
+const EXAMPLES: &str = "use e.g. 90s, 15m, 2h or 1d";
+
+/// Parses a positive duration of whole seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
     if t.is_empty() {
-        return Err("empty duration; use e.g. 90s, 15m, 2h or 1d".into());
+        return Err(format!("empty duration; {EXAMPLES}"));
     }
     if t.starts_with('-') {
         return Err(format!(
             "{s:?} is negative; a duration must be longer than zero"
         ));
     }
-    let mut total: u64 = 0;
-    let mut rest = t;
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return Err(format!(
-                "{s:?} is not a duration; use e.g. 90s, 15m, 2h or 1d"
-            ));
+    let d = humantime::parse_duration(t).map_err(|e| match e {
+        humantime::DurationError::UnknownUnit { unit, .. } if unit.is_empty() => {
+            format!("{s:?} has no unit; {EXAMPLES}")
         }
-        let (num, tail) = rest.split_at(digits);
-        let unit_len = tail.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let (unit, tail) = tail.split_at(unit_len);
-        let secs_per = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            "" if !tail.is_empty() => {
-                return Err(format!(
-                    "{s:?} is not a duration; use e.g. 90s, 15m, 2h or 1d"
-                ));
-            }
-            "" if num == t && num.bytes().all(|b| b == b'0') => {
-                return Err(format!("{s:?}: a duration must be longer than zero"));
-            }
-            "" => {
-                return Err(format!("{s:?} has no unit; use e.g. 90s, 15m, 2h or 1d"));
-            }
-            u => {
-                return Err(format!(
-                    "{s:?}: unknown unit {u:?}; the units are s, m, h and d"
-                ));
-            }
-        };
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?}: {num} is too large"))?;
-        total = n
-            .checked_mul(secs_per)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| format!("{s:?} is too long"))?;
-        rest = tail;
-    }
-    if total == 0 {
+        humantime::DurationError::UnknownUnit { unit, .. } => {
+            format!("{s:?}: unknown unit {unit:?}; the units are s, m, h and d")
+        }
+        humantime::DurationError::NumberOverflow => {
+            format!("{s:?} is too long (or finer than a nanosecond)")
+        }
+        _ => format!("{s:?} is not a duration; {EXAMPLES}"),
+    })?;
+    if d.is_zero() {
         return Err(format!("{s:?}: a duration must be longer than zero"));
     }
-    Ok(Duration::from_secs(total))
+    // Expiries travel as whole seconds: `500ms` would become 0, which means "the default".
+    if d.subsec_nanos() != 0 {
+        return Err(format!("{s:?}: a duration is a whole number of seconds"));
+    }
+    Ok(d)
 }
 
-/// `90s`, `15m`, `2h30m`, `1d`: the shortest exact rendering.
+/// `90s`, `15m`, `2h30m`, `1d`: the shortest exact rendering in the units users type
+/// (humantime's own renders `1day`, `2h 30m`).
 pub fn format_duration(d: Duration) -> String {
     let mut s = d.as_secs();
     if s == 0 {
@@ -89,19 +66,32 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("2 hours"), Ok(Duration::from_secs(7200)));
         assert_eq!(parse_duration(" 5s "), Ok(Duration::from_secs(5)));
     }
 
     #[test]
-    fn rejects_zero_negative_and_garbage() {
-        for bad in [
-            "", "0", "0s", "0m0s", "-5m", "5", "abc", "5x", "m", "1.5h", "5 m",
+    fn rejects_zero_negative_and_garbage_with_a_reason() {
+        for (bad, why) in [
+            ("", "empty duration"),
+            ("0", "longer than zero"),
+            ("0s", "longer than zero"),
+            ("0m0s", "longer than zero"),
+            ("-5m", "is negative"),
+            ("5", "has no unit"),
+            ("5x", "unknown unit \"x\""),
+            ("abc", "is not a duration"),
+            ("m", "is not a duration"),
+            ("5m!", "is not a duration"),
+            ("500ms", "whole number of seconds"),
+            ("99999999999999999999s", "too long"),
+            ("999999999999999999d", "too long"),
         ] {
             let e = parse_duration(bad).expect_err(bad);
-            assert!(e.contains("duration") || e.contains("unit"), "{bad}: {e}");
+            assert!(e.contains(why), "{bad:?}: {e}");
+            assert!(!e.contains("  "), "{bad:?}: {e}");
         }
-        assert!(parse_duration("99999999999999999999s").is_err());
-        assert!(parse_duration("999999999999999999d").is_err());
     }
 
     #[test]

@@ -135,15 +135,6 @@ impl std::fmt::Display for Unreachable {
 
 impl std::error::Error for Unreachable {}
 
-/// The innermost cause: for transport errors, the informative one ("connection refused").
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(s) = cur.source() {
-        cur = s;
-    }
-    cur.to_string()
-}
-
 /// Maps a failed call to a message naming what was refused. `what` is the operation, e.g.
 /// `create secrets "west-token"`.
 pub fn api_error(namespace: &str, what: &str, e: kube::Error) -> anyhow::Error {
@@ -171,7 +162,11 @@ pub fn api_error(namespace: &str, what: &str, e: kube::Error) -> anyhow::Error {
         kube::Error::SerdeError(e) => {
             anyhow::anyhow!("cannot {what}: unexpected answer from the API server: {e}")
         }
-        other => Unreachable(format!("{what}: {}", innermost(&other))).into(),
+        other => Unreachable(format!(
+            "{what}: {}",
+            van_config_sync::report::innermost(&other)
+        ))
+        .into(),
     }
 }
 

@@ -18,7 +18,6 @@ pub mod service;
 pub mod site;
 pub mod supervisor;
 pub mod system;
-pub mod tar;
 pub mod token;
 
 use std::path::PathBuf;
@@ -112,7 +111,7 @@ pub fn main(cli: Cli) -> ExitCode {
         // stop quietly.
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            eprintln!("Error: {}", report(&e));
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)
             } else {
@@ -120,6 +119,11 @@ pub fn main(cli: Cli) -> ExitCode {
             }
         }
     }
+}
+
+/// An error and its causes on one line, each cause once (see [`van_config_sync::report`]).
+pub fn report(e: &anyhow::Error) -> String {
+    van_config_sync::report::Report(e.as_ref()).to_string()
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
@@ -195,7 +199,8 @@ async fn run_kubernetes(cli: Cli) -> anyhow::Result<()> {
         .await
         .map_err(|e| match e.downcast_ref::<k8s::Unreachable>() {
             Some(u) => anyhow::anyhow!(
-                "cannot reach the Kubernetes API server at {} ({}); check the kubeconfig context                  (kubectl config current-context)",
+                "cannot reach the Kubernetes API server at {} ({}); check the kubeconfig context \
+                 (kubectl config current-context)",
                 conn.server,
                 u.0
             ),

@@ -399,7 +399,7 @@ pub async fn request(socket: &Path, command: &str, timeout: Duration) -> std::io
 /// Stops a site's supervisor (and with it the site's processes).
 ///
 /// Returns `Ok(false)` if no supervisor was running. A supervisor that holds a pid file but
-/// no socket is sent SIGTERM (with `kill(1)`: this crate has no unsafe code).
+/// no socket is sent SIGTERM.
 pub async fn stop(dir: &SiteDir) -> anyhow::Result<bool> {
     // Children may take 5 s each to end, in parallel; leave room for a slow machine.
     match request(&dir.supervisor_socket(), "stop", Duration::from_secs(20)).await {
@@ -454,15 +454,16 @@ fn process_alive(pid: u32) -> bool {
 }
 
 fn log_kill(pid: u32) -> anyhow::Result<()> {
-    let status = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .map_err(|e| anyhow::anyhow!("cannot run kill for the supervisor (pid {pid}): {e}"))?;
-    if !status.success() && process_alive(pid) {
-        anyhow::bail!("cannot signal the supervisor (pid {pid}): kill exited with {status}");
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| anyhow::anyhow!("{pid} is not a process id"))?;
+    match rustix::process::kill_process(target, rustix::process::Signal::TERM) {
+        Ok(()) => Ok(()),
+        // It ended on its own meanwhile.
+        Err(_) if !process_alive(pid) => Ok(()),
+        Err(e) => anyhow::bail!("cannot signal the supervisor (pid {pid}): {e}"),
     }
-    Ok(())
 }
 
 /// The children's states as `status` reports them, one line each, or why there is none.

@@ -4,7 +4,8 @@
 //! (10.77.2.1) and between them `gw`, which forwards private → public with masquerading and
 //! drops every connection the public side starts. Nothing in `pub` can reach `priv`; the
 //! private site dials out, and its service is then called from `pub` over that link.
-//! Needs root, `ip` and `iptables` (CI installs them) and python3 for the backend.
+//! Needs root and python3 (for the backend); `ip` and `iptables` are installed with apt-get
+//! when missing, so a fresh machine runs it with nothing installed by hand.
 
 mod support;
 
@@ -30,8 +31,41 @@ fn run(args: &[&str]) {
     );
 }
 
+/// Installs iproute2 and iptables when `ip` or `iptables` is missing (as root, with apt-get).
+fn ensure_tools() {
+    let missing: Vec<&str> = [("ip", "iproute2"), ("iptables", "iptables")]
+        .into_iter()
+        .filter(|(cmd, _)| Command::new(cmd).arg("-V").output().is_err())
+        .map(|(_, package)| package)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    let o = Command::new("sh")
+        .args([
+            "-c",
+            "apt-get update -qq && apt-get install -y -qq --no-install-recommends \"$@\"",
+            "sh",
+        ])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output();
+    let ok = o.as_ref().is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "this test needs {} (as root, apt-get install {}): {}",
+        missing.join(" and "),
+        missing.join(" "),
+        match &o {
+            Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+            Err(e) => e.to_string(),
+        }
+    );
+}
+
 impl Net {
     fn new() -> Net {
+        ensure_tools();
         let tag = format!("{:x}", std::process::id() & 0xffff);
         let net = Net {
             pub_ns: format!("vanpub{tag}"),

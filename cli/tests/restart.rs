@@ -26,15 +26,6 @@ async fn pid_of(site_dir: &Path, child: &str) -> u32 {
         .unwrap_or_else(|| panic!("no running {child} in {status:?}"))
 }
 
-fn kill9(pid: u32) {
-    let ok = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -9 {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_router_and_controller_are_restarted_with_their_configuration() {
     let mut sites = Sites::new();

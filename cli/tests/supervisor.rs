@@ -1,11 +1,14 @@
 //! The supervisor: restarts crashed children with backoff, stops them through its socket,
 //! and its children end when it dies (their standard input closes).
 
+mod support;
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use skupper::supervisor::{self, Backoff, ChildSpec, Options};
+use support::kill9;
 
 struct TempDir(PathBuf);
 
@@ -92,14 +95,6 @@ fn alive(pid: u32) -> bool {
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
-}
-
-fn kill9(pid: u32) {
-    let st = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
 }
 
 async fn wait_gone(pid: u32) {
@@ -304,4 +299,32 @@ async fn status_fails(socket: &Path) -> bool {
     supervisor::request(socket, "status", Duration::from_secs(2))
         .await
         .is_err()
+}
+
+/// A supervisor whose socket is gone (removed by hand) is found by its pid file and stopped
+/// with SIGTERM.
+#[tokio::test]
+async fn a_supervisor_without_its_socket_is_stopped_by_signal() {
+    let t = TempDir::new("nosock");
+    let dir = van_controller::local::SiteDir::new(t.0.clone());
+    std::fs::create_dir_all(dir.pid_file().parent().unwrap()).unwrap();
+    // Named like a supervisor (its argv[0]); a loop, so the shell is not replaced by sleep.
+    let mut fake = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "while :; do sleep 0.1; done",
+            "skupper-system-supervise",
+        ])
+        .spawn()
+        .unwrap();
+    // Until its exec completes, /proc shows the test binary (or nothing) as its command line.
+    let cmdline = format!("/proc/{}/cmdline", fake.id());
+    while !std::fs::read_to_string(&cmdline).is_ok_and(|c| c.contains("skupper-system-supervise")) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    std::fs::write(dir.pid_file(), fake.id().to_string()).unwrap();
+    assert!(supervisor::stop(&dir).await.unwrap());
+    let exit = fake.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(exit.signal(), Some(15), "not ended by SIGTERM: {exit}");
 }

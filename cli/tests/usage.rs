@@ -81,6 +81,7 @@ fn one_line(o: &Output) {
     let err = stderr(o);
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
     assert!(err.starts_with("Error: "), "{err}");
+    assert!(!err.contains("  "), "a run of spaces: {err}");
 }
 
 #[test]
@@ -317,9 +318,10 @@ fn platforms_and_namespaces() {
     fails(
         &o,
         1,
-        &[&format!(
-            "cannot reach the Kubernetes API server at https://127.0.0.1:{port}/"
-        )],
+        &[
+            &format!("cannot reach the Kubernetes API server at https://127.0.0.1:{port}/"),
+            "; check the kubeconfig context (kubectl config current-context)",
+        ],
     );
     one_line(&o);
     let o = h.skupper_env(

@@ -20,8 +20,10 @@ use van_proto::admin::{self as rpb, config_op::Op, router_admin_client::RouterAd
 use van_proto::controller::{self as cpb, site_controller_client::SiteControllerClient};
 
 pub mod forward;
+pub mod health;
 pub mod k8s;
 pub mod peers;
+pub mod report;
 pub mod tls;
 
 use std::sync::Arc;
@@ -88,7 +90,7 @@ impl tonic::service::Interceptor for BearerToken {
 pub enum Error {
     #[error("the controller API token is not printable ASCII")]
     Token,
-    #[error("invalid target {target:?}: {source}")]
+    #[error("invalid target {target:?}")]
     Target {
         target: String,
         #[source]
@@ -130,6 +132,16 @@ pub fn lazy_channel(target: &str) -> Result<Channel, Error> {
 
 /// Runs until `shutdown` completes.
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    run_reporting(opts, watch::channel(false).0, shutdown).await
+}
+
+/// As [`run`], keeping `ready` true while the router holds the controller's desired
+/// configuration (see [`health`]).
+pub async fn run_reporting(
+    opts: Options,
+    ready: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     let controller = SiteControllerClient::with_interceptor(
         lazy_channel(&opts.controller)?,
         BearerToken::new(opts.controller_token.as_deref())?,
@@ -146,6 +158,7 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<()
         publication_rx,
         opts.secrets,
         opts.peers,
+        ready,
     ));
     shutdown.await;
     follow.abort();
@@ -218,6 +231,7 @@ async fn sync_router(
     mut publication: watch::Receiver<Option<rpb::PublishRequest>>,
     secrets: Option<Arc<dyn tls::SecretSource>>,
     mut peers: Option<peers::Peers>,
+    ready: watch::Sender<bool>,
 ) {
     let mut delay = BACKOFF_MIN;
     loop {
@@ -228,12 +242,15 @@ async fn sync_router(
             &mut publication,
             secrets.as_deref(),
             peers.as_mut(),
+            &ready,
         )
         .await
         {
             Ok(()) => delay = BACKOFF_MIN,
             Err(e) => debug!(error = %e, "Router session ended"),
         }
+        // Without a session nothing says the router (maybe restarted, empty) is in step.
+        set(&ready, false);
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(BACKOFF_MAX);
     }
@@ -282,6 +299,7 @@ async fn router_session(
     publication: &mut watch::Receiver<Option<rpb::PublishRequest>>,
     secrets: Option<&dyn tls::SecretSource>,
     mut peers: Option<&mut peers::Peers>,
+    ready: &watch::Sender<bool>,
 ) -> Result<(), tonic::Status> {
     let mut tls_feed: TlsFeed = None;
     let mut feed = router.watch(rpb::WatchRequest {}).await?.into_inner();
@@ -404,6 +422,7 @@ async fn router_session(
             };
             errors.extend(waiting);
             in_sync = errors.is_empty();
+            set(ready, in_sync);
         }
         // Status is not in the change feed's every event (it changes each second).
         let now = router
@@ -425,6 +444,11 @@ async fn router_session(
             debug!(error = %e, "Cannot report to the controller");
         }
     }
+}
+
+/// Sets `ready` to `now`, waking its followers only on a change.
+fn set(ready: &watch::Sender<bool>, now: bool) {
+    ready.send_if_modified(|r| std::mem::replace(r, now) != now);
 }
 
 /// Applies `ops` in one change; if the router refuses it, one by one. Returns the entities

@@ -113,3 +113,10 @@ impl Sites {
         .await
     }
 }
+
+/// SIGKILL to a process this test did not spawn (std only kills its own children).
+pub fn kill9(pid: u32) {
+    let target = rustix::process::Pid::from_raw(pid as i32).expect("a process id");
+    rustix::process::kill_process(target, rustix::process::Signal::KILL)
+        .unwrap_or_else(|e| panic!("kill -9 {pid}: {e}"));
+}

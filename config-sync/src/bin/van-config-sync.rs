@@ -1,8 +1,10 @@
-//! config-sync daemon: `van-config-sync --controller TARGET --router TARGET`.
+//! config-sync daemon: `van-config-sync --controller TARGET --router TARGET`, and
+//! `--health-listen ADDR` for kubelet's readiness probe.
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use van_config_sync::report::Report;
 
 #[derive(Parser)]
 #[command(version, about = "Keeps a VAN router in step with its site controller")]
@@ -31,6 +33,10 @@ struct Args {
     /// `0.0.0.0:8081=skupper:8081`). May be repeated.
     #[arg(long, value_parser = van_config_sync::forward::parse)]
     claims_forward: Vec<(String, String)>,
+    /// Serve the gRPC health service here (`host:port`), SERVING once the router holds the
+    /// controller's desired configuration: kubelet's readiness probe.
+    #[arg(long, env = "VAN_HEALTH_LISTEN")]
+    health_listen: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -87,7 +93,20 @@ fn main() -> ExitCode {
                 std::future::pending(),
             ));
         }
-        van_config_sync::run(
+        let (ready, ready_rx) = tokio::sync::watch::channel(false);
+        if let Some(addr) = &args.health_listen {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("--health-listen: cannot listen on {addr}: {e}"))?;
+            tokio::spawn(async move {
+                if let Err(e) =
+                    van_config_sync::health::serve(l, ready_rx, std::future::pending()).await
+                {
+                    tracing::error!(error = %Report(&e), "Health service failed");
+                }
+            });
+        }
+        van_config_sync::run_reporting(
             van_config_sync::Options {
                 controller: args.controller,
                 router: args.router,
@@ -95,6 +114,7 @@ fn main() -> ExitCode {
                 secrets,
                 peers,
             },
+            ready,
             shutdown_signal(),
         )
         .await?;
@@ -103,7 +123,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("van-config-sync: {e:#}");
+            eprintln!("van-config-sync: {}", Report(e.as_ref()));
             ExitCode::FAILURE
         }
     }
