@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use tonic::transport::Channel;
-use van_config_sync::report::innermost;
 use van_controller::local::SiteDir;
 use van_proto::controller::site_controller_client::SiteControllerClient;
+use van_telemetry::report::innermost;
 
 use crate::Ctx;
 

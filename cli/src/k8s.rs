@@ -164,7 +164,7 @@ pub fn api_error(namespace: &str, what: &str, e: kube::Error) -> anyhow::Error {
         }
         other => Unreachable(format!(
             "{what}: {}",
-            van_config_sync::report::innermost(&other)
+            van_telemetry::report::innermost(&other)
         ))
         .into(),
     }

@@ -121,9 +121,9 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-/// An error and its causes on one line, each cause once (see [`van_config_sync::report`]).
+/// An error and its causes on one line, each cause once (see [`van_telemetry::report`]).
 pub fn report(e: &anyhow::Error) -> String {
-    van_config_sync::report::Report(e.as_ref()).to_string()
+    van_telemetry::report::Report(e.as_ref()).to_string()
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -42,11 +42,8 @@ pub async fn run_component(c: Component, dir: SiteDir) -> anyhow::Result<()> {
     match c {
         Component::Router => {
             let cfg = van_router::Config::load(&dir.router_config())?;
-            let telemetry = van_router::telemetry::init(
-                &cfg.log,
-                cfg.otlp_endpoint.as_deref(),
-                &cfg.router_id,
-            )?;
+            let telemetry =
+                van_telemetry::init(&cfg.log, cfg.otlp_endpoint.as_deref(), &cfg.router_id)?;
             let listeners = van_router::Listeners::bind(&cfg).await?;
             let r = van_router::run(cfg, listeners, shutdown).await;
             tokio::task::spawn_blocking(move || telemetry.shutdown()).await?;
@@ -74,10 +71,10 @@ pub async fn run_component(c: Component, dir: SiteDir) -> anyhow::Result<()> {
 /// Plain logs on standard error (the supervisor appends them to `logs/<name>.log`), level
 /// from `VAN_LOG`, default info.
 fn init_logs(name: &str) {
-    let log = van_router::config::LogSection::default();
+    let log = van_telemetry::LogSection::default();
     // Err only if a subscriber is installed already, which then logs for us. Without an
     // OTLP exporter there is nothing to flush, so the handle is not kept.
-    let _ = van_router::telemetry::init(&log, None, name);
+    let _ = van_telemetry::init(&log, None, name);
 }
 
 /// Completes when standard input reaches EOF (or fails), on SIGTERM or on Ctrl-C.

@@ -23,7 +23,6 @@ pub mod forward;
 pub mod health;
 pub mod k8s;
 pub mod peers;
-pub mod report;
 pub mod tls;
 
 use std::sync::Arc;

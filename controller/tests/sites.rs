@@ -634,8 +634,7 @@ async fn three_sites_and_an_edge_follow_service_changes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarted_routers_and_controllers_lose_nothing() {
     if std::env::var_os("VAN_LOG").is_some() {
-        let _ =
-            van_router::telemetry::init(&Default::default(), None, "test").map(std::mem::forget);
+        let _ = van_telemetry::init(&Default::default(), None, "test").map(std::mem::forget);
     }
     let mut west = site("west", "127.0.0.2", RouterMode::Interior).await;
     let mut east = site("east", "127.0.0.3", RouterMode::Interior).await;

@@ -184,7 +184,7 @@ impl Configurator {
             TlsMaterial::load(&next.tls_profiles[profile]).map_err(|e| {
                 ApplyError::Config(ConfigError::single(
                     format!("tls_profiles[{profile}]"),
-                    crate::error::chain(&e),
+                    van_telemetry::Report(&e).to_string(),
                 ))
             })
         };

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, FieldError};
 pub use crate::tls::TlsProfile;
+pub use van_telemetry::{LogFormat, LogSection};
 
 /// Default hello interval. Half of Skupper's 1 s, so a silent neighbour is noticed in 2 s.
 pub const DEFAULT_HELLO_INTERVAL_MS: u64 = 500;
@@ -101,30 +102,6 @@ impl Default for AdminSection {
 pub struct MetricsSection {
     /// `host:port` serving `/metrics` and `/healthz`.
     pub listen: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogSection {
-    pub format: LogFormat,
-    /// An `EnvFilter` directive, such as `info` or `van_router=debug`.
-    pub level: String,
-}
-
-impl Default for LogSection {
-    fn default() -> Self {
-        LogSection {
-            format: LogFormat::Plain,
-            level: "info".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum LogFormat {
-    Plain,
-    Json,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -402,8 +379,8 @@ impl Config {
                 .map_err(|_| errs.push("metrics.listen", "must be host:port with a numeric IP"))
                 .ok()
         });
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&file.log.level) {
-            errs.push("log.level", format!("invalid filter: {e}"));
+        if let Err(e) = file.log.check() {
+            errs.push("log.level", e);
         }
         let otlp_endpoint = file.tracing.as_ref().map(|t| t.otlp_endpoint.clone());
         if let Some(ep) = &otlp_endpoint
@@ -640,7 +617,7 @@ fn validate_entities(errs: &mut Errors, mode: Mode, e: &Entities) {
         if errs.0.iter().all(|f| !f.path.starts_with(&p))
             && let Err(err) = crate::tls::TlsMaterial::load(t)
         {
-            errs.push(p.clone(), crate::error::chain(&err));
+            errs.push(p.clone(), van_telemetry::Report(&err).to_string());
         }
     }
     let mut binds: BTreeMap<(String, u16), String> = BTreeMap::new();

@@ -46,19 +46,6 @@ impl ConfigError {
     }
 }
 
-/// Renders an error with its causes, each once: `outer: cause: root cause`. Error types here
-/// keep their source out of their own message, so this is how they are shown to people.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 /// What kind of failure ended a link attempt; the admin API reports it with the error text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkFailure {

@@ -23,7 +23,6 @@ pub mod router;
 pub mod routing;
 mod shared;
 pub mod tcp;
-pub mod telemetry;
 pub mod tls;
 pub mod wire;
 

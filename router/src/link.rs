@@ -282,7 +282,7 @@ pub(crate) async fn dial_loop(
                 });
             }
             Err(e) => {
-                let text = crate::error::chain(&e);
+                let text = van_telemetry::Report(&e).to_string();
                 if e.caused_by_peer() {
                     warn!(link = %cfg.name, error = %text, "Link failed");
                 } else {
@@ -494,7 +494,7 @@ pub(crate) async fn accept_loop(
             async move {
                 if let Err(e) = accept_one(&env, &cfg, &pending, acceptor, tcp, addr).await {
                     env.metrics.link_failures(e.kind());
-                    warn!(error = %crate::error::chain(&e), "Refused inbound link");
+                    warn!(error = %van_telemetry::Report(&e), "Refused inbound link");
                 }
             }
             .instrument(info_span!("accept", peer = %addr)),
@@ -827,7 +827,7 @@ async fn run_link_inner(
             let f = match tokio::time::timeout(max_age, read_frame(&mut cr, &mut buf, &peer)).await
             {
                 Ok(Ok(f)) => f,
-                Ok(Err(e)) => return crate::error::chain(&e),
+                Ok(Err(e)) => return van_telemetry::Report(&e).to_string(),
                 // Hellos arrive every interval on a live link: silence means the peer is gone
                 // (the routing engine reaches the same verdict for inter-router links).
                 Err(_) => return "no hello within the max age".to_string(),

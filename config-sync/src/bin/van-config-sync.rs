@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use van_config_sync::report::Report;
+use van_telemetry::report::Report;
 
 #[derive(Parser)]
 #[command(version, about = "Keeps a VAN router in step with its site controller")]
@@ -81,8 +81,8 @@ fn main() -> ExitCode {
             }
             _ => None,
         };
-        let log = van_router::config::LogSection::default();
-        let _telemetry = van_router::telemetry::init(&log, None, "config-sync")?;
+        let log = van_telemetry::LogSection::default();
+        let _telemetry = van_telemetry::init(&log, None, "config-sync")?;
         for (listen, target) in args.claims_forward {
             let l = tokio::net::TcpListener::bind(&listen)
                 .await

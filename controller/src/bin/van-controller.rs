@@ -73,9 +73,9 @@ fn main() -> ExitCode {
 }
 
 fn tracing_subscriber_init() -> anyhow::Result<()> {
-    let log = van_router::config::LogSection::default();
+    let log = van_telemetry::LogSection::default();
     // The router's telemetry set-up also serves the controller (plain logs, VAN_LOG).
-    let guard = van_router::telemetry::init(&log, None, "controller")?;
+    let guard = van_telemetry::init(&log, None, "controller")?;
     std::mem::forget(guard);
     Ok(())
 }

@@ -58,7 +58,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         let telemetry =
-            van_router::telemetry::init(&cfg.log, cfg.otlp_endpoint.as_deref(), &cfg.router_id)?;
+            van_telemetry::init(&cfg.log, cfg.otlp_endpoint.as_deref(), &cfg.router_id)?;
         let listeners = van_router::Listeners::bind(&cfg).await?;
         let r = van_router::run(cfg, listeners, shutdown_signal()).await;
         // Flush the spans of flows that just ended.

@@ -1,5 +1,10 @@
-//! Logs (plain or JSON lines on stderr) and, when an OTLP endpoint is configured, one
-//! OpenTelemetry span per flow exported over OTLP/gRPC.
+//! How every binary tells people what happens: logs (plain or JSON lines on stderr), one
+//! OpenTelemetry span per flow exported over OTLP/gRPC when an endpoint is configured, and
+//! errors rendered with their causes ([`report`]).
+
+pub mod report;
+
+pub use report::Report;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
@@ -9,7 +14,39 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
-use crate::config::{LogFormat, LogSection};
+/// The `log` section of a configuration.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, such as `info` or `van_router=debug`.
+    pub level: String,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            format: LogFormat::Plain,
+            level: "info".into(),
+        }
+    }
+}
+
+impl LogSection {
+    /// Says what is wrong with `level`, if anything.
+    pub fn check(&self) -> Result<(), String> {
+        EnvFilter::try_new(&self.level)
+            .map(drop)
+            .map_err(|e| format!("invalid filter: {e}"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
 
 /// Why telemetry could not start.
 #[derive(Debug, thiserror::Error)]
