@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 use van_proto::admin::{self as rpb, config_op::Op, router_admin_client::RouterAdminClient};
 use van_proto::controller::{self as cpb, site_controller_client::SiteControllerClient};
@@ -89,44 +89,8 @@ impl tonic::service::Interceptor for BearerToken {
 pub enum Error {
     #[error("the controller API token is not printable ASCII")]
     Token,
-    #[error("invalid target {target:?}")]
-    Target {
-        target: String,
-        #[source]
-        source: tonic::transport::Error,
-    },
-}
-
-/// A channel that connects on first use and reconnects after failures.
-pub fn lazy_channel(target: &str) -> Result<Channel, Error> {
-    let err = |source| Error::Target {
-        target: target.to_string(),
-        source,
-    };
-    if let Some(path) = target.strip_prefix("unix:") {
-        let path = path.to_string();
-        Ok(
-            Endpoint::from_static("http://localhost").connect_with_connector_lazy(
-                tower::service_fn(move |_: tonic::transport::Uri| {
-                    let path = path.clone();
-                    async move {
-                        let s = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                    }
-                }),
-            ),
-        )
-    } else {
-        let uri = if target.starts_with("http://") {
-            target.to_string()
-        } else {
-            format!("http://{target}")
-        };
-        Ok(Endpoint::from_shared(uri)
-            .map_err(err)?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy())
-    }
+    #[error(transparent)]
+    Target(#[from] van_proto::grpc::ConnectError),
 }
 
 /// Runs until `shutdown` completes.
@@ -142,10 +106,10 @@ pub async fn run_reporting(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let controller = SiteControllerClient::with_interceptor(
-        lazy_channel(&opts.controller)?,
+        van_proto::grpc::lazy_channel(&opts.controller)?,
         BearerToken::new(opts.controller_token.as_deref())?,
     );
-    let router = RouterAdminClient::new(lazy_channel(&opts.router)?);
+    let router = RouterAdminClient::new(van_proto::grpc::lazy_channel(&opts.router)?);
     let (desired_tx, desired_rx) = watch::channel(None);
     let (publication_tx, publication_rx) = watch::channel(None);
     let follow = tokio::spawn(follow_controller(controller.clone(), desired_tx));

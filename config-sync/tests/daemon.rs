@@ -36,7 +36,7 @@ async fn health_listen_serves_not_serving_without_a_router() {
             .unwrap(),
     );
     let mut h =
-        HealthClient::new(van_config_sync::lazy_channel(&format!("127.0.0.1:{port}")).unwrap());
+        HealthClient::new(van_proto::grpc::lazy_channel(&format!("127.0.0.1:{port}")).unwrap());
     let request = || tonic_health::pb::HealthCheckRequest {
         service: String::new(),
     };

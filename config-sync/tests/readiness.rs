@@ -243,7 +243,7 @@ async fn ready_only_while_the_router_holds_the_desired_configuration() {
             let _ = sync_stopped.await;
         },
     ));
-    let mut h = HealthClient::new(van_config_sync::lazy_channel(&health_addr.to_string()).unwrap());
+    let mut h = HealthClient::new(van_proto::grpc::lazy_channel(&health_addr.to_string()).unwrap());
 
     // Connected to the router (it reports what it sees), but nothing desired yet.
     tokio::time::timeout(Duration::from_secs(10), observed.wait_for(Option::is_some))
@@ -262,7 +262,7 @@ async fn ready_only_while_the_router_holds_the_desired_configuration() {
     )
     .await;
     let mut admin = van_proto::admin::router_admin_client::RouterAdminClient::new(
-        van_config_sync::lazy_channel(&format!("unix:{}", sock.display())).unwrap(),
+        van_proto::grpc::lazy_channel(&format!("unix:{}", sock.display())).unwrap(),
     );
     let have = admin
         .get_config(rpb::GetConfigRequest {})

@@ -113,7 +113,7 @@ impl PodSite {
         ));
         PodSite {
             c,
-            channel: van_config_sync::lazy_channel(&target).unwrap(),
+            channel: van_proto::grpc::lazy_channel(&target).unwrap(),
             router: Some(router),
             router_sock,
             dir,
@@ -130,7 +130,7 @@ impl PodSite {
 
     async fn router_config(&self) -> van_proto::admin::RouterConfig {
         let ch =
-            van_config_sync::lazy_channel(&format!("unix:{}", self.router_sock.display())).unwrap();
+            van_proto::grpc::lazy_channel(&format!("unix:{}", self.router_sock.display())).unwrap();
         RouterAdminClient::new(ch)
             .get_config(van_proto::admin::GetConfigRequest {})
             .await
@@ -313,7 +313,7 @@ async fn the_routers_of_one_site_link_to_each_other() {
         .unwrap();
     use van_proto::admin::{self as rpb, config_op::Op};
     let mut peer_admin = RouterAdminClient::new(
-        van_config_sync::lazy_channel(&format!("unix:{}", sock.display())).unwrap(),
+        van_proto::grpc::lazy_channel(&format!("unix:{}", sock.display())).unwrap(),
     );
     peer_admin
         .apply_config(rpb::ConfigChange {
@@ -340,7 +340,7 @@ async fn the_routers_of_one_site_link_to_each_other() {
     // The peer appears: this router links to it with the site's peer certificate.
     peers_tx.send_replace([own, other].into_iter().collect());
     let ch =
-        van_config_sync::lazy_channel(&format!("unix:{}", site.router_sock.display())).unwrap();
+        van_proto::grpc::lazy_channel(&format!("unix:{}", site.router_sock.display())).unwrap();
     let mut admin = RouterAdminClient::new(ch);
     let link = eventually("the link to the peer router", async || {
         let links = admin

@@ -155,7 +155,7 @@ async fn site(name: &str, listener_host: &str, mode: RouterMode) -> Site {
     let (cs_stop, cs_stopped) = stopper();
     let api_target = format!("unix:{}", dir.join("controller.sock").display());
     let mut site = Site {
-        api: SiteControllerClient::new(van_config_sync::lazy_channel(&api_target).unwrap()),
+        api: SiteControllerClient::new(van_proto::grpc::lazy_channel(&api_target).unwrap()),
         cfg,
         dir,
         router_yaml,
