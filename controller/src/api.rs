@@ -82,7 +82,7 @@ impl ApiToken {
 
 impl From<ControllerError> for Status {
     fn from(e: ControllerError) -> Status {
-        let msg = e.to_string();
+        let msg = van_telemetry::Report(&e).to_string();
         match e {
             ControllerError::Invalid(_) => Status::invalid_argument(msg),
             ControllerError::NotFound { .. } => Status::not_found(msg),

@@ -15,12 +15,13 @@ use van_proto::admin as rpb;
 use van_proto::controller as pb;
 
 use crate::certs;
+use crate::clock::{Clock, SystemClock};
 use crate::desired::{self, PEER_SERVER_NAME, listener_name};
 use crate::error::{ClaimError, ControllerError, Invalid, StoreError};
 use crate::network::{self, PublishedLink, Remote, SiteRecord};
 use crate::site::{
     ClaimRecord, LinkRecord, RouterMode, ServiceDef, SiteConfig, SiteState, SiteStore,
-    check_service, check_target, default_protocol, now_unix,
+    check_service, check_target, default_protocol,
 };
 use crate::token::{CertToken, ClaimToken, Token};
 
@@ -41,6 +42,7 @@ pub struct Controller {
     /// This controller, for the task that finishes a change (see [`Controller::change`]).
     me: Weak<Controller>,
     store: Arc<dyn SiteStore>,
+    clock: Arc<dyn Clock>,
     /// The state as last saved. Held from reading it to making its successor current, so
     /// changes never interleave.
     state: Arc<tokio::sync::Mutex<SiteState>>,
@@ -66,6 +68,15 @@ impl Controller {
     pub async fn open(
         cfg: SiteConfig,
         store: Arc<dyn SiteStore>,
+    ) -> Result<Arc<Controller>, ControllerError> {
+        Self::open_with_clock(cfg, store, Arc::new(SystemClock)).await
+    }
+
+    /// `open`, dating tokens and definitions by `clock`.
+    pub async fn open_with_clock(
+        cfg: SiteConfig,
+        store: Arc<dyn SiteStore>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Arc<Controller>, ControllerError> {
         cfg.validate()?;
         let mut state = store.load().await?;
@@ -110,6 +121,7 @@ impl Controller {
         let state = Arc::new(state);
         let c = Arc::new_cyclic(|me| Controller {
             me: me.clone(),
+            clock,
             desired: watch::channel(Arc::new(rpb::RouterConfig::default())).0,
             record: watch::channel(Arc::new(SiteRecord::build(&cfg, &state, Vec::new()))).0,
             current: watch::channel(state.clone()).0,
@@ -295,6 +307,11 @@ impl Controller {
         }
     }
 
+    /// The controller's time, in seconds since the Unix epoch.
+    pub fn now_unix(&self) -> u64 {
+        self.clock.now_unix()
+    }
+
     /// What the router has not taken (entity → why), as config-sync last reported.
     pub fn apply_errors(&self) -> std::collections::HashMap<String, String> {
         self.observed().state.apply_errors
@@ -447,7 +464,7 @@ impl Controller {
         let record = ClaimRecord {
             name: name.clone(),
             secret: crate::site::random_secret(24),
-            expires: now_unix() + expiry,
+            expires: self.now_unix() + expiry,
             uses_remaining: req.uses.max(1),
             uses_made: 0,
             cost,
@@ -470,7 +487,7 @@ impl Controller {
             cost,
         };
         self.change(|s| {
-            let now = now_unix();
+            let now = self.now_unix();
             // Records a day past their expiry are of no use, not even to explain a refusal.
             s.claims.retain(|_, c| c.expires + 86_400 > now);
             if s.claims.contains_key(&name) {
@@ -548,7 +565,7 @@ impl Controller {
                         "the token's secret does not match; the file was altered or is not the one issued".into(),
                     )));
                 }
-                if rec.expires <= now_unix() {
+                if rec.expires <= self.now_unix() {
                     return Ok(Err(refuse(
                         "expired",
                         format!("the token expired at {}", crate::site::rfc3339(rec.expires)),
@@ -645,7 +662,14 @@ impl Controller {
         match token {
             Token::Cert(c) => record.token = Some(c),
             Token::Claim(c) => {
-                match crate::claims::client::redeem(&c, &self.cfg.id, &self.cfg.name).await {
+                match crate::claims::client::redeem(
+                    &c,
+                    &self.cfg.id,
+                    &self.cfg.name,
+                    self.now_unix(),
+                )
+                .await
+                {
                     Ok(cert) => record.token = Some(cert),
                     // The issuer is unreachable for now: keep the claim and retry it.
                     Err(e) if e.retry => {
@@ -694,7 +718,13 @@ impl Controller {
             .filter_map(|l| l.claim.clone().map(|c| (l.name.clone(), c)))
             .collect();
         for (name, claim) in pending {
-            let result = crate::claims::client::redeem(&claim, &self.cfg.id, &self.cfg.name).await;
+            let result = crate::claims::client::redeem(
+                &claim,
+                &self.cfg.id,
+                &self.cfg.name,
+                self.now_unix(),
+            )
+            .await;
             let changed = self
                 .change(|s| {
                     // Deleted (or replaced) while we were redeeming: leave it.
@@ -868,7 +898,7 @@ impl Controller {
                     address: address.clone(),
                     protocol,
                     ports,
-                    created: now_unix(),
+                    created: self.now_unix(),
                     targets: Vec::new(),
                     source: String::new(),
                 },
@@ -958,7 +988,7 @@ impl Controller {
                 address: address.clone(),
                 protocol: protocol.clone(),
                 ports: ports.clone(),
-                created: now_unix(),
+                created: self.now_unix(),
                 targets: Vec::new(),
                 source: String::new(),
             });

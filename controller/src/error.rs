@@ -65,7 +65,7 @@ pub struct ClaimError {
 #[derive(Debug, thiserror::Error)]
 pub enum ControllerError {
     /// The caller's input is wrong; retrying the same request cannot help.
-    #[error("{0}")]
+    #[error(transparent)]
     Invalid(#[from] Invalid),
     #[error("{what} {name:?} not found")]
     NotFound { what: &'static str, name: String },
@@ -75,10 +75,10 @@ pub enum ControllerError {
     /// This site cannot do that (e.g. an edge site issuing tokens).
     #[error("{0}")]
     NotAllowed(String),
-    #[error("token could not be redeemed: {0}")]
+    #[error("token could not be redeemed")]
     Claim(#[from] ClaimError),
     /// Persisting failed; the change was not made.
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     /// A dependency (router) is not there yet; retrying later helps.
     #[error("{0}")]

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod certs;
 pub mod claims;
+pub mod clock;
 pub mod controller;
 pub mod desired;
 pub mod error;

@@ -308,7 +308,8 @@ async fn an_api_error_is_returned_for_a_retry() {
     let err = k8s::reconcile(client, "west", &c, &owner())
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("forbidden"), "{err}");
+    let err = van_telemetry::Report(&err).to_string();
+    assert!(err.contains("forbidden"), "{err}");
 }
 
 // --- tokens and links as Secrets ---

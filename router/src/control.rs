@@ -497,4 +497,159 @@ mod tests {
             .any(|o| matches!(o, ControlOut::Close(_)));
         assert!(closed, "the silent link is closed");
     }
+
+    fn ls_seq(origin: &str, seq: u64, neighbours: &[&str], key: &str) -> wire::LinkState {
+        let mut l = ls(origin, neighbours[0], key);
+        l.seq = seq;
+        l.neighbors = neighbours
+            .iter()
+            .map(|n| wire::Neighbor {
+                router_id: n.to_string(),
+                cost: 1,
+            })
+            .collect();
+        l
+    }
+
+    /// An engine `a` with one two-way neighbour `b` on link 7; returns the event sender, the
+    /// table and b's control queue.
+    async fn engine_with_neighbour(
+        timers: &Timers,
+    ) -> (
+        mpsc::UnboundedSender<ControlEvent>,
+        watch::Receiver<Arc<RoutingTable>>,
+        mpsc::UnboundedReceiver<ControlOut>,
+    ) {
+        let (table_tx, table) = watch::channel(Arc::new(RoutingTable::default()));
+        let engine = Engine::new("a".into(), 1, timers.clone(), table_tx);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(engine.run(rx));
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        tx.send(ControlEvent::LinkUp {
+            link_id: 7,
+            peer: "b".into(),
+            cost: 1,
+            tx: ctl_tx,
+        })
+        .unwrap();
+        tx.send(hello_from_b()).unwrap();
+        (tx, table, ctl_rx)
+    }
+
+    fn hello_from_b() -> ControlEvent {
+        ControlEvent::Hello {
+            link_id: 7,
+            hello: wire::Hello {
+                router_id: "b".into(),
+                instance: 1,
+                seen: vec!["a".into()],
+            },
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hellos_go_out_every_interval_and_a_neighbour_that_answers_is_kept() {
+        let timers = Timers::default();
+        let (tx, mut table, mut ctl) = engine_with_neighbour(&timers).await;
+        tx.send(ControlEvent::LinkState {
+            link_id: 7,
+            ls: ls("b", "a", "svc"),
+        })
+        .unwrap();
+        table.wait_for(|t| t.reachable("svc")).await.unwrap();
+        while ctl.try_recv().is_ok() {}
+        // Ten max ages of b answering every interval: the link stays, hellos keep coming.
+        let rounds = 10 * timers.hello_max_age_ms / timers.hello_interval_ms;
+        let mut hellos = 0;
+        for _ in 0..rounds {
+            tokio::time::sleep(timers.hello_interval()).await;
+            tx.send(hello_from_b()).unwrap();
+            while let Ok(out) = ctl.try_recv() {
+                match out {
+                    ControlOut::Frame(Frame::Hello(h)) => {
+                        assert_eq!(h.seen, ["b"], "a says it hears b");
+                        hellos += 1;
+                    }
+                    ControlOut::Close(why) => panic!("a live neighbour was dropped: {why}"),
+                    ControlOut::Frame(_) => {}
+                }
+            }
+        }
+        assert!(table.borrow().reachable("svc"));
+        // One hello per interval, give or take the first and last tick.
+        assert!(
+            hellos + 1 >= rounds && hellos <= rounds + 1,
+            "{hellos} in {rounds} intervals"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn own_state_is_refreshed_and_a_state_nobody_refreshes_expires() {
+        let timers = Timers::default();
+        let (tx, mut table, mut ctl) = engine_with_neighbour(&timers).await;
+        // b next to a and c; c advertises svc-c once and is never heard of again.
+        tx.send(ControlEvent::LinkState {
+            link_id: 7,
+            ls: ls_seq("b", 1, &["a", "c"], "svc-b"),
+        })
+        .unwrap();
+        tx.send(ControlEvent::LinkState {
+            link_id: 7,
+            ls: ls_seq("c", 1, &["b"], "svc-c"),
+        })
+        .unwrap();
+        table
+            .wait_for(|t| t.reachable("svc-b") && t.reachable("svc-c"))
+            .await
+            .unwrap();
+        // What a sent when the link came up is not a refresh.
+        while ctl.try_recv().is_ok() {}
+        let started = Instant::now();
+        let mut own_seqs = Vec::new();
+        let mut b_seq = 1;
+        // b stays alive and refreshes its own state; c's ages out.
+        let gone = loop {
+            tokio::time::sleep(timers.hello_interval()).await;
+            tx.send(hello_from_b()).unwrap();
+            if started.elapsed().as_millis() as u64 / timers.ls_refresh_ms >= b_seq {
+                b_seq += 1;
+                tx.send(ControlEvent::LinkState {
+                    link_id: 7,
+                    ls: ls_seq("b", b_seq, &["a", "c"], "svc-b"),
+                })
+                .unwrap();
+            }
+            while let Ok(out) = ctl.try_recv() {
+                if let ControlOut::Frame(Frame::LinkState(l)) = out
+                    && l.origin == "a"
+                {
+                    own_seqs.push((started.elapsed(), l.seq));
+                }
+            }
+            if !table.borrow().reachable("svc-c") {
+                break started.elapsed();
+            }
+            assert!(
+                started.elapsed() < 2 * timers.ls_max_age(),
+                "c never expired"
+            );
+        };
+        assert!(gone >= timers.ls_max_age(), "expired after {gone:?}");
+        assert!(
+            gone <= timers.ls_max_age() + 2 * timers.hello_interval(),
+            "expired after {gone:?}"
+        );
+        assert!(
+            table.borrow().reachable("svc-b"),
+            "b's refreshed state stays"
+        );
+        // a re-advertised itself about every ls_refresh, with a rising sequence number.
+        let refreshes = own_seqs.len() as u64;
+        let expected = gone.as_millis() as u64 / timers.ls_refresh_ms;
+        assert!(
+            refreshes >= expected && refreshes <= expected + 1,
+            "{own_seqs:?}"
+        );
+        assert!(own_seqs.windows(2).all(|w| w[0].1 < w[1].1), "{own_seqs:?}");
+    }
 }

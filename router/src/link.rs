@@ -261,6 +261,38 @@ fn check_handshake(me: &Identity, h: &wire::Handshake, want: &[Role]) -> Result<
 
 // === outbound ===
 
+/// How long a dialer waits before its next attempt: from `backoff_min`, doubling with each
+/// attempt up to `backoff_max`; a link that stayed up a while reconnects quickly again.
+#[derive(Debug)]
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// A link up this long counts as having worked.
+    const STABLE: Duration = Duration::from_secs(10);
+
+    fn new(timers: &Timers) -> Backoff {
+        Backoff {
+            min: timers.backoff_min(),
+            max: timers.backoff_max(),
+            next: timers.backoff_min(),
+        }
+    }
+
+    /// The wait after an attempt (or a link) that lasted `lasted`.
+    fn after(&mut self, lasted: Duration) -> Duration {
+        if lasted > Self::STABLE {
+            self.next = self.min;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        wait
+    }
+}
+
 /// Keeps an outbound link up: connect, handshake, run, and reconnect with backoff.
 pub(crate) async fn dial_loop(
     env: LinkEnv,
@@ -268,7 +300,7 @@ pub(crate) async fn dial_loop(
     tls: Arc<rustls::ClientConfig>,
     status: Arc<LinkStatus>,
 ) {
-    let mut delay = env.timers.backoff_min();
+    let mut backoff = Backoff::new(&env.timers);
     loop {
         let started = Instant::now();
         match dial_once(&env, &cfg, &tls, &status).await {
@@ -299,13 +331,8 @@ pub(crate) async fn dial_loop(
                 env.metrics.link_failures(e.kind());
             }
         }
-        // A link that stayed up a while reconnects quickly; repeated failures back off.
-        if started.elapsed() > Duration::from_secs(10) {
-            delay = env.timers.backoff_min();
-        }
         let jitter = Duration::from_millis(u64::from(env.rng.u32() % 100));
-        tokio::time::sleep(delay + jitter).await;
-        delay = (delay * 2).min(env.timers.backoff_max());
+        tokio::time::sleep(backoff.after(started.elapsed()) + jitter).await;
         status.set(|s| s.state = "connecting");
     }
 }
@@ -869,4 +896,31 @@ async fn run_link_inner(
     });
     drop(guard);
     reason
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redial_delays_double_up_to_the_max_and_start_over_after_a_stable_link() {
+        let timers = Timers {
+            backoff_min_ms: 100,
+            backoff_max_ms: 1000,
+            ..Timers::default()
+        };
+        let mut b = Backoff::new(&timers);
+        let failed = Duration::from_millis(5);
+        let waits: Vec<u64> = (0..6).map(|_| b.after(failed).as_millis() as u64).collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1000, 1000]);
+        // A link that stayed up longer than STABLE reconnects at once...
+        assert_eq!(
+            b.after(Backoff::STABLE + failed),
+            Duration::from_millis(100)
+        );
+        // ...and backs off again if it keeps failing.
+        assert_eq!(b.after(failed), Duration::from_millis(200));
+        // One that dropped sooner keeps backing off.
+        assert_eq!(b.after(Backoff::STABLE), Duration::from_millis(400));
+    }
 }

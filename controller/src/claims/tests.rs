@@ -90,7 +90,7 @@ async fn endpoint() -> (Arc<Issuer>, impl Fn(&str) -> ClaimToken) {
 #[tokio::test]
 async fn an_honoured_claim_comes_back_as_the_issuers_cert_token() {
     let (issuer, token) = endpoint().await;
-    let got = client::redeem(&token("good"), REQUESTER, "east").await;
+    let got = client::redeem(&token("good"), REQUESTER, "east", crate::site::now_unix()).await;
     assert_eq!(got.as_ref(), Ok(&issuer.token));
     assert_eq!(
         *issuer.asked.lock().unwrap(),
@@ -106,7 +106,7 @@ async fn an_honoured_claim_comes_back_as_the_issuers_cert_token() {
 #[tokio::test]
 async fn a_refusal_keeps_its_reason_and_only_an_unavailable_issuer_is_retried() {
     let (_, token) = endpoint().await;
-    let used = client::redeem(&token("used"), REQUESTER, "east").await;
+    let used = client::redeem(&token("used"), REQUESTER, "east", crate::site::now_unix()).await;
     assert_eq!(
         used,
         Err(ClaimError {
@@ -115,7 +115,7 @@ async fn a_refusal_keeps_its_reason_and_only_an_unavailable_issuer_is_retried() 
             retry: false,
         })
     );
-    let down = client::redeem(&token("other"), REQUESTER, "east").await;
+    let down = client::redeem(&token("other"), REQUESTER, "east", crate::site::now_unix()).await;
     assert_eq!(
         down,
         Err(ClaimError {
@@ -129,7 +129,7 @@ async fn a_refusal_keeps_its_reason_and_only_an_unavailable_issuer_is_retried() 
 #[tokio::test]
 async fn a_requester_id_that_is_not_hex_is_turned_away_before_the_issuer() {
     let (issuer, token) = endpoint().await;
-    let got = client::redeem(&token("good"), "not-hex", "east").await;
+    let got = client::redeem(&token("good"), "not-hex", "east", crate::site::now_unix()).await;
     assert_eq!(
         got.map_err(|e| (e.reason, e.retry)),
         Err(("refused-by-site", false))
@@ -144,7 +144,7 @@ async fn a_token_that_says_it_expired_is_not_sent() {
         expires: Some(1),
         ..token("good")
     };
-    let got = client::redeem(&expired, REQUESTER, "east").await;
+    let got = client::redeem(&expired, REQUESTER, "east", crate::site::now_unix()).await;
     assert_eq!(
         got.map_err(|e| (e.reason, e.retry)),
         Err(("expired", false))

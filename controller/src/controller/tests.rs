@@ -163,3 +163,56 @@ async fn a_change_that_cannot_be_saved_changes_nothing() {
     assert!(c.state().services.is_empty());
     assert!(listeners(&c).is_empty());
 }
+
+// --- token expiry, on a clock the test moves ---
+
+#[tokio::test]
+async fn a_claim_is_honoured_until_it_expires_and_refused_from_then_on() {
+    let (tx, _asked) = mpsc::unbounded_channel();
+    let store = Arc::new(GatedStore {
+        asked: tx,
+        permits: Semaphore::new(Semaphore::MAX_PERMITS),
+        fail: AtomicBool::new(false),
+        saved: Mutex::default(),
+    });
+    let clock = crate::clock::ManualClock::starting_now();
+    let cfg = SiteConfig::for_test(RouterMode::Interior);
+    let c = Controller::open_with_clock(cfg, store.clone(), clock.clone())
+        .await
+        .unwrap();
+    let (_, token) = c
+        .create_token(pb::CreateTokenRequest {
+            name: "t".into(),
+            expiry_seconds: 60,
+            uses: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let Token::Claim(claim) = token else {
+        panic!("a claim token")
+    };
+    assert_eq!(claim.expires, Some(clock.now_unix() + 60));
+    let requester = "0123456789abcdef0123456789abcdef";
+
+    clock.advance(Duration::from_secs(59));
+    c.redeem("t", &claim.secret, requester)
+        .await
+        .expect("honoured a second before it expires");
+
+    clock.advance(Duration::from_secs(1));
+    let e = c
+        .redeem("t", &claim.secret, requester)
+        .await
+        .expect_err("refused once expired");
+    assert_eq!(e.reason, "expired", "{e}");
+    assert!(!e.retry, "an expired token never becomes valid");
+    // The refusal used nothing up.
+    assert_eq!(store.saved().claims["t"].uses_remaining, 2);
+
+    // The redeeming side refuses it too, without asking the issuer (the URL leads nowhere).
+    let e = crate::claims::client::redeem(&claim, requester, "east", clock.now_unix())
+        .await
+        .expect_err("refused locally");
+    assert_eq!(e.reason, "expired", "{e}");
+}

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::controller::Controller;
 use crate::error::{ControllerError, Invalid};
-use crate::site::{PROTOCOL_TCP, ServiceDef, Target, check_service, now_unix};
+use crate::site::{PROTOCOL_TCP, ServiceDef, Target, check_service};
 use van_proto::controller as pb;
 
 pub const PROXY: &str = "skupper.io/proxy";
@@ -409,7 +409,7 @@ pub async fn reconcile_services(
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     /// The API server refused or could not be reached; the next pass retries.
-    #[error("Kubernetes API: {0}")]
+    #[error("Kubernetes API")]
     Api(#[from] kube::Error),
     #[error(transparent)]
     Site(#[from] ControllerError),
@@ -426,6 +426,7 @@ impl Controller {
         keep_defined: bool,
     ) -> Result<bool, ControllerError> {
         let before = self.state();
+        let now = self.now_unix();
         self.change(|s| {
             s.services
                 .retain(|_, d| {
@@ -446,7 +447,7 @@ impl Controller {
                 let created = s
                     .services
                     .get(&e.address)
-                    .map_or_else(now_unix, |d| d.created);
+                    .map_or(now, |d| d.created);
                 s.services.insert(
                     e.address.clone(),
                     ServiceDef {

@@ -590,7 +590,7 @@ async fn reconcile_forever(
             }
             Err(e) => {
                 delay = (delay * 2).clamp(Duration::from_secs(1), BACKOFF_MAX);
-                warn!(error = %e, retry_in = ?delay, "Reconcile failed");
+                warn!(error = %van_telemetry::Report(&e), retry_in = ?delay, "Reconcile failed");
             }
         }
         tokio::select! {
