@@ -448,29 +448,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_lone_change_is_acted_on_at_once_and_a_silent_neighbour_is_dropped() {
-        let (table_tx, mut table) = watch::channel(Arc::new(RoutingTable::default()));
         let timers = Timers::default();
-        let engine = Engine::new("a".into(), 1, timers.clone(), table_tx);
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(engine.run(rx));
-        let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
-        tx.send(ControlEvent::LinkUp {
-            link_id: 7,
-            peer: "b".into(),
-            cost: 1,
-            tx: ctl_tx,
-        })
-        .unwrap();
         // b's hello lists us: the link is two-way; b's advertisement lists us back.
-        tx.send(ControlEvent::Hello {
-            link_id: 7,
-            hello: wire::Hello {
-                router_id: "b".into(),
-                instance: 1,
-                seen: vec!["a".into()],
-            },
-        })
-        .unwrap();
+        let (tx, mut table, mut ctl_rx) = engine_with_neighbour(&timers).await;
         tx.send(ControlEvent::LinkState {
             link_id: 7,
             ls: ls("b", "a", "svc"),
