@@ -1174,8 +1174,9 @@ fn site_of(
 }
 
 /// Compares secrets without revealing through timing how much of a guess was right.
+/// Compares secrets without telling a timing observer how much of them matched.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 /// Link state and reason class from the router's view of a link.

@@ -128,14 +128,7 @@ pub async fn write(
 
 /// RFC 3339 (UTC, seconds) of now.
 pub fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    crate::site::rfc3339(crate::site::now_unix())
 }
 
 #[cfg(test)]
