@@ -35,20 +35,22 @@ pub async fn redeem(
             false,
         ));
     }
-    let rest = t.url.strip_prefix("https://").unwrap_or(&t.url);
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
+    let url: hyper::Uri = t
+        .url
+        .parse()
+        .map_err(|e| fail("protocol", format!("bad claim URL {:?}: {e}", t.url), false))?;
+    let (Some(authority), Some(url_host)) = (url.authority(), url.host()) else {
+        return Err(fail(
+            "protocol",
+            format!("claim URL {:?} names no host", t.url),
+            false,
+        ));
     };
-    let host = match authority.rsplit_once(':') {
-        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
-        None => authority,
-    };
-    let target = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:443")
-    };
+    let authority = authority.as_str();
+    let path = url.path();
+    let target = format!("{url_host}:{}", url.port_u16().unwrap_or(443));
+    // An IPv6 literal is bracketed in a URL, not in a server name.
+    let host = url_host.trim_start_matches('[').trim_end_matches(']');
     let addrs: Vec<_> = tokio::time::timeout(TIMEOUT, tokio::net::lookup_host(&target))
         .await
         .map_err(|_| fail("dns", format!("looking up {host} timed out"), true))?

@@ -151,3 +151,18 @@ async fn a_token_that_says_it_expired_is_not_sent() {
     );
     assert!(issuer.asked.lock().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_claim_url_without_a_host_is_refused_before_any_lookup() {
+    let (issuer, token) = endpoint().await;
+    for url in ["https:///name", "not a url", ""] {
+        let bad = ClaimToken {
+            url: url.into(),
+            ..token("good")
+        };
+        let got = client::redeem(&bad, REQUESTER, "east", crate::site::now_unix()).await;
+        let e = got.expect_err(url);
+        assert_eq!((e.reason, e.retry), ("protocol", false), "{url}: {e}");
+    }
+    assert!(issuer.asked.lock().unwrap().is_empty());
+}
