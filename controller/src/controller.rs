@@ -7,9 +7,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::info;
 use van_proto::admin as rpb;
 use van_proto::controller as pb;

@@ -464,7 +464,7 @@ async fn status_forever(
     loop {
         tokio::time::sleep(STATUS_EVERY.max(delay)).await;
         let snap = Snapshot::of(&c);
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         if !writer.due(&snap, now) {
             continue;
         }

@@ -7,11 +7,12 @@
 //! `updated` the RFC 3339 time of the write. docs/kubernetes.md describes it for users.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Api, Patch, PatchParams};
+use tokio::time::Instant;
 use van_proto::controller as pb;
 
 use super::{MANAGED_BY, MANAGER};
