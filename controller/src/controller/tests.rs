@@ -216,3 +216,25 @@ async fn a_claim_is_honoured_until_it_expires_and_refused_from_then_on() {
         .expect_err("refused locally");
     assert_eq!(e.reason, "expired", "{e}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_router_that_stops_reporting_is_not_ready_after_the_freshness_window() {
+    let (c, _store, _asked) = open().await;
+    assert!(!c.router_ready(), "no report yet");
+    c.report(pb::ObservedState {
+        router_id: "r1".into(),
+        in_sync: true,
+        ..Default::default()
+    });
+    assert!(c.router_ready());
+    tokio::time::advance(OBSERVED_FRESH - Duration::from_millis(1)).await;
+    assert!(c.router_ready(), "still fresh");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(!c.router_ready(), "stale once the window has passed");
+    // A new report makes it ready at once.
+    c.report(pb::ObservedState {
+        router_id: "r1".into(),
+        ..Default::default()
+    });
+    assert!(c.router_ready());
+}
