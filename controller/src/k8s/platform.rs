@@ -25,6 +25,28 @@ pub const API_PORT: u16 = 8080;
 const RESYNC: Duration = Duration::from_secs(30);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 
+/// The wait before retrying API writes that failed: none while they work, then 1 s doubling
+/// up to [`BACKOFF_MAX`] while they keep failing.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Backoff(Duration);
+
+impl Backoff {
+    fn succeeded(&mut self) {
+        self.0 = Duration::ZERO;
+    }
+
+    /// Records a failure; returns the wait before the next try.
+    fn failed(&mut self) -> Duration {
+        self.0 = (self.0 * 2).clamp(Duration::from_secs(1), BACKOFF_MAX);
+        self.0
+    }
+
+    /// Zero while nothing is failing.
+    fn delay(self) -> Duration {
+        self.0
+    }
+}
+
 /// Site options from the `skupper-site` ConfigMap, the way Skupper 1.x keeps them.
 pub fn site_config(cm: &ConfigMap, namespace: &str) -> Result<SiteConfig, crate::error::Invalid> {
     let data = cm.data.clone().unwrap_or_default();
@@ -420,28 +442,28 @@ async fn router_tls_forever(
 ) {
     let mut desired = c.desired();
     let mut written = None;
-    let mut delay = Duration::ZERO;
+    let mut backoff = Backoff::default();
     loop {
         let data = crate::desired::tls_secret_data(&desired.borrow_and_update());
         if written.as_ref() != Some(&data) {
             match write_router_tls(client.clone(), &ns, &owner, &data).await {
                 Ok(()) => {
                     written = Some(data);
-                    delay = Duration::ZERO;
+                    backoff.succeeded();
                 }
                 Err(e) => {
-                    delay = (delay * 2).clamp(Duration::from_secs(1), BACKOFF_MAX);
+                    let delay = backoff.failed();
                     warn!(error = %e, retry_in = ?delay, "Cannot write the router's TLS Secret");
                 }
             }
         }
-        if delay.is_zero() {
+        if backoff.delay().is_zero() {
             if desired.changed().await.is_err() {
                 return;
             }
         } else {
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(backoff.delay()) => {}
                 r = desired.changed() => if r.is_err() { return },
             }
         }
@@ -460,9 +482,9 @@ async fn status_forever(
 ) {
     use super::status::{Snapshot, Writer, now_rfc3339, write};
     let mut writer = Writer::default();
-    let mut delay = Duration::ZERO;
+    let mut backoff = Backoff::default();
     loop {
-        tokio::time::sleep(STATUS_EVERY.max(delay)).await;
+        tokio::time::sleep(STATUS_EVERY.max(backoff.delay())).await;
         let snap = Snapshot::of(&c);
         let now = tokio::time::Instant::now();
         if !writer.due(&snap, now) {
@@ -471,11 +493,11 @@ async fn status_forever(
         match write(client.clone(), &ns, &owner, &snap, &now_rfc3339()).await {
             Ok(()) => {
                 writer.wrote(snap, now);
-                delay = Duration::ZERO;
+                backoff.succeeded();
             }
             Err(e) => {
                 writer.forget();
-                delay = (delay * 2).clamp(Duration::from_secs(1), BACKOFF_MAX);
+                let delay = backoff.failed();
                 warn!(error = %e, retry_in = ?delay, "Cannot write the status ConfigMap");
             }
         }
@@ -554,7 +576,7 @@ async fn reconcile_forever(
             instance: std::env::var("POD_NAME").ok(),
         },
     );
-    let mut delay = Duration::ZERO;
+    let mut backoff = Backoff::default();
     let mut retries = super::SecretRetries::default();
     loop {
         let pass = async {
@@ -580,7 +602,7 @@ async fn reconcile_forever(
         };
         match pass.await {
             Ok((services, secrets)) => {
-                delay = Duration::ZERO;
+                backoff.succeeded();
                 for (name, why) in &secrets.failed {
                     warn!(secret = %name, %why, "Token Secret not used");
                 }
@@ -589,18 +611,35 @@ async fn reconcile_forever(
                 }
             }
             Err(e) => {
-                delay = (delay * 2).clamp(Duration::from_secs(1), BACKOFF_MAX);
+                let delay = backoff.failed();
                 warn!(error = %van_telemetry::Report(&e), retry_in = ?delay, "Reconcile failed");
             }
         }
+        let failing = !backoff.delay().is_zero();
         tokio::select! {
-            _ = tokio::time::sleep(if delay.is_zero() { RESYNC } else { delay }) => {}
-            _ = events.next(), if delay.is_zero() => {}
-            _ = desired.changed(), if delay.is_zero() => {}
+            _ = tokio::time::sleep(if failing { backoff.delay() } else { RESYNC }) => {}
+            _ = events.next(), if !failing => {}
+            _ = desired.changed(), if !failing => {}
         }
         // Coalesce a burst of events into one pass.
         tokio::time::sleep(Duration::from_millis(200)).await;
         while let Some(Some(_)) = futures_util::FutureExt::now_or_never(events.next()) {}
         tracing::debug!("Reconciling");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_writes_back_off_from_one_second_to_the_max_and_success_resets() {
+        let mut b = Backoff::default();
+        assert_eq!(b.delay(), Duration::ZERO);
+        let waits: Vec<u64> = (0..8).map(|_| b.failed().as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+        b.succeeded();
+        assert_eq!(b.delay(), Duration::ZERO);
+        assert_eq!(b.failed(), Duration::from_secs(1));
     }
 }
