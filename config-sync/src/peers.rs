@@ -12,10 +12,7 @@ use tokio::sync::watch;
 use tracing::debug;
 use van_proto::admin as rpb;
 
-/// The TLS profile the controller provides for these links (`van_controller::controller::
-/// PEER_PROFILE`), and the name the peers' server certificate holds for them.
-pub const PEER_PROFILE: &str = "site-peer";
-pub const PEER_SERVER_NAME: &str = "skupper-router-peers";
+pub use van_proto::controller::{PEER_PROFILE, PEER_SERVER_NAME};
 /// How often the peers' addresses are looked up again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(2);
 

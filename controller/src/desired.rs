@@ -15,11 +15,8 @@ use crate::site::{RouterMode, SiteConfig, SiteState};
 /// The TLS profile of the link listeners: the site CA and the site's server certificate.
 const SERVER_PROFILE: &str = "site-server";
 /// The TLS profile a site's routers link to each other with (client certificate of the site,
-/// server certificate checked against [`PEER_SERVER_NAME`]).
-pub const PEER_PROFILE: &str = "site-peer";
-/// A name in every site's server certificate, for links between the site's own routers
-/// (they dial each other by pod address).
-pub const PEER_SERVER_NAME: &str = "skupper-router-peers";
+/// server certificate checked against [`PEER_SERVER_NAME`]); config-sync makes those links.
+pub use van_proto::controller::{PEER_PROFILE, PEER_SERVER_NAME};
 
 /// The router configuration that follows from the site's state and the network's services.
 pub fn router_config(cfg: &SiteConfig, state: &SiteState, remote: &Remote) -> rpb::RouterConfig {

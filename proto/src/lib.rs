@@ -36,6 +36,14 @@ pub mod controller {
 
     /// The network-wide topic on which every site controller publishes its site's record.
     pub const TOPIC_SITES: &str = "van.site.v1";
+
+    /// The TLS profile the controller provides for links between the routers of one site
+    /// (config-sync makes those links itself, one per pair of router pods).
+    pub const PEER_PROFILE: &str = "site-peer";
+
+    /// The name the routers' server certificate holds for those links (the headless
+    /// Service that finds the router pods).
+    pub const PEER_SERVER_NAME: &str = "skupper-router-peers";
 }
 /// Inter-router control message bodies.
 pub use van::wire::v1 as wire;
