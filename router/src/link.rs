@@ -331,9 +331,12 @@ pub(crate) async fn dial_loop(
                 env.metrics.link_failures(e.kind());
             }
         }
+        // Watchers of the admin views (config-sync, the controller) see every new reason.
+        env.changes.notify();
         let jitter = Duration::from_millis(u64::from(env.rng.u32() % 100));
         tokio::time::sleep(backoff.after(started.elapsed()) + jitter).await;
         status.set(|s| s.state = "connecting");
+        env.changes.notify();
     }
 }
 
