@@ -2,29 +2,26 @@
 //! that misbehave after a good TLS handshake. The router must refuse, count, log, and keep
 //! serving everyone else.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use rustls::pki_types::ServerName;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use van_router::tls::TlsMaterial;
 use van_router::wire::Frame;
+use van_testkit::eventually;
+use van_testkit::router::*;
 
 /// Waits until `r` has counted at least `n` link failures of `kind`.
 async fn wait_failures(r: &TestRouter, kind: &str, n: u64) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while r.router().metrics().link_failure_count(kind) < n {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    let what = format!("{} to count {n} {kind} link failures", r.router().id());
+    eventually(&what, async || {
+        (r.router().metrics().link_failure_count(kind) >= n).then_some(())
     })
-    .await
-    .unwrap_or_else(|_| panic!("{} never counted a {kind} failure", r.router().id()));
+    .await;
 }
 
 async fn link_state(r: &TestRouter) -> (String, String) {
