@@ -6,7 +6,8 @@
 //! - [`ReservedPort`]: a port no other process can take between choosing it and binding it.
 //!
 //! Behind features, the parts tests start: [`router`] (in-process routers and router
-//! processes) and [`grpc`] (reflection and health checks).
+//! processes), [`site`] (the controller's in-memory store, sites run through the CLI),
+//! [`kube`] (a fake Kubernetes API server) and [`grpc`] (reflection and health checks).
 //!
 //! A dev-dependency only: nothing here ships.
 
@@ -16,8 +17,12 @@ mod port;
 
 #[cfg(feature = "grpc")]
 pub mod grpc;
+#[cfg(feature = "kube")]
+pub mod kube;
 #[cfg(feature = "router")]
 pub mod router;
+#[cfg(feature = "site")]
+pub mod site;
 
 pub use dir::{TempDir, temp_dir};
 pub use eventually::{PATIENCE, eventually, eventually_ok};
