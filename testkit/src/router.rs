@@ -356,10 +356,16 @@ pub fn payload(n: usize) -> Vec<u8> {
 
 /// Two routers, A (dials) and B (listens), linked over mTLS.
 pub async fn two_routers(pki: &Pki) -> (TestRouter, TestRouter) {
-    let mut fb = base_config("b", pki.profile("b"));
+    dial_with(pki, pki.profile("a")).await
+}
+
+/// Starts B (listening, with a certificate from `pki_b`), then A dialing B with `a_profile`;
+/// returns both, whether or not the link comes up.
+pub async fn dial_with(pki_b: &Pki, a_profile: TlsProfile) -> (TestRouter, TestRouter) {
+    let mut fb = base_config("b", pki_b.profile("b"));
     link_listener(&mut fb);
     let b = start(fb).await;
-    let mut fa = base_config("a", pki.profile("a"));
+    let mut fa = base_config("a", a_profile);
     link_to(&mut fa, "to-b", b.link_addr(), 1);
     let a = start(fa).await;
     (a, b)
