@@ -5,9 +5,10 @@
 //! - [`temp_dir`]: a directory removed on drop, however the test ends;
 //! - [`ReservedPort`]: a port no other process can take between choosing it and binding it.
 //!
-//! Behind features, the parts tests start: [`router`] (in-process routers and router
-//! processes), [`site`] (the controller's in-memory store, sites run through the CLI),
-//! [`kube`] (a fake Kubernetes API server) and [`grpc`] (reflection and health checks).
+//! Behind features of the same names (so a crate's tests build only what they use), the parts
+//! tests start: `router` (in-process routers and router processes), `site` (the controller's
+//! in-memory store, sites run through the CLI), `kube` (a fake Kubernetes API server) and
+//! `grpc` (reflection and health checks).
 //!
 //! A dev-dependency only: nothing here ships.
 
