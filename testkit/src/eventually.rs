@@ -6,6 +6,9 @@ use tokio::time::{Instant, sleep, timeout_at};
 /// busy machine is slow, not broken.
 pub const PATIENCE: Duration = Duration::from_secs(30);
 
+/// What a check that starts near the deadline still gets.
+const GRACE: Duration = Duration::from_secs(5);
+
 /// Calls `check` until it returns `Some`, and returns what it holds. Panics after
 /// [`PATIENCE`], saying that `what` never happened.
 ///
@@ -27,8 +30,11 @@ async fn poll<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, Option<St
     let mut pause = Duration::from_millis(10);
     let mut seen = None;
     loop {
-        // A check that hangs (a call to a server that never answers) ends the wait too.
-        match timeout_at(deadline, check()).await {
+        // A check that hangs (a call to a server that never answers) ends the wait too; one
+        // that starts near the deadline still gets a few seconds, so a slow check is not
+        // taken for a hung one.
+        let limit = deadline.max(Instant::now() + GRACE);
+        match timeout_at(limit, check()).await {
             Ok(Ok(v)) => return v,
             Ok(Err(s)) => seen = s,
             Err(_) => panic!(
@@ -37,13 +43,15 @@ async fn poll<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, Option<St
                 last(&seen)
             ),
         }
-        if Instant::now() >= deadline {
+        let now = Instant::now();
+        if now >= deadline {
             panic!(
                 "timed out after {PATIENCE:?} waiting for {what}{}",
                 last(&seen)
             );
         }
-        sleep(pause).await;
+        // The last check runs at the deadline, not a pause after it.
+        sleep(pause.min(deadline - now)).await;
         // Prompt for what happens at once, light on the CPU for what takes seconds.
         pause = (pause * 2).min(Duration::from_millis(100));
     }
@@ -77,6 +85,16 @@ mod tests {
         eventually_ok("never", async || -> Result<(), String> {
             n = (n + 1).min(1);
             Err(format!("still {n}"))
+        })
+        .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    #[should_panic(expected = "timed out after 30s waiting for slow; last seen: no")]
+    async fn a_slow_check_at_the_deadline_is_not_taken_for_a_hung_one() {
+        eventually_ok("slow", async || -> Result<(), String> {
+            sleep(Duration::from_millis(50)).await;
+            Err("no".into())
         })
         .await;
     }
