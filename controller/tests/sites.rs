@@ -185,6 +185,28 @@ async fn site(name: &str, listener_host: &str, mode: RouterMode) -> Site {
     site
 }
 
+/// Waits until the site's router listens for links: config-sync has brought it the site's
+/// configuration.
+async fn listening_for_links(s: &Site) {
+    use van_proto::admin::{ListRequest, router_admin_client::RouterAdminClient};
+    let ch = van_proto::grpc::lazy_channel(&s.router_sock()).unwrap();
+    let mut admin = RouterAdminClient::new(ch);
+    eventually_ok(&format!("{} listening for links", s.cfg.name), async || {
+        let l = admin
+            .list_link_listeners(ListRequest {})
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        let up = l.link_listeners.iter().all(|l| l.state == "up");
+        if up && !l.link_listeners.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{l:?}"))
+        }
+    })
+    .await
+}
+
 async fn link_active(s: &Site, name: &str) {
     let mut api = s.api.clone();
     eventually_ok(&format!("link {name} active"), async || {
@@ -677,6 +699,9 @@ async fn link_status_names_why_a_link_is_down() {
     let west = site("west", "127.0.0.2", RouterMode::Interior).await;
     let east = site("east", "127.0.0.3", RouterMode::Interior).await;
     let other = site("other", "127.0.0.4", RouterMode::Interior).await;
+    // West listens before east dials it: a link's later failures do not always reach the
+    // router's change feed, so a first "refused" could stand in for "certificate".
+    listening_for_links(&west).await;
     let cert = |s: &Site, name: &str| {
         let mut api = s.api.clone();
         let name = name.to_string();
