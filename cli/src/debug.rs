@@ -197,9 +197,8 @@ mod tests {
 
     #[test]
     fn the_archive_holds_every_entry_under_the_top_directory() {
-        let dir = std::env::temp_dir().join(format!("skupper-dump-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("dump.tar.gz");
+        let dir = van_testkit::temp_dir("skupper-dump-test");
+        let file = dir.path().join("dump.tar.gz");
         // Longer than ustar's 100-byte name field: split into prefix and name.
         let long = format!("{}/router.log", "logs".repeat(30));
         let entries = vec![
@@ -210,7 +209,6 @@ mod tests {
         write_archive(&file, "skupper-dump-west", &entries, 1_700_000_000).unwrap();
         let mode = std::fs::metadata(&file).unwrap().permissions();
         let got = read_back(&file);
-        let _ = std::fs::remove_dir_all(&dir);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             mode.mode() & 0o777,

@@ -314,7 +314,8 @@ mod tests {
 
     #[test]
     fn kubeconfig_discovery() {
-        let dir = std::env::temp_dir().join(format!("skupper-kc-{}", std::process::id()));
+        let tmp = van_testkit::temp_dir("skupper-kc");
+        let dir = tmp.path();
         std::fs::create_dir_all(dir.join(".kube")).unwrap();
         let with = dir.join("with");
         let without = dir.join("without");
@@ -333,17 +334,16 @@ mod tests {
         assert!(!kubeconfig_with_context(Some(without.as_os_str()), None));
         assert!(!kubeconfig_with_context(
             Some(missing.as_os_str()),
-            Some(&dir)
+            Some(dir)
         ));
         let list = std::env::join_paths([&missing, &with]).unwrap();
         assert!(kubeconfig_with_context(Some(&list), None));
         // No KUBECONFIG: ~/.kube/config.
-        assert!(!kubeconfig_with_context(None, Some(&dir)));
+        assert!(!kubeconfig_with_context(None, Some(dir)));
         std::fs::copy(&with, dir.join(".kube/config")).unwrap();
-        assert!(kubeconfig_with_context(None, Some(&dir)));
-        assert!(kubeconfig_with_context(Some(OsStr::new("")), Some(&dir)));
+        assert!(kubeconfig_with_context(None, Some(dir)));
+        assert!(kubeconfig_with_context(Some(OsStr::new("")), Some(dir)));
         assert!(!kubeconfig_with_context(None, None));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -118,9 +118,9 @@ fn the_cli_s_own_errors_are_one_line_without_runs_of_spaces() {
 fn a_router_whose_port_is_taken_says_so_once() {
     let (e, held) = address_in_use();
     let port = held.local_addr().unwrap().port();
-    let dir = std::env::temp_dir().join(format!("skupper-errors-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let site = van_controller::local::SiteDir::new(dir.clone());
+    let tmp = van_testkit::temp_dir("skupper-errors");
+    let dir = tmp.path();
+    let site = van_controller::local::SiteDir::new(dir.to_path_buf());
     std::fs::write(site.site_file(), "").unwrap();
     std::fs::write(
         site.router_config(),
@@ -134,11 +134,10 @@ fn a_router_whose_port_is_taken_says_so_once() {
     .unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_skupper"))
         .args(["system", "run", "router", "--site-dir"])
-        .arg(&dir)
+        .arg(dir)
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "{stderr}");
     // Nothing but the error, on one line.

@@ -361,17 +361,12 @@ fn claim_token(name: &str) -> String {
     .to_yaml()
 }
 
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("skupper-k8s-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[tokio::test]
 async fn token_create_asks_the_controller_and_writes_the_filled_secret() {
     use std::os::unix::fs::PermissionsExt;
     let (client, mut h) = mock();
-    let dir = temp_dir("token");
+    let tmp = van_testkit::temp_dir("skupper-k8s-token");
+    let dir = tmp.path();
     let file = dir.join("t.yaml");
     let a = TokenCreateArgs {
         file: file.clone(),
@@ -427,13 +422,13 @@ async fn token_create_asks_the_controller_and_writes_the_filled_secret() {
     );
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
 async fn token_create_reports_why_the_controller_refused() {
     let (client, mut h) = mock();
-    let dir = temp_dir("refused");
+    let tmp = van_testkit::temp_dir("skupper-k8s-refused");
+    let dir = tmp.path();
     let a = TokenCreateArgs {
         file: dir.join("t.yaml"),
         expiry: None,
@@ -466,13 +461,13 @@ async fn token_create_reports_why_the_controller_refused() {
     let e = task.await.unwrap().0.unwrap_err().to_string();
     assert!(e.contains("an edge site cannot issue tokens"), "{e}");
     assert!(!dir.join("t.yaml").exists());
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
 async fn link_create_stores_the_token_as_a_secret_and_delete_removes_it() {
     let (client, mut h) = mock();
-    let dir = temp_dir("link");
+    let tmp = van_testkit::temp_dir("skupper-k8s-link");
+    let dir = tmp.path();
     let file = dir.join("t.yaml");
     std::fs::write(&file, claim_token("west-1")).unwrap();
     let a = LinkCreateArgs {
@@ -527,7 +522,6 @@ async fn link_create_stores_the_token_as_a_secret_and_delete_removes_it() {
     let task = spawn_verb!(client, |c, out| k8s::link::create(&c, "west", &a, out));
     let e = task.await.unwrap().0.unwrap_err();
     assert!(e.downcast_ref::<skupper::UsageError>().is_some(), "{e}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn expose_args(resource: &str, name: &str, address: Option<&str>) -> ExposeArgs {

@@ -1,20 +1,17 @@
 //! A Kubernetes site driven as a user would: the `skupper` binary with a kubeconfig, against a
-//! stateful stand-in for the API server (controller/tests/fake_kube_api.py: real HTTPS checked
-//! against the kubeconfig's CA, real watches), and the site controller's Kubernetes platform running beside it as in its pod
-//! (in-process, listeners on port 0). Nothing here reaches a real cluster.
+//! stateful stand-in for the API server (van_testkit's fake_kube_api.py: real HTTPS checked
+//! against the kubeconfig's CA, real watches), and the site controller's Kubernetes platform
+//! running beside it as in its pod (in-process, listeners on port 0). Nothing here reaches a
+//! real cluster.
 
 use std::path::Path;
 use std::process::Output;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::api::Api;
-
-#[path = "../../controller/tests/support/fake_api.rs"]
-mod fake_api;
-
-use fake_api::FakeApi;
+use van_testkit::kube::FakeApi;
+use van_testkit::{eventually, temp_dir};
 
 /// Runs `skupper` with the kubeconfig (the platform is chosen from it, not named).
 async fn skupper(kubeconfig: &Path, home: &Path, args: &[&str]) -> Output {
@@ -41,31 +38,18 @@ async fn ok(kubeconfig: &Path, home: &Path, args: &[&str]) -> String {
     stdout
 }
 
-async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..300 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_token_expose_status_and_delete_through_the_api_server() {
-    let dir = std::env::temp_dir().join(format!(
-        "skupper-k8s-site-{}",
-        van_controller::site::random_hex(4)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let api = FakeApi::start_tls(&dir);
-    let kc = api.kubeconfig(&dir);
+    let tmp = temp_dir("k8s-site");
+    let dir = tmp.path();
+    let api = FakeApi::start_tls(dir);
+    let kc = api.kubeconfig(dir);
     let client = api.client().await;
 
     // `init` installs the chart's objects (no -n: the context's namespace).
     ok(
         &kc,
-        &dir,
+        dir,
         &[
             "init",
             "--site-name",
@@ -113,7 +97,7 @@ async fn init_token_expose_status_and_delete_through_the_api_server() {
     let file = dir.join("west-token.yaml");
     ok(
         &kc,
-        &dir,
+        dir,
         &["token", "create", file.to_str().unwrap(), "--uses", "2"],
     )
     .await;
@@ -141,7 +125,7 @@ async fn init_token_expose_status_and_delete_through_the_api_server() {
         .unwrap();
     ok(
         &kc,
-        &dir,
+        dir,
         &["expose", "deployment", "backend", "--port", "8080"],
     )
     .await;
@@ -155,21 +139,21 @@ async fn init_token_expose_status_and_delete_through_the_api_server() {
         "the Service selects the deployment's pods"
     );
     let status = eventually("backend in service status", async || {
-        let out = skupper(&kc, &dir, &["service", "status", "-o", "json"]).await;
+        let out = skupper(&kc, dir, &["service", "status", "-o", "json"]).await;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         (out.status.success() && text.contains("\"address\": \"backend\"")).then_some(text)
     })
     .await;
     assert!(status.contains("8080"), "{status}");
-    let text = ok(&kc, &dir, &["status"]).await;
+    let text = ok(&kc, dir, &["status"]).await;
     assert!(text.contains("west"), "{text}");
 
     // A service defined by name and ports, then delivered by the deployment.
-    ok(&kc, &dir, &["service", "create", "db", "5432"]).await;
-    let twice = skupper(&kc, &dir, &["service", "create", "db", "5432"]).await;
+    ok(&kc, dir, &["service", "create", "db", "5432"]).await;
+    let twice = skupper(&kc, dir, &["service", "create", "db", "5432"]).await;
     assert_eq!(twice.status.code(), Some(2), "{twice:?}");
     // The name clients would call is taken by a Service that is not the controller's.
-    let taken = skupper(&kc, &dir, &["service", "create", "backend", "8080"]).await;
+    let taken = skupper(&kc, dir, &["service", "create", "backend", "8080"]).await;
     assert_eq!(taken.status.code(), Some(2), "{taken:?}");
     assert!(
         String::from_utf8_lossy(&taken.stderr).contains("skupper expose service backend"),
@@ -177,7 +161,7 @@ async fn init_token_expose_status_and_delete_through_the_api_server() {
     );
     ok(
         &kc,
-        &dir,
+        dir,
         &[
             "service",
             "bind",
@@ -195,7 +179,7 @@ async fn init_token_expose_status_and_delete_through_the_api_server() {
         .unwrap();
     assert_eq!(bound.spec.unwrap().selector.unwrap()["app"], "backend");
     let db = eventually("db bound in service status", async || {
-        let out = skupper(&kc, &dir, &["service", "status", "-o", "json"]).await;
+        let out = skupper(&kc, dir, &["service", "status", "-o", "json"]).await;
         let list: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         let db = list["services"]
             .as_array()?
@@ -223,14 +207,14 @@ async fn init_token_expose_status_and_delete_through_the_api_server() {
     );
     let bad = skupper(
         &kc,
-        &dir,
+        dir,
         &["service", "unbind", "db", "deployment", "other"],
     )
     .await;
     assert_eq!(bad.status.code(), Some(2), "{bad:?}");
     ok(
         &kc,
-        &dir,
+        dir,
         &["service", "unbind", "db", "deployment", "backend"],
     )
     .await;
@@ -242,17 +226,17 @@ async fn init_token_expose_status_and_delete_through_the_api_server() {
             .is_none(),
         "the Service made for the binding goes with it"
     );
-    ok(&kc, &dir, &["service", "delete", "db"]).await;
+    ok(&kc, dir, &["service", "delete", "db"]).await;
     eventually("db gone", async || {
-        let out = skupper(&kc, &dir, &["service", "status", "-o", "json"]).await;
+        let out = skupper(&kc, dir, &["service", "status", "-o", "json"]).await;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         (out.status.success() && !text.contains("\"db\"")).then_some(())
     })
     .await;
 
-    ok(&kc, &dir, &["unexpose", "deployment", "backend"]).await;
+    ok(&kc, dir, &["unexpose", "deployment", "backend"]).await;
     eventually("backend withdrawn", async || {
-        let out = skupper(&kc, &dir, &["service", "status", "-o", "json"]).await;
+        let out = skupper(&kc, dir, &["service", "status", "-o", "json"]).await;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         (out.status.success() && !text.contains("\"backend\"")).then_some(())
     })
@@ -260,7 +244,7 @@ async fn init_token_expose_status_and_delete_through_the_api_server() {
 
     // A debug dump: the site's objects and Events, Secrets without their data.
     let dump = dir.join("dump.tar.gz");
-    ok(&kc, &dir, &["debug", "dump", dump.to_str().unwrap()]).await;
+    ok(&kc, dir, &["debug", "dump", dump.to_str().unwrap()]).await;
     let mut tar = Vec::new();
     std::io::Read::read_to_end(
         &mut flate2::read::GzDecoder::new(std::fs::File::open(&dump).unwrap()),
@@ -296,7 +280,7 @@ async fn init_token_expose_status_and_delete_through_the_api_server() {
 
     let _ = stop.send(true);
     served.await.unwrap().unwrap();
-    ok(&kc, &dir, &["delete"]).await;
+    ok(&kc, dir, &["delete"]).await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "west");
     assert!(cms.get_opt("skupper-site").await.unwrap().is_none());
     assert!(
@@ -306,5 +290,4 @@ async fn init_token_expose_status_and_delete_through_the_api_server() {
             .unwrap()
             .is_none()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,12 +7,10 @@
 //! Needs root and python3 (for the backend); `ip` and `iptables` are installed with apt-get
 //! when missing, so a fresh machine runs it with nothing installed by hand.
 
-mod support;
-
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use support::*;
+use van_testkit::eventually_ok;
+use van_testkit::site::LocalSites;
 
 /// The namespaces and links of the test network; removed on drop.
 struct Net {
@@ -191,9 +189,9 @@ impl Drop for Backend {
 async fn a_site_behind_nat_serves_a_public_site() {
     // Sites are declared after the network so they are deleted first.
     let net = Net::new();
-    let mut sites = Sites::new();
     let exe = env!("CARGO_BIN_EXE_skupper");
-    let home = sites.home.display().to_string();
+    let mut sites = LocalSites::new(exe);
+    let home = sites.home().display().to_string();
     for (ns, site, ip) in [
         (&net.pub_ns, "public", "10.77.1.1"),
         (&net.priv_ns, "private", "10.77.2.1"),
@@ -236,7 +234,7 @@ async fn a_site_behind_nat_serves_a_public_site() {
         "public reached private directly: {direct:?}"
     );
 
-    let token = sites.home.join("public.yaml");
+    let token = sites.home().join("public.yaml");
     let token = token.display().to_string();
     sites.ok("public", &["token", "create", &token]).await;
     let out = sites.ok("private", &["link", "create", &token]).await;
@@ -248,7 +246,7 @@ async fn a_site_behind_nat_serves_a_public_site() {
     assert!(incoming.contains("private"), "{incoming}");
 
     // A backend inside the private namespace, exposed there.
-    let dir = sites.home.join("www");
+    let dir = sites.home().join("www");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("index.html"), "hello from behind NAT").unwrap();
     let _backend = Backend(
@@ -287,14 +285,10 @@ async fn a_site_behind_nat_serves_a_public_site() {
         )
         .await;
     // Called from the public namespace at the public site's listener.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let body = loop {
-        match fetch(&net, &net.pub_ns, "http://127.0.0.1:18080/") {
-            Ok(b) => break b,
-            Err(e) if Instant::now() > deadline => panic!("backend never answered: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
+    let body = eventually_ok("the backend answering in pub", async || {
+        fetch(&net, &net.pub_ns, "http://127.0.0.1:18080/")
+    })
+    .await;
     assert_eq!(body, "hello from behind NAT");
     let net_status = sites.ok("public", &["network", "status"]).await;
     assert!(

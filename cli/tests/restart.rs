@@ -2,13 +2,13 @@
 //! supervisor restarts it, config-sync gives it back its links and listeners, and the service
 //! answers again — no manual step. Same for the controller, which loses nothing.
 
-mod support;
-
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::*;
 use tokio::net::TcpListener;
+use van_testkit::site::{LocalSites, kill9};
+use van_testkit::{ReservedPort, eventually, eventually_ok};
 
 async fn pid_of(site_dir: &Path, child: &str) -> u32 {
     let status = skupper::supervisor::request(
@@ -28,11 +28,11 @@ async fn pid_of(site_dir: &Path, child: &str) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_router_and_controller_are_restarted_with_their_configuration() {
-    let mut sites = Sites::new();
+    let mut sites = LocalSites::new(env!("CARGO_BIN_EXE_skupper"));
     sites.names = vec!["west", "east"];
     sites.init("west", "127.0.0.2", "interior").await;
     sites.init("east", "127.0.0.3", "interior").await;
-    let token = sites.home.join("west.yaml");
+    let token = sites.home().join("west.yaml");
     let token = token.to_str().unwrap();
     sites.ok("west", &["token", "create", token]).await;
     sites
@@ -44,7 +44,9 @@ async fn killed_router_and_controller_are_restarted_with_their_configuration() {
     let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend_port = backend.local_addr().unwrap().port().to_string();
     tokio::spawn(skupper::demo::serve_backend(backend, "east"));
-    let svc = free_ports(1)[0].to_string();
+    // West listens for the service on 127.0.0.2.
+    let svc = ReservedPort::on(Ipv4Addr::UNSPECIFIED);
+    let svc = svc.port().to_string();
     sites
         .ok(
             "east",
@@ -78,24 +80,22 @@ async fn killed_router_and_controller_are_restarted_with_their_configuration() {
         kill9(old);
         let started = Instant::now();
         // Back with a new pid, the link up again and the service answering through west.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let pid = skupper::supervisor::request(
+        eventually_ok(&format!("{site}'s {child} restarted"), async || {
+            let status = skupper::supervisor::request(
                 &dir.join("run/supervisor.sock"),
                 "status",
                 Duration::from_secs(5),
             )
             .await
             .unwrap_or_default();
-            if pid.contains(&format!("{child} running")) && !pid.contains(&format!("pid={old} ")) {
-                break;
+            let running = status.contains(&format!("{child} running"));
+            if running && !status.contains(&format!("pid={old} ")) {
+                Ok(())
+            } else {
+                Err(status)
             }
-            assert!(
-                Instant::now() < deadline,
-                "{site} {child} not restarted: {pid}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await;
         sites
             .ok("east", &["link", "status", "to-west", "--wait", "30s"])
             .await;
@@ -114,13 +114,9 @@ async fn killed_router_and_controller_are_restarted_with_their_configuration() {
     let links = sites.ok("east", &["link", "status"]).await;
     assert!(links.contains("to-west"), "{links}");
     // West's new controller hears the network from config-sync within moments.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    eventually("backend in west's service status", async || {
         let services = sites.ok("west", &["service", "status"]).await;
-        if services.contains("backend") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{services}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        services.contains("backend").then_some(())
+    })
+    .await;
 }

@@ -1,37 +1,13 @@
 //! The supervisor: restarts crashed children with backoff, stops them through its socket,
 //! and its children end when it dies (their standard input closes).
 
-mod support;
-
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use skupper::supervisor::{self, Backoff, ChildSpec, Options};
-use support::kill9;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "skupper-sup-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use van_testkit::site::{alive, kill9};
+use van_testkit::{eventually, reserved_ports, temp_dir};
 
 fn child(dir: &Path, name: &str, program: &str, args: &[&str]) -> ChildSpec {
     ChildSpec {
@@ -74,45 +50,30 @@ fn parse(status: &str, name: &str) -> Option<(bool, Option<u32>, u32)> {
     ))
 }
 
-/// Polls `status` until `cond` holds, at most 10 s.
+/// Polls `status` until `cond` holds.
 async fn wait_status(socket: &Path, what: &str, cond: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(s) = supervisor::request(socket, "status", Duration::from_secs(5)).await
-            && cond(&s)
-        {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+    eventually(what, async || {
+        let s = supervisor::request(socket, "status", Duration::from_secs(5)).await;
+        s.ok().filter(|s| cond(s))
+    })
+    .await
 }
 
 async fn wait_gone(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(pid) {
-        assert!(Instant::now() < deadline, "pid {pid} still alive");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually(&format!("pid {pid} gone"), async || {
+        (!alive(pid)).then_some(())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_crashed_children_and_stops_them() {
-    let dir = TempDir::new("restart");
+    let dir = temp_dir("skupper-sup-restart");
     let opts = options(
-        &dir.0,
+        dir.path(),
         vec![
-            child(&dir.0, "cat", "cat", &[]),
-            child(&dir.0, "crasher", "sh", &["-c", "echo boom; exit 3"]),
+            child(dir.path(), "cat", "cat", &[]),
+            child(dir.path(), "crasher", "sh", &["-c", "echo boom; exit 3"]),
         ],
         Duration::from_secs(5),
     );
@@ -133,7 +94,7 @@ async fn restarts_crashed_children_and_stops_them() {
         std::fs::read_to_string(&pid_file).unwrap().trim(),
         std::process::id().to_string()
     );
-    let log = std::fs::read_to_string(dir.0.join("crasher.log")).unwrap();
+    let log = std::fs::read_to_string(dir.path().join("crasher.log")).unwrap();
     assert!(log.matches("boom").count() >= 3, "{log}");
 
     // A killed child comes back with a new pid.
@@ -173,10 +134,10 @@ async fn restarts_crashed_children_and_stops_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_kills_a_child_that_ignores_its_stdin() {
-    let dir = TempDir::new("kill");
+    let dir = temp_dir("skupper-sup-kill");
     let opts = options(
-        &dir.0,
-        vec![child(&dir.0, "sleeper", "sleep", &["60"])],
+        dir.path(),
+        vec![child(dir.path(), "sleeper", "sleep", &["60"])],
         Duration::from_millis(300),
     );
     let socket = opts.socket.clone();
@@ -196,10 +157,10 @@ async fn stop_kills_a_child_that_ignores_its_stdin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_supervisor_for_the_same_socket_is_refused() {
-    let dir = TempDir::new("twice");
+    let dir = temp_dir("skupper-sup-twice");
     let opts = options(
-        &dir.0,
-        vec![child(&dir.0, "cat", "cat", &[])],
+        dir.path(),
+        vec![child(dir.path(), "cat", "cat", &[])],
         Duration::from_secs(5),
     );
     let socket = opts.socket.clone();
@@ -217,10 +178,10 @@ async fn a_second_supervisor_for_the_same_socket_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_future_stops_like_stop() {
-    let dir = TempDir::new("shutdown");
+    let dir = temp_dir("skupper-sup-shutdown");
     let opts = options(
-        &dir.0,
-        vec![child(&dir.0, "cat", "cat", &[])],
+        dir.path(),
+        vec![child(dir.path(), "cat", "cat", &[])],
         Duration::from_secs(5),
     );
     let socket = opts.socket.clone();
@@ -243,16 +204,10 @@ async fn site_processes_follow_a_killed_supervisor() {
     use van_controller::local::SiteDir;
     use van_controller::site::{RouterMode, SiteConfig, random_hex};
 
-    let home = TempDir::new("site");
-    let dir = SiteDir::new(home.0.join("namespaces/s1"));
-    let free = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let (a, b, c) = (free(), free(), free());
+    let home = temp_dir("skupper-sup-site");
+    let dir = SiteDir::new(home.path().join("namespaces/s1"));
+    let ports = reserved_ports(3);
+    let (a, b, c) = (ports[0].port(), ports[1].port(), ports[2].port());
     dir.create(&SiteConfig {
         id: random_hex(16),
         name: "s1".into(),
@@ -305,8 +260,8 @@ async fn status_fails(socket: &Path) -> bool {
 /// with SIGTERM.
 #[tokio::test]
 async fn a_supervisor_without_its_socket_is_stopped_by_signal() {
-    let t = TempDir::new("nosock");
-    let dir = van_controller::local::SiteDir::new(t.0.clone());
+    let t = temp_dir("skupper-sup-nosock");
+    let dir = van_controller::local::SiteDir::new(t.path().to_path_buf());
     std::fs::create_dir_all(dir.pid_file().parent().unwrap()).unwrap();
     // Named like a supervisor (its argv[0]); a loop, so the shell is not replaced by sleep.
     let mut fake = std::process::Command::new("sh")
@@ -319,9 +274,11 @@ async fn a_supervisor_without_its_socket_is_stopped_by_signal() {
         .unwrap();
     // Until its exec completes, /proc shows the test binary (or nothing) as its command line.
     let cmdline = format!("/proc/{}/cmdline", fake.id());
-    while !std::fs::read_to_string(&cmdline).is_ok_and(|c| c.contains("skupper-system-supervise")) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the fake supervisor's command line", async || {
+        let c = std::fs::read_to_string(&cmdline).ok()?;
+        c.contains("skupper-system-supervise").then_some(())
+    })
+    .await;
     std::fs::write(dir.pid_file(), fake.id().to_string()).unwrap();
     assert!(supervisor::stop(&dir).await.unwrap());
     let exit = fake.wait().unwrap();

@@ -1,15 +1,17 @@
 //! Three sites through the CLI (two interior, one edge): service sync add, change and remove
 //! seen from every site, and claim tokens refused for expiry, tampering and replay.
 
-mod support;
+use std::net::Ipv4Addr;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
-use support::*;
 use tokio::net::TcpListener;
+use van_testkit::site::LocalSites;
+use van_testkit::{ReservedPort, eventually_ok};
 
-async fn link(sites: &Sites, from: &str, to: &str) {
-    let token = sites.home.join(format!("{to}-for-{from}.yaml"));
+const SKUPPER: &str = env!("CARGO_BIN_EXE_skupper");
+
+async fn link(sites: &LocalSites, from: &str, to: &str) {
+    let token = sites.home().join(format!("{to}-for-{from}.yaml"));
     let token = token.to_str().unwrap();
     sites.ok(to, &["token", "create", token]).await;
     sites
@@ -22,21 +24,17 @@ async fn link(sites: &Sites, from: &str, to: &str) {
 
 /// Waits until `ns`'s `service status -o json` satisfies `f`.
 async fn services_until(
-    sites: &Sites,
+    sites: &LocalSites,
     ns: &str,
     what: &str,
     f: impl Fn(&serde_json::Value) -> bool,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually_ok(&format!("{ns} {what}"), async || {
         let out = sites.ok(ns, &["service", "status", "-o", "json"]).await;
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        if f(&v["services"]) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{ns}: never {what}: {out}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if f(&v["services"]) { Ok(()) } else { Err(out) }
+    })
+    .await
 }
 
 fn has_port(services: &serde_json::Value, port: u16) -> bool {
@@ -48,7 +46,7 @@ fn has_port(services: &serde_json::Value, port: u16) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_sync_across_three_sites() {
-    let mut sites = Sites::new();
+    let mut sites = LocalSites::new(SKUPPER);
     sites.names = vec!["west", "east", "north"];
     sites.init("west", "127.0.0.2", "interior").await;
     sites.init("east", "127.0.0.3", "interior").await;
@@ -59,8 +57,9 @@ async fn service_sync_across_three_sites() {
     let bport = backend.local_addr().unwrap().port().to_string();
     tokio::spawn(skupper::demo::serve_backend(backend, "north"));
 
-    // Add: exposed at the edge, answered in both interiors.
-    let [p1, p2] = [free_ports(1)[0], free_ports(1)[0]];
+    // Add: exposed at the edge, answered in both interiors (listening on 127.0.0.2, .3, .4).
+    let ports = [(); 2].map(|_| ReservedPort::on(Ipv4Addr::UNSPECIFIED));
+    let [p1, p2] = [ports[0].port(), ports[1].port()];
     let expose = |port: u16| {
         let port = port.to_string();
         let bport = bport.clone();
@@ -142,11 +141,11 @@ async fn service_sync_across_three_sites() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_tokens_refused_for_expiry_tampering_and_replay() {
-    let mut sites = Sites::new();
+    let mut sites = LocalSites::new(SKUPPER);
     sites.names = vec!["west", "east"];
     sites.init("west", "127.0.0.2", "interior").await;
     sites.init("east", "127.0.0.3", "interior").await;
-    let file = |n: &str| sites.home.join(n).to_str().unwrap().to_string();
+    let file = |n: &str| sites.home().join(n).to_str().unwrap().to_string();
     let refused = async |token: &str, want: &str| {
         let o = sites.sk("east", &["link", "create", token]).await;
         let err = String::from_utf8_lossy(&o.stderr).to_string();

@@ -2,26 +2,15 @@
 //! link, expose, a request through the other site, status views, unexpose, unlink, debug
 //! dump, delete. Sites are deleted by a guard even when an assertion fails.
 
+use std::net::Ipv4Addr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use van_testkit::site::{LocalSites, alive};
+use van_testkit::{ReservedPort, eventually, eventually_ok, temp_dir};
 
-mod support;
-use support::*;
-
-/// A temporary SKUPPER_HOME whose sites are deleted (processes stopped) on drop.
-/// A port free on both 127.0.0.2 and 127.0.0.3 (the sites' listener hosts).
-fn free_service_port() -> u16 {
-    for _ in 0..50 {
-        let l = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.3", p)).is_ok() {
-            return p;
-        }
-    }
-    panic!("no port free on both 127.0.0.2 and 127.0.0.3");
-}
+const SKUPPER: &str = env!("CARGO_BIN_EXE_skupper");
 
 fn pids_of(status: &str) -> Vec<u32> {
     status
@@ -32,15 +21,6 @@ fn pids_of(status: &str) -> Vec<u32> {
                 .and_then(|p| p.parse().ok())
         })
         .collect()
-}
-
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
 }
 
 async fn supervisor_status(site_dir: &Path) -> String {
@@ -55,7 +35,7 @@ async fn supervisor_status(site_dir: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_sites_link_expose_and_reach_a_service() {
-    let mut sites = Sites::new();
+    let mut sites = LocalSites::new(SKUPPER);
     sites.names = vec!["west", "east"];
     for (ns, listener_host) in [("west", "127.0.0.2"), ("east", "127.0.0.3")] {
         let out = sites.init(ns, listener_host, "interior").await;
@@ -77,7 +57,7 @@ async fn two_sites_link_expose_and_reach_a_service() {
     );
 
     // Token and link.
-    let token = sites.home.join("west.token");
+    let token = sites.home().join("west.token");
     let token_s = token.to_str().unwrap();
     let out = sites
         .ok("west", &["token", "create", token_s, "--expiry", "5m"])
@@ -129,7 +109,9 @@ async fn two_sites_link_expose_and_reach_a_service() {
     let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let backend_port = backend.local_addr().unwrap().port().to_string();
     let server = tokio::spawn(skupper::demo::serve_backend(backend, "east"));
-    let svc_port = free_service_port().to_string();
+    // Free on both sites' listener hosts, 127.0.0.2 and 127.0.0.3.
+    let svc_port = ReservedPort::on(Ipv4Addr::UNSPECIFIED);
+    let svc_port = svc_port.port().to_string();
     let out = sites
         .ok(
             "east",
@@ -147,8 +129,7 @@ async fn two_sites_link_expose_and_reach_a_service() {
         )
         .await;
     assert_eq!(out, "host 127.0.0.1 exposed as backend\n");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually_ok("west listening for backend", async || {
         let out = sites.ok("west", &["service", "status", "-o", "json"]).await;
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let listening = v["services"].as_array().is_some_and(|s| {
@@ -157,15 +138,9 @@ async fn two_sites_link_expose_and_reach_a_service() {
                     && s["listeners"].as_array().is_some_and(|l| !l.is_empty())
             })
         });
-        if listening {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "west never listened for backend: {out}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        if listening { Ok(()) } else { Err(out) }
+    })
+    .await;
     let out = sites.ok("west", &["service", "status"]).await;
     assert!(
         out.starts_with("Services exposed through Skupper:\n"),
@@ -203,7 +178,7 @@ async fn two_sites_link_expose_and_reach_a_service() {
     assert!(out.contains("controller:"), "{out}");
 
     // Debug dump: configuration, logs and status, never the private keys.
-    let dump = sites.home.join("west.tar.gz");
+    let dump = sites.home().join("west.tar.gz");
     let out = sites
         .ok("west", &["debug", "dump", dump.to_str().unwrap()])
         .await;
@@ -264,11 +239,11 @@ async fn two_sites_link_expose_and_reach_a_service() {
             format!("Skupper is now removed from namespace \"{ns}\".\n")
         );
         assert!(!dir.exists());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while pids.iter().any(|p| alive(*p)) {
-            assert!(Instant::now() < deadline, "processes left: {pids:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let what = format!("{ns}'s processes {pids:?} gone");
+        eventually(&what, async || {
+            (!pids.iter().any(|p| alive(*p))).then_some(())
+        })
+        .await;
     }
     server.abort();
 }
@@ -276,17 +251,16 @@ async fn two_sites_link_expose_and_reach_a_service() {
 /// `skupper demo` runs the walkthrough end to end and cleans up after itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_runs_and_cleans_up() {
-    let home = std::env::temp_dir().join(format!("skupper-demo-test-{}", std::process::id()));
-    std::fs::create_dir_all(&home).unwrap();
-    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_skupper"))
+    let home = temp_dir("skupper-demo");
+    let o = tokio::process::Command::new(SKUPPER)
         .arg("demo")
         // The demo makes its own temporary home; this one only keeps it off the user's.
-        .env("SKUPPER_HOME", &home)
+        .env("SKUPPER_HOME", home.path())
         .stdin(std::process::Stdio::null())
         .output()
         .await
         .unwrap();
-    let _ = std::fs::remove_dir_all(&home);
+    drop(home);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),

@@ -4,21 +4,18 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use van_testkit::TempDir;
+
 /// A temporary SKUPPER_HOME, removed on drop.
-struct Home(PathBuf);
+struct Home(TempDir);
 
 impl Home {
     fn new(tag: &str) -> Home {
-        let p = std::env::temp_dir().join(format!(
-            "skupper-usage-{tag}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        Home(p)
+        Home(van_testkit::temp_dir(&format!("skupper-usage-{tag}")))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
     }
 
     fn skupper(&self, args: &[&str]) -> Output {
@@ -30,8 +27,8 @@ impl Home {
     fn skupper_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut c = Command::new(env!("CARGO_BIN_EXE_skupper"));
         c.args(args)
-            .env("SKUPPER_HOME", &self.0)
-            .env("KUBECONFIG", self.0.join("no-kubeconfig"))
+            .env("SKUPPER_HOME", self.path())
+            .env("KUBECONFIG", self.path().join("no-kubeconfig"))
             .env_remove("SKUPPER_NAMESPACE")
             .env_remove("SKUPPER_PLATFORM");
         for (k, v) in env {
@@ -41,18 +38,12 @@ impl Home {
     }
 
     fn namespaces(&self) -> Vec<String> {
-        match std::fs::read_dir(self.0.join("namespaces")) {
+        match std::fs::read_dir(self.path().join("namespaces")) {
             Ok(rd) => rd
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                 .collect(),
             Err(_) => Vec::new(),
         }
-    }
-}
-
-impl Drop for Home {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -253,7 +244,7 @@ fn expose_checks_resource_and_flags_before_needing_a_site() {
 #[test]
 fn missing_and_unwritable_files() {
     let h = Home::new("files");
-    let missing = h.0.join("nope.yaml");
+    let missing = h.path().join("nope.yaml");
     let o = h.skupper(&["link", "create", missing.to_str().unwrap()]);
     fails(
         &o,
@@ -261,14 +252,14 @@ fn missing_and_unwritable_files() {
         &["cannot read token file", "nope.yaml", "No such file"],
     );
     one_line(&o);
-    let empty = h.0.join("empty.yaml");
+    let empty = h.path().join("empty.yaml");
     std::fs::write(&empty, "").unwrap();
     let o = h.skupper(&["link", "create", empty.to_str().unwrap()]);
     fails(&o, 2, &["is empty"]);
     let o = h.skupper(&["token", "create", "/nonexistent-dir/t.yaml"]);
     fails(&o, 2, &["directory /nonexistent-dir does not exist"]);
     one_line(&o);
-    let o = h.skupper(&["token", "create", h.0.to_str().unwrap()]);
+    let o = h.skupper(&["token", "create", h.path().to_str().unwrap()]);
     fails(&o, 2, &["is a directory"]);
     let o = h.skupper(&[
         "token",
@@ -297,13 +288,11 @@ fn platforms_and_namespaces() {
         2,
         &["--kubeconfig and --context are for the kubernetes platform"],
     );
-    // A kubeconfig with a current context selects kubernetes; its API server is down here.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let kc = h.0.join("kubeconfig");
+    // A kubeconfig with a current context selects kubernetes; its API server is down here
+    // (a held port: nothing listens on it, nor can anything else start to).
+    let down = van_testkit::ReservedPort::localhost();
+    let port = down.port();
+    let kc = h.path().join("kubeconfig");
     std::fs::write(
         &kc,
         format!(
@@ -346,11 +335,11 @@ fn platforms_and_namespaces() {
 fn commands_on_a_missing_site() {
     let h = Home::new("missing");
     let not_enabled = "Skupper is not enabled in namespace \"west\"";
-    let token = h.0.join("t.yaml");
+    let token = h.path().join("t.yaml");
     let token = token.to_str().unwrap();
-    std::fs::write(h.0.join("token.yaml"), "kind: Secret\n").unwrap();
-    let token_in = h.0.join("token.yaml");
-    let dump = h.0.join("d.tar.gz");
+    std::fs::write(h.path().join("token.yaml"), "kind: Secret\n").unwrap();
+    let token_in = h.path().join("token.yaml");
+    let dump = h.path().join("d.tar.gz");
     for args in [
         vec!["status"],
         vec!["delete"],
@@ -406,7 +395,7 @@ fn version_without_a_site() {
 #[test]
 fn init_refuses_an_existing_site() {
     let h = Home::new("exists");
-    let dir = h.0.join("namespaces/west");
+    let dir = h.path().join("namespaces/west");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("site.yaml"), "name: west\n").unwrap();
     let o = h.skupper(&["-n", "west", "init"]);
@@ -443,7 +432,7 @@ fn write_site(home: &Path, ns: &str) -> van_controller::local::SiteDir {
 #[test]
 fn a_site_whose_processes_are_gone() {
     let h = Home::new("stopped");
-    let dir = write_site(&h.0, "west");
+    let dir = write_site(h.path(), "west");
     let o = h.skupper(&["-n", "west", "status"]);
     fails(
         &o,
@@ -484,7 +473,7 @@ fn init_args(timeout: &str) -> skupper::args::InitArgs {
 #[tokio::test]
 async fn init_cleans_up_when_the_supervisor_dies() {
     let h = Home::new("diesup");
-    let c = ctx(&h.0, "west", PathBuf::from("/bin/false"));
+    let c = ctx(h.path(), "west", PathBuf::from("/bin/false"));
     let mut out = Vec::new();
     let e = skupper::site::init(&c, &init_args("30s"), &mut out)
         .await
@@ -504,14 +493,14 @@ async fn init_cleans_up_when_the_supervisor_dies() {
 async fn init_cleans_up_when_the_controller_never_answers() {
     use std::os::unix::fs::PermissionsExt;
     let h = Home::new("silent");
-    let script = h.0.join("silent-supervisor");
+    let script = h.path().join("silent-supervisor");
     std::fs::write(
         &script,
         "#!/bin/sh\necho pretending to supervise\nexec sleep 30\n",
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let c = ctx(&h.0, "west", script);
+    let c = ctx(h.path(), "west", script);
     let t = std::time::Instant::now();
     let e = skupper::site::init(&c, &init_args("1s"), &mut Vec::new())
         .await
@@ -531,7 +520,7 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     // The reader closes its end before the CLI writes (as `| grep -q` does after a match).
     let mut child = Command::new(env!("CARGO_BIN_EXE_skupper"))
         .args(["version", "-o", "json"])
-        .env("SKUPPER_HOME", &home.0)
+        .env("SKUPPER_HOME", home.path())
         .env("SKUPPER_PLATFORM", "local")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -2,10 +2,9 @@
 //! and a port it cannot listen on is reported on one line, its OS error once.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
+use van_testkit::grpc::{self, ServingStatus};
+use van_testkit::{ReservedPort, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_van-config-sync");
 
@@ -21,37 +20,23 @@ impl Drop for Daemon {
 
 #[tokio::test]
 async fn health_listen_serves_not_serving_without_a_router() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = ReservedPort::localhost();
     let _daemon = Daemon(
         Command::new(BIN)
             .args(["--controller", "127.0.0.1:1", "--router", "127.0.0.1:1"])
-            .args(["--health-listen", &format!("127.0.0.1:{port}")])
+            .args(["--health-listen", &port.addr().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
-    let mut h =
-        HealthClient::new(van_proto::grpc::lazy_channel(&format!("127.0.0.1:{port}")).unwrap());
-    let request = || tonic_health::pb::HealthCheckRequest {
-        service: String::new(),
-    };
-    let mut answer = None;
-    for _ in 0..100 {
-        if let Ok(r) = h.check(request()).await {
-            answer = Some(r.into_inner().status);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        answer.map(ServingStatus::try_from),
-        Some(Ok(ServingStatus::NotServing))
-    );
+    let h = van_proto::grpc::lazy_channel(&port.addr().to_string()).unwrap();
+    // Refused until the daemon listens.
+    let answer = eventually("the health service", async || {
+        grpc::health(h.clone(), "").await.ok()
+    })
+    .await;
+    assert_eq!(answer, ServingStatus::NotServing);
 }
 
 #[test]

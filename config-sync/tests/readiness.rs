@@ -8,16 +8,18 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 use van_proto::admin as rpb;
 use van_proto::controller::{self as cpb, site_controller_server::SiteController};
+use van_testkit::grpc::{self, ServingStatus};
+use van_testkit::{ReservedPort, eventually_ok, temp_dir};
 
 type Desired = watch::Sender<Option<cpb::DesiredRouterConfig>>;
 
 /// A controller that only serves config-sync: the desired configuration from a channel,
-/// and the last observed state into one.
+/// and the last observed state into one. Its streams end when the channel's sender is
+/// dropped, so that it can go away for good.
 #[derive(Clone)]
 struct FakeController {
     desired: watch::Receiver<Option<cpb::DesiredRouterConfig>>,
@@ -48,7 +50,9 @@ impl SiteController for FakeController {
         &self,
         _: Request<cpb::WatchPublicationRequest>,
     ) -> Result<Response<Self::WatchPublicationStream>, Status> {
-        Ok(Response::new(Box::pin(tokio_stream::pending())))
+        // Nothing to publish; open as long as the desired configuration's channel.
+        let s = tokio_stream::wrappers::WatchStream::new(self.desired.clone()).filter_map(|_| None);
+        Ok(Response::new(Box::pin(s)))
     }
     async fn report_observed(
         &self,
@@ -136,13 +140,11 @@ impl SiteController for FakeController {
 
 /// A router with its admin API on `sock` and nothing else configured.
 async fn router(sock: &std::path::Path) -> van_router::Running {
-    let cfg = van_router::Config::from_yaml(&format!(
+    van_testkit::router::start_yaml(&format!(
         "router: {{id: r1, site: s1, mode: interior}}\nadmin: {{listen: 'unix:{}'}}\n",
         sock.display()
     ))
-    .unwrap();
-    let listeners = van_router::Listeners::bind(&cfg).await.unwrap();
-    van_router::start(cfg, listeners).await.unwrap()
+    .await
 }
 
 /// A desired configuration of one TCP listener on `port`.
@@ -161,44 +163,21 @@ fn listener_on(port: u16) -> cpb::DesiredRouterConfig {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn status(h: &mut HealthClient<tonic::transport::Channel>) -> ServingStatus {
-    let r = h
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    ServingStatus::try_from(r.status).unwrap()
-}
-
-async fn wait_status(
-    h: &mut HealthClient<tonic::transport::Channel>,
-    want: ServingStatus,
-    why: &str,
-) {
-    for _ in 0..200 {
-        if status(h).await == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("health never became {want:?}: {why}");
+async fn wait_status(h: &Channel, want: ServingStatus, why: &str) {
+    eventually_ok(
+        &format!("health {want:?}: {why}"),
+        async || match grpc::health(h.clone(), "").await {
+            Ok(s) if s == want => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_only_while_the_router_holds_the_desired_configuration() {
-    let dir = std::env::temp_dir().join(format!("van-sync-ready-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("router.sock");
+    let dir = temp_dir("sync-ready");
+    let sock = dir.path().join("router.sock");
     let mut running = Some(router(&sock).await);
 
     let (desired, desired_rx): (Desired, _) = watch::channel(None);
@@ -207,10 +186,14 @@ async fn ready_only_while_the_router_holds_the_desired_configuration() {
         desired: desired_rx,
         observed: observed_tx,
     };
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let controller = api.local_addr().unwrap().to_string();
+    // Held to the end: once the controller is gone, the test listens at its address.
+    let controller_port = ReservedPort::localhost();
+    let api = tokio::net::TcpListener::bind(controller_port.addr())
+        .await
+        .unwrap();
+    let controller = controller_port.addr().to_string();
     let (stop_controller, controller_stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(
+    let controller_served = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(cpb::site_controller_server::SiteControllerServer::new(fake))
             .serve_with_incoming_shutdown(
@@ -243,24 +226,22 @@ async fn ready_only_while_the_router_holds_the_desired_configuration() {
             let _ = sync_stopped.await;
         },
     ));
-    let mut h = HealthClient::new(van_proto::grpc::lazy_channel(&health_addr.to_string()).unwrap());
+    let h = van_proto::grpc::lazy_channel(&health_addr.to_string()).unwrap();
 
     // Connected to the router (it reports what it sees), but nothing desired yet.
     tokio::time::timeout(Duration::from_secs(10), observed.wait_for(Option::is_some))
         .await
         .expect("config-sync reports to the controller")
         .unwrap();
-    assert_eq!(status(&mut h).await, ServingStatus::NotServing);
+    assert_eq!(
+        grpc::health(h.clone(), "").await.unwrap(),
+        ServingStatus::NotServing
+    );
 
     // The desired configuration arrives and is applied.
-    let port = free_port();
-    desired.send_replace(Some(listener_on(port)));
-    wait_status(
-        &mut h,
-        ServingStatus::Serving,
-        "desired configuration applied",
-    )
-    .await;
+    let port = ReservedPort::localhost();
+    desired.send_replace(Some(listener_on(port.port())));
+    wait_status(&h, ServingStatus::Serving, "desired configuration applied").await;
     let mut admin = van_proto::admin::router_admin_client::RouterAdminClient::new(
         van_proto::grpc::lazy_channel(&format!("unix:{}", sock.display())).unwrap(),
     );
@@ -270,13 +251,13 @@ async fn ready_only_while_the_router_holds_the_desired_configuration() {
         .unwrap()
         .into_inner();
     assert_eq!(have.tcp_listeners.len(), 1, "{have:?}");
-    assert_eq!(have.tcp_listeners[0].port, u32::from(port));
+    assert_eq!(have.tcp_listeners[0].port, u32::from(port.port()));
 
     // A listener the router cannot bind is refused at every retry: not ready.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = held.local_addr().unwrap().port();
     desired.send_replace(Some(listener_on(taken)));
-    wait_status(&mut h, ServingStatus::NotServing, "a refused listener").await;
+    wait_status(&h, ServingStatus::NotServing, "a refused listener").await;
     tokio::time::timeout(
         Duration::from_secs(10),
         observed.wait_for(|o| {
@@ -287,24 +268,51 @@ async fn ready_only_while_the_router_holds_the_desired_configuration() {
     .await
     .expect("the refusal reported to the controller")
     .unwrap();
-    desired.send_replace(Some(listener_on(port)));
-    wait_status(&mut h, ServingStatus::Serving, "the listener fixed").await;
+    desired.send_replace(Some(listener_on(port.port())));
+    wait_status(&h, ServingStatus::Serving, "the listener fixed").await;
 
-    // The controller goes away: the router keeps its configuration, and readiness stays.
+    // The controller goes away for good: its streams end, its connections and listener close.
     let _ = stop_controller.send(());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(status(&mut h).await, ServingStatus::Serving);
+    drop(desired);
+    tokio::time::timeout(Duration::from_secs(10), controller_served)
+        .await
+        .expect("the controller's connections close")
+        .unwrap()
+        .unwrap();
+    // config-sync notices, as it dials the controller again; the port was held all along, so
+    // what answers there is the test. The router keeps its configuration, and readiness stays.
+    let redial = tokio::net::TcpListener::bind(controller_port.addr())
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), redial.accept())
+        .await
+        .expect("config-sync dials the controller again")
+        .unwrap();
+    drop(redial);
+    assert_eq!(
+        grpc::health(h.clone(), "").await.unwrap(),
+        ServingStatus::Serving
+    );
+    let have = admin
+        .get_config(rpb::GetConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        have.tcp_listeners[0].port,
+        u32::from(port.port()),
+        "{have:?}"
+    );
 
     // The router goes away: not ready; a new router is brought in step: ready again.
     running.take().unwrap().shutdown().await;
-    wait_status(&mut h, ServingStatus::NotServing, "the router gone").await;
+    wait_status(&h, ServingStatus::NotServing, "the router gone").await;
     let _ = std::fs::remove_file(&sock);
     let _again = router(&sock).await;
-    wait_status(&mut h, ServingStatus::Serving, "a new router in step").await;
+    wait_status(&h, ServingStatus::Serving, "a new router in step").await;
 
     // config-sync stops: not ready.
     let _ = stop_sync.send(());
     sync.await.unwrap().unwrap();
-    wait_status(&mut h, ServingStatus::NotServing, "config-sync stopped").await;
-    let _ = std::fs::remove_dir_all(&dir);
+    wait_status(&h, ServingStatus::NotServing, "config-sync stopped").await;
 }

@@ -84,12 +84,18 @@ impl claims::server::Issuer for Controller {
 const CLAIM_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn retry_claims(c: Arc<Controller>, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = tokio::time::sleep(CLAIM_RETRY) => c.retry_claims().await,
+    let retry = async {
+        loop {
+            tokio::time::sleep(CLAIM_RETRY).await;
+            c.retry_claims().await;
         }
+    };
+    // A retry under way is dropped at shutdown, as the process exit dropped it before `serve`
+    // waited for this task (a save already begun finishes on its own, see `Controller::change`):
+    // stopping takes no longer than it did.
+    tokio::select! {
+        _ = shutdown => {}
+        _ = retry => {}
     }
 }
 
@@ -113,22 +119,28 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // Joined before returning: once `serve` returns, the claims port is free again and no
+    // task of this server touches the controller's state any more.
+    let mut tasks = Vec::new();
     if let Some(l) = sockets.claims {
         let state = c.state();
         let certs = state.certs.as_ref().expect("opened with certificates");
         match claims::server::server_tls(&certs.server_cert, &certs.server_key) {
             Ok(tls) => {
-                tokio::spawn(claims::server::serve(
+                tasks.push(tokio::spawn(claims::server::serve(
                     c.clone(),
                     tls,
                     l,
                     stopped(stop_rx.clone()),
-                ));
+                )));
             }
             Err(e) => warn!(error = %e, "Claims endpoint disabled: bad server certificate"),
         }
     }
-    tokio::spawn(retry_claims(c.clone(), stopped(stop_rx.clone())));
+    tasks.push(tokio::spawn(retry_claims(
+        c.clone(),
+        stopped(stop_rx.clone()),
+    )));
     use van_proto::controller::site_controller_server::SiteControllerServer;
     let health = van_proto::grpc::health_for::<SiteControllerServer<api::Api>>().await;
     let token = sockets.api_token;
@@ -161,6 +173,10 @@ pub async fn serve(
     )
     .await;
     let _ = stop_tx.send(true);
+    for t in tasks {
+        // Both end on the stop signal; a panic in one was reported where it happened.
+        let _ = t.await;
+    }
     info!("Controller stopped");
     Ok(result?)
 }

@@ -2,8 +2,6 @@
 //! HTTP exchanges are answered, and checked, by the test (kube-rs' tower-test pattern).
 //! Each test states the exact requests a reconciliation must make, in order, and nothing else.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -11,11 +9,11 @@ use http::{Method, Request, Response};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::client::Body;
-use support::MemStore;
 use van_controller::Controller;
 use van_controller::k8s::{self, MANAGED_BY, MANAGER, PROXY};
 use van_controller::network::{PublishedService, Remote, SiteRecord};
 use van_controller::site::{RouterMode, SiteState};
+use van_testkit::site::{MemStore, kube_site};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -25,7 +23,7 @@ fn mock() -> (kube::Client, Handle) {
 }
 
 async fn controller() -> Arc<Controller> {
-    let cfg = support::kube_site("west", "0123456789abcdef0123456789abcdef");
+    let cfg = kube_site("west", "0123456789abcdef0123456789abcdef");
     Controller::open(cfg, Arc::new(MemStore::default()))
         .await
         .unwrap()
@@ -372,7 +370,7 @@ fn labelled_secret(name: &str, ty: &str) -> Secret {
 
 /// A cert token issued by another site, as the Secret a user would apply.
 async fn token_from_east(name: &str) -> Secret {
-    let east_cfg = support::kube_site("east", "fedcba9876543210fedcba9876543210");
+    let east_cfg = kube_site("east", "fedcba9876543210fedcba9876543210");
     let east = Controller::open(east_cfg, Arc::new(MemStore::default()))
         .await
         .unwrap();
@@ -560,7 +558,7 @@ async fn the_site_state_lives_in_an_owned_secret() {
         body
     });
     let store = Arc::new(KubeStore::new(client, "west", owner()));
-    let cfg = support::kube_site("west", "0123456789abcdef0123456789abcdef");
+    let cfg = kube_site("west", "0123456789abcdef0123456789abcdef");
     let c = Controller::open(cfg, store).await.unwrap();
     let saved = server.await.unwrap();
     assert_eq!(saved["metadata"]["ownerReferences"][0]["uid"], "site-uid-1");
@@ -629,7 +627,7 @@ async fn what_could_not_be_done_is_told_as_events_on_the_objects() {
 #[test]
 fn tokens_carry_the_address_the_router_service_is_reachable_at() {
     use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, ServiceStatus};
-    let cfg = support::kube_site("west", "0123456789abcdef0123456789abcdef");
+    let cfg = kube_site("west", "0123456789abcdef0123456789abcdef");
     let port = |name: &str, port: i32, node: i32| ServicePort {
         name: Some(name.into()),
         port,
@@ -689,7 +687,7 @@ fn tokens_carry_the_address_the_router_service_is_reachable_at() {
 
 #[tokio::test]
 async fn routes_give_each_endpoint_its_host_in_tokens_and_in_the_certificate() {
-    let cfg = support::kube_site("west", "0123456789abcdef0123456789abcdef");
+    let cfg = kube_site("west", "0123456789abcdef0123456789abcdef");
     let route = |endpoint: &str, spec_host: &str, admitted: Option<&str>| {
         let mut data = serde_json::json!({"spec": {"host": spec_host}});
         if let Some(a) = admitted {
@@ -751,7 +749,7 @@ async fn routes_give_each_endpoint_its_host_in_tokens_and_in_the_certificate() {
 
 #[tokio::test]
 async fn a_nodeport_site_issues_tokens_with_node_ports() {
-    let mut cfg = support::kube_site("west", "0123456789abcdef0123456789abcdef");
+    let mut cfg = kube_site("west", "0123456789abcdef0123456789abcdef");
     cfg.advertised_ports = Some(van_controller::site::Ports {
         inter_router: 31001,
         edge: 31002,

@@ -1,30 +1,17 @@
 //! The controller's Kubernetes platform as it runs in its pod — site opened from the
 //! `skupper-site` ConfigMap, reflectors, reconcilers, status ConfigMap, TLS Secret — against
-//! a stateful stand-in for the API server (`fake_kube_api.py`: real HTTP, real watches).
-//! Only the listeners differ from the pod: port 0 on 127.0.0.1 instead of 8080 and 8081.
+//! a stateful stand-in for the API server (van_testkit's `fake_kube_api.py`: real HTTP, real
+//! watches). Only the listeners differ from the pod: port 0 on 127.0.0.1 instead of 8080 and
+//! 8081.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::Api;
 use van_controller::k8s::platform;
 use van_proto::controller as pb;
-
-#[path = "support/fake_api.rs"]
-mod fake_api;
-
-use fake_api::FakeApi;
-
-async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..300 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
+use van_testkit::eventually;
+use van_testkit::kube::FakeApi;
 
 /// The services the status ConfigMap lists.
 async fn reported_services(client: &kube::Client) -> Option<Vec<pb::Service>> {

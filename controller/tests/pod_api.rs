@@ -1,16 +1,13 @@
 //! The controller and config-sync as they run in a Kubernetes site's two pods: the API over
-//! TCP demands the bearer token (the gRPC health service stays open for kubelet's probes), and
-//! the router's TLS material reaches config-sync through a Secret, never over the API.
+//! TCP demands the bearer token (health and reflection stay open for kubelet's probes and
+//! grpcurl), and the router's TLS material reaches config-sync through a Secret, never over
+//! the API.
 //! Real gRPC over TCP, a real router; the Secret is handed over by hand (`ManualSecrets`),
 //! as the Kubernetes API would through config-sync's watch.
 
-mod support;
-
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
-use support::MemStore;
 use tonic::Code;
 use tonic::transport::Channel;
 use van_config_sync::BearerToken;
@@ -19,19 +16,12 @@ use van_controller::Controller;
 use van_controller::api::ApiToken;
 use van_proto::admin::router_admin_client::RouterAdminClient;
 use van_proto::controller::{self as pb, site_controller_client::SiteControllerClient};
+use van_testkit::grpc::{self, ServingStatus};
+use van_testkit::site::{MemStore, kube_site};
+use van_testkit::{ReservedPort, TempDir, eventually, reserved_ports, temp_dir};
 
 const TOKEN: &str = "0123456789abcdef-test-token";
 const TLS_SECRET: &str = "skupper-router-tls";
-
-async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    for _ in 0..200 {
-        if let Some(v) = f().await {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
 
 /// A router, its controller serving the API on TCP with the token, and config-sync.
 struct PodSite {
@@ -39,7 +29,9 @@ struct PodSite {
     channel: Channel,
     router: Option<van_router::Running>,
     router_sock: PathBuf,
-    dir: PathBuf,
+    _dir: TempDir,
+    /// The site's link and claims ports, held while the site may bind them.
+    _ports: Vec<ReservedPort>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -53,28 +45,25 @@ impl PodSite {
         secrets: Option<Arc<dyn SecretSource>>,
         peers: Option<van_config_sync::peers::Peers>,
     ) -> PodSite {
-        let dir =
-            std::env::temp_dir().join(format!("van-pod-{}", van_controller::site::random_hex(4)));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir("pod");
+        let ports = reserved_ports(3);
         let cfg = van_controller::site::SiteConfig {
             ingress_host: "127.0.0.1".into(),
             ingress_bind: "127.0.0.1".into(),
             listener_host: "127.0.0.1".into(),
-            inter_router_port: support::free_port(),
-            edge_port: support::free_port(),
-            claims_port: support::free_port(),
-            ..support::kube_site("west", &van_controller::site::random_hex(16))
+            inter_router_port: ports[0].port(),
+            edge_port: ports[1].port(),
+            claims_port: ports[2].port(),
+            ..kube_site("west", &van_controller::site::random_hex(16))
         };
-        let router_sock = dir.join("router.sock");
-        let rcfg = van_router::Config::from_yaml(&format!(
+        let router_sock = dir.path().join("router.sock");
+        let router = van_testkit::router::start_yaml(&format!(
             "router: {{id: {}, site: {}, mode: interior}}\nadmin: {{listen: 'unix:{}'}}\n",
             cfg.router_id(),
             cfg.id,
             router_sock.display()
         ))
-        .unwrap();
-        let listeners = van_router::Listeners::bind(&rcfg).await.unwrap();
-        let router = van_router::start(rcfg, listeners).await.unwrap();
+        .await;
 
         let c = Controller::open(cfg, Arc::new(MemStore::default()))
             .await
@@ -116,7 +105,8 @@ impl PodSite {
             channel: van_proto::grpc::lazy_channel(&target).unwrap(),
             router: Some(router),
             router_sock,
-            dir,
+            _dir: dir,
+            _ports: ports,
             stop,
         }
     }
@@ -143,7 +133,6 @@ impl PodSite {
         if let Some(r) = self.router.take() {
             r.shutdown().await;
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -158,25 +147,38 @@ fn short_or_unprintable_tokens_are_refused() {
     assert_eq!(t.header(), format!("Bearer {TOKEN}"));
 }
 
+/// What an anonymous client (kubelet's probe, grpcurl) gets from the API over TCP: health and
+/// reflection, and nothing of the controller's own API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_api_over_tcp_needs_the_token_and_config_sync_uses_it() {
-    let site = PodSite::start(false, None).await;
+async fn without_the_token_only_health_and_reflection_answer() {
+    // The controller alone: the token guards its API whatever else runs.
+    let c = Controller::open(
+        kube_site("west", &van_controller::site::random_hex(16)),
+        Arc::new(MemStore::default()),
+    )
+    .await
+    .unwrap();
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let channel = van_proto::grpc::lazy_channel(&api.local_addr().unwrap().to_string()).unwrap();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let served = tokio::spawn(van_controller::serve(
+        c,
+        van_controller::Sockets {
+            api: van_controller::ApiBind::Tcp(api),
+            claims: None,
+            api_token: Some(ApiToken::new(TOKEN).unwrap()),
+        },
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+    ));
 
-    // kubelet's gRPC probe carries no token.
-    let mut health = tonic_health::pb::health_client::HealthClient::new(site.channel.clone());
-    let serving = eventually("the health service", async || {
-        health
-            .check(tonic_health::pb::HealthCheckRequest::default())
-            .await
-            .ok()
-    })
-    .await;
-    assert_eq!(
-        serving.into_inner().status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
+    let serving = grpc::health(channel.clone(), "").await.unwrap();
+    assert_eq!(serving, ServingStatus::Serving);
+    // Both reflection versions list what is served, and only that.
+    grpc::assert_lists_exactly(channel.clone(), &["van.controller.v1.SiteController"]).await;
 
-    let mut anonymous = SiteControllerClient::new(site.channel.clone());
+    let mut anonymous = SiteControllerClient::new(channel.clone());
     let e = anonymous.get_site(pb::GetSiteRequest {}).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(e.message().contains("missing API token"), "{e:?}");
@@ -188,14 +190,20 @@ async fn the_api_over_tcp_needs_the_token_and_config_sync_uses_it() {
     assert_eq!(e.code(), Code::Unauthenticated);
 
     let mut wrong = SiteControllerClient::with_interceptor(
-        site.channel.clone(),
+        channel,
         BearerToken::new(Some("0123456789abcdef-guessed")).unwrap(),
     );
     let e = wrong.get_site(pb::GetSiteRequest {}).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated);
     assert!(e.message().contains("wrong API token"), "{e:?}");
 
-    // config-sync, holding the token, keeps the router in step.
+    stop.send(true).unwrap();
+    served.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_sync_keeps_the_router_in_step_through_the_token() {
+    let site = PodSite::start(false, None).await;
     let mut api = site.api();
     let status = eventually("config-sync's report through the token", async || {
         let s = api
@@ -281,27 +289,28 @@ async fn the_routers_of_one_site_link_to_each_other() {
     let own: std::net::IpAddr = "127.0.0.2".parse().unwrap();
     let other: std::net::IpAddr = "127.0.0.3".parse().unwrap();
     let (peers_tx, addrs) = tokio::sync::watch::channel(std::collections::BTreeSet::new());
-    let port = support::free_port();
+    // The routers listen for each other on this port at their own addresses.
+    let port = ReservedPort::on([0, 0, 0, 0]);
     let site = PodSite::start_with(
         false,
         None,
-        Some(van_config_sync::peers::Peers { own, port, addrs }),
+        Some(van_config_sync::peers::Peers {
+            own,
+            port: port.port(),
+            addrs,
+        }),
     )
     .await;
 
     // The peer: the same site's server profile, listening on its own address.
-    let dir =
-        std::env::temp_dir().join(format!("van-peer-{}", van_controller::site::random_hex(4)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let sock = dir.join("router.sock");
-    let rcfg = van_router::Config::from_yaml(&format!(
+    let dir = temp_dir("peer");
+    let sock = dir.path().join("router.sock");
+    let peer = van_testkit::router::start_yaml(&format!(
         "router: {{id: west-peer, site: {}, mode: interior}}\nadmin: {{listen: 'unix:{}'}}\n",
         site.c.cfg.id,
         sock.display()
     ))
-    .unwrap();
-    let listeners = van_router::Listeners::bind(&rcfg).await.unwrap();
-    let peer = van_router::start(rcfg, listeners).await.unwrap();
+    .await;
     let server = site
         .c
         .desired()
@@ -326,7 +335,7 @@ async fn the_routers_of_one_site_link_to_each_other() {
                         name: "inter-router".into(),
                         role: "inter-router".into(),
                         host: other.to_string(),
-                        port: u32::from(port),
+                        port: u32::from(port.port()),
                         cost: 1,
                         tls_profile: "site-server".into(),
                     })),
@@ -367,5 +376,4 @@ async fn the_routers_of_one_site_link_to_each_other() {
 
     peer.shutdown().await;
     site.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }

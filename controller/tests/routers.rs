@@ -1,14 +1,12 @@
 //! A site with several routers (router pods): their reports are taken together, so status
 //! neither flaps between them nor hides one that is failing.
 
-mod support;
-
 use std::sync::Arc;
 
-use support::MemStore;
 use van_controller::Controller;
 use van_proto::admin as rpb;
 use van_proto::controller as pb;
+use van_testkit::site::{MemStore, kube_site};
 
 fn report(router: &str, flows: u32, link_state: &str) -> pb::ObservedState {
     pb::ObservedState {
@@ -43,7 +41,7 @@ fn report(router: &str, flows: u32, link_state: &str) -> pb::ObservedState {
 #[tokio::test]
 async fn reports_of_several_routers_are_taken_together() {
     let east = Controller::open(
-        support::kube_site("east", "fedcba9876543210fedcba9876543210"),
+        kube_site("east", "fedcba9876543210fedcba9876543210"),
         Arc::new(MemStore::default()),
     )
     .await
@@ -57,7 +55,7 @@ async fn reports_of_several_routers_are_taken_together() {
         .await
         .unwrap();
     let west = Controller::open(
-        support::kube_site("west", "0123456789abcdef0123456789abcdef"),
+        kube_site("west", "0123456789abcdef0123456789abcdef"),
         Arc::new(MemStore::default()),
     )
     .await

@@ -2,27 +2,31 @@
 //! real gRPC, real TLS links and real HTTPS claims on loopback. The CLI tests in cli/ run the
 //! same parts as separate processes.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{MemStore, free_port};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use van_controller::site::{RouterMode, SiteConfig};
 use van_proto::controller::{self as pb, site_controller_client::SiteControllerClient};
+use van_testkit::site::MemStore;
+use van_testkit::{ReservedPort, TempDir, eventually, eventually_ok, reserved_ports, temp_dir};
 
 struct Site {
     api: SiteControllerClient<Channel>,
     cfg: SiteConfig,
-    dir: std::path::PathBuf,
+    dir: TempDir,
+    /// The site's link and claims ports, held for as long as the site may bind them.
+    _ports: Vec<ReservedPort>,
     router_yaml: String,
     router: Option<van_router::Running>,
     store: Arc<MemStore>,
     /// Stops the controller.
     controller_stop: tokio::sync::watch::Sender<bool>,
+    /// The controller's task; it ends once everything it served is closed.
+    controller: Option<JoinHandle<Result<(), van_controller::RunError>>>,
     /// Stops config-sync.
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -31,7 +35,6 @@ impl Drop for Site {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
         let _ = self.controller_stop.send(true);
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -60,13 +63,11 @@ impl Site {
     }
 
     fn router_sock(&self) -> String {
-        format!("unix:{}", self.dir.join("router.sock").display())
+        format!("unix:{}", self.dir.path().join("router.sock").display())
     }
 
     async fn start_router(&mut self) {
-        let rcfg = van_router::Config::from_yaml(&self.router_yaml).unwrap();
-        let listeners = van_router::Listeners::bind(&rcfg).await.unwrap();
-        self.router = Some(van_router::start(rcfg, listeners).await.unwrap());
+        self.router = Some(van_testkit::router::start_yaml(&self.router_yaml).await);
     }
 
     /// A claim token named `name`, with the defaults (15 minutes, one use).
@@ -91,7 +92,7 @@ impl Site {
     }
 
     async fn start_controller(&mut self) {
-        let sock = self.dir.join("controller.sock");
+        let sock = self.dir.path().join("controller.sock");
         let _ = std::fs::remove_file(&sock);
         let api_l = tokio::net::UnixListener::bind(&sock).unwrap();
         let claims = match self.cfg.mode {
@@ -113,23 +114,26 @@ impl Site {
             claims,
             api_token: None,
         };
-        tokio::spawn(van_controller::run(opts, sockets, stopped()));
+        self.controller = Some(tokio::spawn(van_controller::run(opts, sockets, stopped())));
+    }
+
+    /// Stops the controller and waits until it has let go of its sockets.
+    async fn stop_controller(&mut self) {
+        let _ = self.controller_stop.send(true);
+        if let Some(c) = self.controller.take() {
+            c.await.unwrap().unwrap();
+        }
     }
 
     async fn restart_controller(&mut self) {
-        let _ = self.controller_stop.send(true);
-        // The old server lets go of its socket when it stops.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.stop_controller().await;
         self.start_controller().await;
     }
 }
 
 async fn site(name: &str, listener_host: &str, mode: RouterMode) -> Site {
-    let dir = std::env::temp_dir().join(format!(
-        "van-sites-{name}-{}",
-        van_controller::site::random_hex(4)
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir(&format!("sites-{name}"));
+    let ports = reserved_ports(3);
     let cfg = SiteConfig {
         id: van_controller::site::random_hex(16),
         name: name.into(),
@@ -137,9 +141,9 @@ async fn site(name: &str, listener_host: &str, mode: RouterMode) -> Site {
         ingress_host: "127.0.0.1".into(),
         ingress_bind: "127.0.0.1".into(),
         listener_host: listener_host.into(),
-        inter_router_port: free_port(),
-        edge_port: free_port(),
-        claims_port: free_port(),
+        inter_router_port: ports[0].port(),
+        edge_port: ports[1].port(),
+        claims_port: ports[2].port(),
         advertised_ports: None,
         advertised_hosts: None,
     };
@@ -150,18 +154,20 @@ async fn site(name: &str, listener_host: &str, mode: RouterMode) -> Site {
         cfg.router_id(),
         cfg.id,
         cfg.mode.as_str(),
-        dir.join("router.sock").display()
+        dir.path().join("router.sock").display()
     );
     let (cs_stop, cs_stopped) = stopper();
-    let api_target = format!("unix:{}", dir.join("controller.sock").display());
+    let api_target = format!("unix:{}", dir.path().join("controller.sock").display());
     let mut site = Site {
         api: SiteControllerClient::new(van_proto::grpc::lazy_channel(&api_target).unwrap()),
         cfg,
         dir,
+        _ports: ports,
         router_yaml,
         router: None,
         store: Arc::new(MemStore::default()),
         controller_stop: tokio::sync::watch::channel(false).0,
+        controller: None,
         stop: cs_stop,
     };
     site.start_router().await;
@@ -179,29 +185,31 @@ async fn site(name: &str, listener_host: &str, mode: RouterMode) -> Site {
     site
 }
 
-async fn eventually<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    eventually_seen(what, async || f().await.ok_or_else(String::new)).await
-}
-
-/// Like [`eventually`]; on timeout the message shows the last thing seen (`Err`).
-async fn eventually_seen<T>(what: &str, mut f: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let seen = match f().await {
-            Ok(v) => return v,
-            Err(seen) => seen,
-        };
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}; last seen: {seen}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Waits until the site's router listens for links: config-sync has brought it the site's
+/// configuration.
+async fn listening_for_links(s: &Site) {
+    use van_proto::admin::{ListRequest, router_admin_client::RouterAdminClient};
+    let ch = van_proto::grpc::lazy_channel(&s.router_sock()).unwrap();
+    let mut admin = RouterAdminClient::new(ch);
+    eventually_ok(&format!("{} listening for links", s.cfg.name), async || {
+        let l = admin
+            .list_link_listeners(ListRequest {})
+            .await
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        let up = l.link_listeners.iter().all(|l| l.state == "up");
+        if up && !l.link_listeners.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{l:?}"))
+        }
+    })
+    .await
 }
 
 async fn link_active(s: &Site, name: &str) {
     let mut api = s.api.clone();
-    eventually_seen(&format!("link {name} active"), async || {
+    eventually_ok(&format!("link {name} active"), async || {
         let links = api
             .list_links(pb::ListLinksRequest {})
             .await
@@ -691,6 +699,9 @@ async fn link_status_names_why_a_link_is_down() {
     let west = site("west", "127.0.0.2", RouterMode::Interior).await;
     let east = site("east", "127.0.0.3", RouterMode::Interior).await;
     let other = site("other", "127.0.0.4", RouterMode::Interior).await;
+    // West listens before east dials it: a link's later failures do not always reach the
+    // router's change feed, so a first "refused" could stand in for "certificate".
+    listening_for_links(&west).await;
     let cert = |s: &Site, name: &str| {
         let mut api = s.api.clone();
         let name = name.to_string();
@@ -714,7 +725,9 @@ async fn link_status_names_why_a_link_is_down() {
     wrong_host.inter_router_host = "no-such-host.invalid".into();
     let mut closed_port = cert(&west, "closed-port").await;
     closed_port.generated_by = "1111111111111111".into();
-    closed_port.inter_router_port = free_port();
+    // Bound, never listening: refused for as long as the test holds it.
+    let refusing = ReservedPort::localhost();
+    closed_port.inter_router_port = refusing.port();
     // Signed by west, but claiming another site's CA: west's server certificate fails.
     let mut bad_ca = cert(&west, "bad-ca").await;
     bad_ca.generated_by = "2222222222222222".into();
@@ -735,7 +748,7 @@ async fn link_status_names_why_a_link_is_down() {
         ("closed-port", "refused"),
         ("bad-ca", "certificate"),
     ] {
-        let l = eventually_seen(&format!("{name} failing with {reason}"), async || {
+        let l = eventually_ok(&format!("{name} failing with {reason}"), async || {
             let links = api
                 .list_links(pb::ListLinksRequest {})
                 .await
@@ -760,8 +773,7 @@ async fn a_claim_whose_issuer_is_down_is_redeemed_when_it_comes_back() {
     let east = site("east", "127.0.0.3", RouterMode::Interior).await;
     let token = west.claim_token("later").await;
     // West's controller (and with it the claims endpoint) is down when east links.
-    let _ = west.controller_stop.send(true);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    west.stop_controller().await;
     let st = east
         .api
         .clone()

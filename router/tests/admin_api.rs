@@ -1,13 +1,13 @@
 //! The admin API over real gRPC: views, all-or-nothing configuration changes, the change
 //! feed, health checking, reflection, and the metrics endpoint.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
 use tokio_stream::StreamExt;
 use van_proto::admin::{self as pb, config_op::Op};
+use van_testkit::eventually;
+use van_testkit::grpc::{self, ServingStatus};
+use van_testkit::router::*;
 
 async fn client(
     r: &TestRouter,
@@ -146,18 +146,11 @@ async fn views_and_live_configuration_over_grpc() {
     );
     // The router counts a byte once its write to the client returned; the client may see it
     // a moment earlier.
-    let counted = async {
-        loop {
-            let f = &van_router::admin::flows(a.router()).flows[0];
-            if (f.bytes_out, f.bytes_in) == (1, 1) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), counted)
-        .await
-        .expect("one byte each way");
+    eventually("one byte counted each way", async || {
+        let f = &van_router::admin::flows(a.router()).flows[0];
+        ((f.bytes_out, f.bytes_in) == (1, 1)).then_some(())
+    })
+    .await;
     let egress = cb
         .list_flows(pb::ListRequest {})
         .await
@@ -349,47 +342,9 @@ async fn serves_grpc_health_and_reflection() {
         .connect()
         .await
         .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let resp = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "van.admin.v1.RouterAdmin".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        resp.status,
-        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-    );
-
-    use tonic_reflection::pb::v1::{
-        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-    };
-    let mut refl = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut resp = refl
-        .server_reflection_info(tokio_stream::iter([req]))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) =
-        resp.next().await.unwrap().unwrap().message_response
-    else {
-        panic!("expected a service list");
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"van.admin.v1.RouterAdmin".to_string()),
-        "{names:?}"
-    );
-    assert!(
-        names.contains(&"grpc.health.v1.Health".to_string()),
-        "{names:?}"
-    );
+    let status = grpc::health(channel.clone(), "van.admin.v1.RouterAdmin").await;
+    assert_eq!(status.unwrap(), ServingStatus::Serving);
+    grpc::assert_lists_exactly(channel, &["van.admin.v1.RouterAdmin"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,18 +381,11 @@ async fn serves_metrics_and_healthz_over_http() {
         m.contains("van_link_up{router=\"a\",link=\"to-b\",peer=\"b\"} 1"),
         "{m}"
     );
-    let closed = async {
-        loop {
-            let m = get("/metrics").await;
-            if m.contains(
-                "van_flows_closed_total{router=\"a\",role=\"ingress\",outcome=\"closed\"} 1",
-            ) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), closed)
-        .await
-        .expect("flow counted");
+    eventually("the closed flow counted", async || {
+        get("/metrics")
+            .await
+            .contains("van_flows_closed_total{router=\"a\",role=\"ingress\",outcome=\"closed\"} 1")
+            .then_some(())
+    })
+    .await;
 }

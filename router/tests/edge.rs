@@ -1,14 +1,11 @@
 //! Edge routers: flows through interior routers to and from edges, address proxying without
 //! topology churn, and uplink failover.
 
-mod support;
-
-use std::time::Duration;
-
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use van_router::config::{EntityKind, EntityOp};
+use van_testkit::eventually;
+use van_testkit::router::*;
 
 /// An interior router with inter-router and edge listeners, linked to `peers`.
 async fn interior(pki: &Pki, id: &str, peers: &[(&str, &TestRouter, u32)]) -> TestRouter {
@@ -90,13 +87,10 @@ async fn an_edge_fails_over_to_its_other_uplink() {
     e.wait_reachable("echo").await;
     let active = |r: &TestRouter| r.router().active_uplink().map(|u| u.name.clone());
     // Wait for both uplinks, then check the cheaper one is used.
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while e.router().uplinks_up() < 2 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    eventually("both uplinks up", async || {
+        (e.router().uplinks_up() >= 2).then_some(())
     })
-    .await
-    .expect("both uplinks up");
+    .await;
     assert_eq!(active(&e).as_deref(), Some("to-a"));
     assert_eq!(
         echo_roundtrip(e.listener_addr("echo"), b"via a").await,

@@ -1,24 +1,26 @@
 //! Routers as separate processes, started from YAML files as a user would: killing a router
 //! in a redundant topology, and the memory a router holds for idle and slow flows.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use support::procs::*;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use van_testkit::eventually;
+use van_testkit::router::process::*;
+use van_testkit::router::*;
+
+const ROUTER: &str = env!("CARGO_BIN_EXE_van-router");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_transit_router_moves_new_connections_to_the_other_path() {
-    let dir = Dir::new("kill");
+    let dir = van_testkit::temp_dir("kill");
     let pki = Pki::new("ca");
     let echo = echo_server().await;
     let d = spawn(
-        &dir.0,
+        ROUTER,
+        dir.path(),
         &pki,
         "d",
         &format!(
@@ -29,21 +31,24 @@ async fn killing_a_transit_router_moves_new_connections_to_the_other_path() {
     );
     let pd = d.link_port().await;
     let b = spawn(
-        &dir.0,
+        ROUTER,
+        dir.path(),
         &pki,
         "b",
         &format!("{}{}", link_listener_yaml(), links_yaml(&[("b-d", pd, 1)])),
     );
     let pb = b.link_port().await;
     let c = spawn(
-        &dir.0,
+        ROUTER,
+        dir.path(),
         &pki,
         "c",
         &format!("{}{}", link_listener_yaml(), links_yaml(&[("c-d", pd, 1)])),
     );
     let pc = c.link_port().await;
     let a = spawn(
-        &dir.0,
+        ROUTER,
+        dir.path(),
         &pki,
         "a",
         &format!(
@@ -54,46 +59,20 @@ async fn killing_a_transit_router_moves_new_connections_to_the_other_path() {
     wait_for(&a, "listener up", listener_up).await;
     let addr = SocketAddr::from(([127, 0, 0, 1], a.listener_port("echo").await));
     // Wait until both paths are known, so the test is about failover, not start-up.
-    let mut admin = van_router::admin::connect(&a.admin).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let nodes = admin
-            .list_nodes(van_proto::admin::ListRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .nodes;
-        if nodes.len() == 4
+    a.wait_nodes("both paths to d", |nodes| {
+        nodes.len() == 4
             && nodes
                 .iter()
                 .any(|n| n.router_id == "d" && n.next_hop == "b")
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "topology did not converge: {nodes:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     // b, the transit router, must have converged too before the first flow.
-    let mut admin_b = van_router::admin::connect(&b.admin).await.unwrap();
-    loop {
-        let nodes = admin_b
-            .list_nodes(van_proto::admin::ListRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .nodes;
-        if nodes
+    b.wait_nodes("a route to d", |nodes| {
+        nodes
             .iter()
             .any(|n| n.router_id == "d" && n.next_hop == "d")
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "b did not converge: {nodes:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     assert_eq!(echo_roundtrip(addr, b"before").await, b"before");
     // A long-lived flow through b.
     let mut held = TcpStream::connect(addr).await.unwrap();
@@ -107,7 +86,7 @@ async fn killing_a_transit_router_moves_new_connections_to_the_other_path() {
     let r = tokio::time::timeout(Duration::from_secs(5), held.read(&mut one)).await;
     assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "held flow: {r:?}");
     // New connections succeed through c within a few seconds.
-    loop {
+    eventually("a new flow through c", async || {
         let attempt = tokio::time::timeout(Duration::from_secs(1), async {
             let mut s = TcpStream::connect(addr).await.ok()?;
             s.write_all(b"after").await.ok()?;
@@ -115,17 +94,15 @@ async fn killing_a_transit_router_moves_new_connections_to_the_other_path() {
             let mut got = Vec::new();
             s.read_to_end(&mut got).await.ok()?;
             (got == b"after").then_some(())
-        })
-        .await;
-        if let Ok(Some(())) = attempt {
-            break;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(5),
-            "no failover within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        });
+        attempt.await.ok().flatten()
+    })
+    .await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(5),
+        "no failover within 5 s: {:?}",
+        killed.elapsed()
+    );
     eprintln!("failover took {:?}", killed.elapsed());
     drop((c, d));
 }
@@ -133,6 +110,7 @@ async fn killing_a_transit_router_moves_new_connections_to_the_other_path() {
 /// Two router processes a -> b with a listener on a for a service at `target`.
 async fn pair(dir: &Path, pki: &Pki, target: SocketAddr) -> (Proc, Proc, SocketAddr) {
     let b = spawn(
+        ROUTER,
         dir,
         pki,
         "b",
@@ -144,6 +122,7 @@ async fn pair(dir: &Path, pki: &Pki, target: SocketAddr) -> (Proc, Proc, SocketA
     );
     let pb = b.link_port().await;
     let a = spawn(
+        ROUTER,
         dir,
         pki,
         "a",
@@ -159,10 +138,10 @@ async fn pair(dir: &Path, pki: &Pki, target: SocketAddr) -> (Proc, Proc, SocketA
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_idle_flows_cost_little_memory() {
-    let dir = Dir::new("idle");
+    let dir = van_testkit::temp_dir("idle");
     let pki = Pki::new("ca");
     let echo = echo_server().await;
-    let (a, b, addr) = pair(&dir.0, &pki, echo).await;
+    let (a, b, addr) = pair(dir.path(), &pki, echo).await;
     // Warm up once so lazily built state is not counted as per-flow cost.
     assert_eq!(echo_roundtrip(addr, b"warm").await, b"warm");
     let before = a.rss_kib() + b.rss_kib();
@@ -185,7 +164,7 @@ async fn a_thousand_idle_flows_cost_little_memory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_reader_gets_every_byte_and_router_memory_stays_bounded() {
     const TOTAL: usize = 96 << 20;
-    let dir = Dir::new("slow");
+    let dir = van_testkit::temp_dir("slow");
     let pki = Pki::new("ca");
     // A server that reads 64 KiB at a time with pauses, hashing what it gets.
     let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -206,7 +185,7 @@ async fn a_slow_reader_gets_every_byte_and_router_memory_stays_bounded() {
             tokio::time::sleep(Duration::from_micros(500)).await;
         }
     });
-    let (a, b, addr) = pair(&dir.0, &pki, target).await;
+    let (a, b, addr) = pair(dir.path(), &pki, target).await;
     let idle = (a.rss_kib(), b.rss_kib());
     let data = payload(1 << 20);
     let mut expect = 0u64;

@@ -1,10 +1,8 @@
 //! Many interior routers in one network (Skupper's limit is 128).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::*;
+use van_testkit::router::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_network_of_128_interior_routers_converges_and_carries_flows() {

@@ -2,48 +2,31 @@
 //! that misbehave after a good TLS handshake. The router must refuse, count, log, and keep
 //! serving everyone else.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use rustls::pki_types::ServerName;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use van_router::tls::TlsMaterial;
 use van_router::wire::Frame;
+use van_testkit::eventually;
+use van_testkit::router::*;
 
 /// Waits until `r` has counted at least `n` link failures of `kind`.
 async fn wait_failures(r: &TestRouter, kind: &str, n: u64) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while r.router().metrics().link_failure_count(kind) < n {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    let what = format!("{} to count {n} {kind} link failures", r.router().id());
+    eventually(&what, async || {
+        (r.router().metrics().link_failure_count(kind) >= n).then_some(())
     })
-    .await
-    .unwrap_or_else(|_| panic!("{} never counted a {kind} failure", r.router().id()));
+    .await;
 }
 
 async fn link_state(r: &TestRouter) -> (String, String) {
     let l = &van_router::admin::links(r.router()).links[0];
     (l.state.clone(), l.last_error.clone())
-}
-
-/// Starts B (listening), then A dialing B with the given profile; returns both.
-async fn dial_with(
-    pki_b: &Pki,
-    a_profile: van_router::config::TlsProfile,
-) -> (TestRouter, TestRouter) {
-    let mut fb = base_config("b", pki_b.profile("b"));
-    link_listener(&mut fb);
-    let b = start(fb).await;
-    let mut fa = base_config("a", a_profile);
-    link_to(&mut fa, "to-b", b.link_addr(), 1);
-    let a = start(fa).await;
-    (a, b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,12 +64,7 @@ async fn refuses_an_expired_client_certificate() {
 async fn refuses_a_server_whose_certificate_another_ca_signed() {
     let good = Pki::new("good-ca");
     let rogue = Pki::new("rogue-ca");
-    let mut fb = base_config("b", rogue.profile("b"));
-    link_listener(&mut fb);
-    let b = start(fb).await;
-    let mut fa = base_config("a", good.profile("a"));
-    link_to(&mut fa, "to-b", b.link_addr(), 1);
-    let a = start(fa).await;
+    let (a, _b) = dial_with(&rogue, good.profile("a")).await;
     wait_failures(&a, "tls", 1).await;
     let (state, err) = link_state(&a).await;
     assert_eq!(state, "failed");
@@ -99,12 +77,9 @@ async fn refuses_a_server_whose_certificate_another_ca_signed() {
 async fn a_link_to_a_port_nobody_listens_on_fails_as_connect_refused() {
     let pki = Pki::new("ca");
     // Bound but not listening: connections are refused, and no other process can take it.
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], 0)).into())
-        .unwrap();
-    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let nowhere = van_testkit::ReservedPort::localhost();
     let mut fa = base_config("a", pki.profile("a"));
-    link_to(&mut fa, "to-nowhere", addr, 1);
+    link_to(&mut fa, "to-nowhere", nowhere.addr(), 1);
     let a = start(fa).await;
     wait_failures(&a, "connect", 1).await;
     let l = &van_router::admin::links(a.router()).links[0];

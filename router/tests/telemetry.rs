@@ -1,7 +1,5 @@
 //! Flow spans exported over OTLP to a collector the test runs.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -11,9 +9,11 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use support::procs::*;
-use support::*;
 use tokio::sync::mpsc;
+use van_testkit::router::process::*;
+use van_testkit::router::*;
+
+const ROUTER: &str = env!("CARGO_BIN_EXE_van-router");
 
 struct Collector(mpsc::UnboundedSender<ExportTraceServiceRequest>);
 
@@ -49,11 +49,12 @@ async fn each_flow_is_exported_as_one_span_with_key_path_bytes_and_outcome() {
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
     );
 
-    let dir = Dir::new("otlp");
+    let dir = van_testkit::temp_dir("otlp");
     let pki = Pki::new("ca");
     let echo = echo_server().await;
     let b = spawn(
-        &dir.0,
+        ROUTER,
+        dir.path(),
         &pki,
         "b",
         &format!(
@@ -64,7 +65,8 @@ async fn each_flow_is_exported_as_one_span_with_key_path_bytes_and_outcome() {
     );
     let pb = b.link_port().await;
     let a = spawn(
-        &dir.0,
+        ROUTER,
+        dir.path(),
         &pki,
         "a",
         &format!(

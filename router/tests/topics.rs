@@ -2,15 +2,13 @@
 //! router (interior and edge) once, follows changes, and disappears when its publisher
 //! clears it or leaves the network.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use support::*;
 use tokio_stream::StreamExt;
 use van_proto::admin::{self as pb, router_admin_client::RouterAdminClient};
 use van_router::config::{EntityKind, EntityOp};
+use van_testkit::router::*;
 
 type Client = RouterAdminClient<tonic::transport::Channel>;
 

@@ -1,15 +1,14 @@
 //! Multi-hop forwarding, lowest-cost path selection, listener gating and failure handling
 //! with several real routers.
 
-mod support;
-
 use std::io::ErrorKind;
 use std::time::Duration;
 
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use van_router::config::{EntityKind, EntityOp};
+use van_testkit::eventually;
+use van_testkit::router::*;
 
 /// A router with a link listener plus outbound links to `peers` (name, router, cost).
 async fn router(pki: &Pki, id: &str, peers: &[(&str, &TestRouter, u32)]) -> TestRouter {
@@ -166,13 +165,15 @@ async fn listener_refuses_until_a_connector_is_reachable_and_after_it_goes() {
 async fn a_connector_whose_target_refuses_closes_the_client_promptly() {
     let pki = Pki::new("ca");
     let (a, b) = two_routers(&pki).await;
+    // Bound, never listening: every connection to it is refused for as long as it is held.
+    let refusing = van_testkit::ReservedPort::localhost();
     a.router()
         .apply_ops(vec![listener_op("svc", "svc")], false, false)
         .await
         .unwrap();
     b.router()
         .apply_ops(
-            vec![connector_op("svc", "svc", closed_port())],
+            vec![connector_op("svc", "svc", refusing.addr())],
             false,
             false,
         )
@@ -374,18 +375,11 @@ async fn parallel_links_share_the_flows() {
     b.apply(vec![connector_op("svc", "svc", echo)]).await;
     a.apply(vec![listener_op("svc", "svc")]).await;
     a.wait_reachable("svc").await;
-    let up = async {
-        loop {
-            let links = van_router::admin::links(a.router()).links;
-            if links.iter().filter(|l| l.state == "up").count() == 2 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), up)
-        .await
-        .expect("both links up");
+    eventually("both links up", async || {
+        let links = van_router::admin::links(a.router()).links;
+        (links.iter().filter(|l| l.state == "up").count() == 2).then_some(())
+    })
+    .await;
     let mut held = Vec::new();
     for _ in 0..10 {
         let mut s = TcpStream::connect(a.listener_addr("svc")).await.unwrap();

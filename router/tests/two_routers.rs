@@ -1,12 +1,11 @@
 //! Two real routers linked over mutual TLS carrying TCP flows.
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use van_testkit::eventually;
+use van_testkit::router::*;
 
 /// Two linked routers with an echo service behind b and a listener for it on a.
 async fn echo_pair() -> (TestRouter, TestRouter) {
@@ -88,19 +87,12 @@ async fn zero_byte_connections_open_and_close_cleanly() {
     assert_eq!(echo_roundtrip(a.listener_addr("echo"), b"ok").await, b"ok");
     let l = &van_router::admin::listeners(a.router()).listeners[0];
     assert_eq!(l.connections_opened, 21);
-    let wait_closed = async {
-        loop {
-            let l = &van_router::admin::listeners(a.router()).listeners[0];
-            let c = &van_router::admin::connectors(b.router()).connectors[0];
-            if l.connections_closed == 21 && c.connections_closed == 21 {
-                return (l.clone(), c.clone());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    let (l, c) = tokio::time::timeout(Duration::from_secs(5), wait_closed)
-        .await
-        .expect("all flows closed");
+    let (l, c) = eventually("all flows closed", async || {
+        let l = &van_router::admin::listeners(a.router()).listeners[0];
+        let c = &van_router::admin::connectors(b.router()).connectors[0];
+        (l.connections_closed == 21 && c.connections_closed == 21).then(|| (l.clone(), c.clone()))
+    })
+    .await;
     assert_eq!(l.bytes_in, 2);
     assert_eq!(l.bytes_out, 2);
     assert_eq!(c.bytes_in, 2);
@@ -119,14 +111,10 @@ async fn a_thousand_concurrent_flows_through_two_routers() {
         s.write_all(&payload(1000 + i)).await.unwrap();
         conns.push(s);
     }
-    let open = async {
-        while van_router::admin::flows(b.router()).flows.len() < 1000 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), open)
-        .await
-        .expect("1000 flows open at the egress router at once");
+    eventually("1000 flows open at the egress router at once", async || {
+        (van_router::admin::flows(b.router()).flows.len() >= 1000).then_some(())
+    })
+    .await;
     assert_eq!(van_router::admin::flows(a.router()).flows.len(), 1000);
     let mut tasks = Vec::new();
     for (i, mut s) in conns.into_iter().enumerate() {

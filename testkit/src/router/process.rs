@@ -1,35 +1,13 @@
-//! Routers as child processes started from YAML files.
+//! Routers as child processes started from YAML files, as a user starts them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+use van_proto::admin::router_admin_client::RouterAdminClient;
+use van_proto::admin::{ListRequest, ListenerList};
 
 use super::Pki;
-
-/// A scratch directory removed on drop.
-pub struct Dir(pub PathBuf);
-
-impl Dir {
-    pub fn new(tag: &str) -> Dir {
-        let p =
-            std::env::temp_dir().join(format!("van-{tag}-{}-{}", std::process::id(), rand_u32()));
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-pub fn rand_u32() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos()
-}
+use crate::eventually_ok;
 
 /// A router process; killed on drop.
 pub struct Proc {
@@ -47,19 +25,9 @@ impl Drop for Proc {
     }
 }
 
-impl Proc {
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
-}
-
-/// Writes the router's PEM files and YAML config, and starts `van-router` on it.
-pub fn spawn(dir: &Path, pki: &Pki, id: &str, body: &str) -> Proc {
+/// Writes the router's PEM files and YAML configuration into `dir` and starts `exe` (the
+/// `van-router` binary: `env!("CARGO_BIN_EXE_van-router")` in the router's tests) on them.
+pub fn spawn(exe: &str, dir: &Path, pki: &Pki, id: &str, body: &str) -> Proc {
     let (cert, key) = pki.issue(id);
     let (ca_f, cert_f, key_f) = (
         dir.join("ca.pem"),
@@ -82,7 +50,7 @@ pub fn spawn(dir: &Path, pki: &Pki, id: &str, body: &str) -> Proc {
     let cfg_path = dir.join(format!("{id}.yaml"));
     std::fs::write(&cfg_path, cfg).unwrap();
     let log = dir.join(format!("{id}.log"));
-    let child = Command::new(env!("CARGO_BIN_EXE_van-router"))
+    let child = Command::new(exe)
         // Export spans quickly when a test configures an OTLP endpoint.
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .arg("--config")
@@ -100,26 +68,20 @@ pub fn spawn(dir: &Path, pki: &Pki, id: &str, body: &str) -> Proc {
 }
 
 /// Polls the admin API until `ok` holds for the listener view.
-pub async fn wait_for<F: Fn(&van_proto::admin::ListenerList) -> bool>(p: &Proc, what: &str, ok: F) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+pub async fn wait_for<F: Fn(&ListenerList) -> bool>(p: &Proc, what: &str, ok: F) {
+    eventually_ok(&format!("{}: {what}", p.name), async || {
         if let Ok(mut c) = van_router::admin::connect(&p.admin).await
-            && let Ok(l) = c.list_listeners(van_proto::admin::ListRequest {}).await
+            && let Ok(l) = c.list_listeners(ListRequest {}).await
             && ok(&l.into_inner())
         {
-            return;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {what} not reached; log:\n{}",
-            p.name,
-            std::fs::read_to_string(&p.log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        Err(p.log_text())
+    })
+    .await
 }
 
-pub fn listener_up(l: &van_proto::admin::ListenerList) -> bool {
+pub fn listener_up(l: &ListenerList) -> bool {
     l.listeners.iter().all(|l| l.state == "up") && !l.listeners.is_empty()
 }
 
@@ -129,29 +91,39 @@ pub fn link_listener_yaml() -> String {
 }
 
 impl Proc {
-    async fn client(
-        &self,
-    ) -> van_proto::admin::router_admin_client::RouterAdminClient<tonic::transport::Channel> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(c) = van_router::admin::connect(&self.admin).await {
-                return c;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: admin API never came up; log:\n{}",
-                self.name,
-                std::fs::read_to_string(&self.log).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// What the router has logged so far.
+    fn log_text(&self) -> String {
+        format!(
+            "log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        )
+    }
+
+    /// A client of the admin API, once it answers.
+    pub async fn client(&self) -> RouterAdminClient<tonic::transport::Channel> {
+        let what = format!("{}: the admin API", self.name);
+        eventually_ok(&what, async || {
+            van_router::admin::connect(&self.admin)
+                .await
+                .map_err(|_| self.log_text())
+        })
+        .await
     }
 
     /// The port of the link listener "ir".
     pub async fn link_port(&self) -> u16 {
         let mut c = self.client().await;
         let l = c
-            .list_link_listeners(van_proto::admin::ListRequest {})
+            .list_link_listeners(ListRequest {})
             .await
             .unwrap()
             .into_inner();
@@ -165,16 +137,31 @@ impl Proc {
     /// The bound port of TCP listener `name`.
     pub async fn listener_port(&self, name: &str) -> u16 {
         let mut c = self.client().await;
-        let l = c
-            .list_listeners(van_proto::admin::ListRequest {})
-            .await
-            .unwrap()
-            .into_inner();
+        let l = c.list_listeners(ListRequest {}).await.unwrap().into_inner();
         l.listeners
             .iter()
             .find(|l| l.name == name)
             .map(|l| l.port as u16)
             .expect("listener")
+    }
+
+    /// Waits until the router's routing table satisfies `ok` (given its nodes).
+    pub async fn wait_nodes(&self, what: &str, ok: impl Fn(&[van_proto::admin::Node]) -> bool) {
+        let mut c = self.client().await;
+        eventually_ok(&format!("{}: {what}", self.name), async || {
+            let nodes = c
+                .list_nodes(ListRequest {})
+                .await
+                .map_err(|e| e.to_string())?
+                .into_inner()
+                .nodes;
+            if ok(&nodes) {
+                Ok(())
+            } else {
+                Err(format!("{nodes:?}"))
+            }
+        })
+        .await
     }
 }
 

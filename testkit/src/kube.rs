@@ -1,27 +1,26 @@
-//! The stateful fake Kubernetes API server (`controller/tests/fake_kube_api.py`) as tests use
-//! it; included by path by the controller's and the CLI's tests.
-#![allow(dead_code)] // not every test uses every helper
+//! The stateful fake Kubernetes API server (`fake_kube_api.py`, beside this crate's
+//! Cargo.toml): real HTTP or HTTPS, real watches, simplified server-side apply. Needs python3.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// The fake API server, stopped when dropped.
-pub(crate) struct FakeApi {
+pub struct FakeApi {
     child: Child,
-    pub(crate) port: u16,
+    pub port: u16,
     /// PEM of the CA of its server certificate when it speaks HTTPS.
-    pub(crate) ca: Option<String>,
+    pub ca: Option<String>,
 }
 
 impl FakeApi {
     /// Over plain HTTP (the test hooks `put` and `log` need it).
-    pub(crate) fn start() -> FakeApi {
+    pub fn start() -> FakeApi {
         FakeApi::spawn(&[], None)
     }
 
     /// Over HTTPS, with a certificate for 127.0.0.1 from a fresh CA (files in `dir`).
-    pub(crate) fn start_tls(dir: &Path) -> FakeApi {
+    pub fn start_tls(dir: &Path) -> FakeApi {
         let certs = van_controller::certs::new_site_certs(
             "0123456789abcdef",
             van_controller::certs::server_hosts(["127.0.0.1"]),
@@ -37,9 +36,7 @@ impl FakeApi {
     }
 
     fn spawn(args: &[&std::ffi::OsStr], ca: Option<String>) -> FakeApi {
-        // Both crates that use this sit one level below the workspace root.
-        let script =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../controller/tests/fake_kube_api.py");
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fake_kube_api.py");
         let mut child = Command::new("python3")
             .arg(&script)
             .args(args)
@@ -59,13 +56,13 @@ impl FakeApi {
         }
     }
 
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         let scheme = if self.ca.is_some() { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// A kubeconfig whose current context is this server (and its CA) and namespace `west`.
-    pub(crate) fn kubeconfig_text(&self) -> String {
+    pub fn kubeconfig_text(&self) -> String {
         let ca = match &self.ca {
             // base64, as kubeconfig's `*-data` fields are (ByteString serialises so).
             Some(pem) => format!(
@@ -84,19 +81,19 @@ impl FakeApi {
     }
 
     /// [`Self::kubeconfig_text`] written to `dir/kubeconfig`.
-    pub(crate) fn kubeconfig(&self, dir: &Path) -> PathBuf {
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
         let path = dir.join("kubeconfig");
         std::fs::write(&path, self.kubeconfig_text()).unwrap();
         path
     }
 
     /// A client from the kubeconfig, as the CLI and the pods make theirs.
-    pub(crate) async fn client(&self) -> kube::Client {
-        let kc = kube::config::Kubeconfig::from_yaml(&self.kubeconfig_text()).unwrap();
-        let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+    pub async fn client(&self) -> ::kube::Client {
+        let kc = ::kube::config::Kubeconfig::from_yaml(&self.kubeconfig_text()).unwrap();
+        let cfg = ::kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .unwrap();
-        kube::Client::try_from(cfg).unwrap()
+        ::kube::Client::try_from(cfg).unwrap()
     }
 
     /// One plain HTTP/1.0 exchange with the fake's test hooks; returns status line and body.
@@ -120,7 +117,7 @@ impl FakeApi {
     }
 
     /// Creates or replaces an object, as `kubectl apply` would.
-    pub(crate) async fn put(&self, plural: &str, name: &str, obj: serde_json::Value) {
+    pub async fn put(&self, plural: &str, name: &str, obj: serde_json::Value) {
         let body = serde_json::to_vec(&obj).unwrap();
         let (status, text) = self
             .request("PUT", &format!("/fake/{plural}/{name}"), &body)
@@ -129,7 +126,7 @@ impl FakeApi {
     }
 
     /// The requests served so far, one per line.
-    pub(crate) async fn log(&self) -> String {
+    pub async fn log(&self) -> String {
         self.request("GET", "/fake/log", b"").await.1
     }
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""A small, stateful stand-in for the Kubernetes API server, for the controller's tests.
+"""A small, stateful stand-in for the Kubernetes API server, for the controller's and the
+CLI's tests (through van_testkit::kube::FakeApi).
 
 It keeps objects of one namespace in memory and speaks what kube-rs asks of it: get, list
 (label selectors `k=v`, `k in (a,b)`; field selector `metadata.name=`), watch (JSON lines,

@@ -1,8 +1,7 @@
-//! Shared helpers for router integration tests: a test PKI, router configs on port 0,
-//! in-process routers, and echo servers.
-#![allow(dead_code, unreachable_pub)]
+//! Routers for tests: a test PKI, router configurations on port 0, in-process routers, echo
+//! servers, and ([`process`]) routers as child processes.
 
-pub mod procs;
+pub mod process;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -291,13 +290,14 @@ fn init_test_logging() {
     });
 }
 
+/// Starts a router in this process from `f`, whose admin API listens on TCP.
 pub async fn start(f: config::FileConfig) -> TestRouter {
     init_test_logging();
     let cfg = Config::from_file(f).expect("valid test config");
     let listeners = Listeners::bind(&cfg).await.unwrap();
     let admin = match &listeners.admin {
         van_router::admin::AdminBind::Tcp(l) => l.local_addr().unwrap(),
-        _ => unreachable!(),
+        van_router::admin::AdminBind::Unix(_) => panic!("TestRouter wants a TCP admin API"),
     };
     let running = van_router::start(cfg, listeners).await.unwrap();
     TestRouter { running, admin }
@@ -324,12 +324,6 @@ pub async fn echo_server() -> SocketAddr {
         }
     });
     addr
-}
-
-/// A free port with nothing listening (bound then released).
-pub fn closed_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
 }
 
 /// Sends `data`, shuts the write side, and returns everything read until EOF.
@@ -362,11 +356,26 @@ pub fn payload(n: usize) -> Vec<u8> {
 
 /// Two routers, A (dials) and B (listens), linked over mTLS.
 pub async fn two_routers(pki: &Pki) -> (TestRouter, TestRouter) {
-    let mut fb = base_config("b", pki.profile("b"));
+    dial_with(pki, pki.profile("a")).await
+}
+
+/// Starts B (listening, with a certificate from `pki_b`), then A dialing B with `a_profile`;
+/// returns both, whether or not the link comes up.
+pub async fn dial_with(pki_b: &Pki, a_profile: TlsProfile) -> (TestRouter, TestRouter) {
+    let mut fb = base_config("b", pki_b.profile("b"));
     link_listener(&mut fb);
     let b = start(fb).await;
-    let mut fa = base_config("a", pki.profile("a"));
+    let mut fa = base_config("a", a_profile);
     link_to(&mut fa, "to-b", b.link_addr(), 1);
     let a = start(fa).await;
     (a, b)
+}
+
+/// Starts a router in this process from its YAML configuration (its admin API on a unix
+/// socket, as in a site).
+pub async fn start_yaml(yaml: &str) -> Running {
+    init_test_logging();
+    let cfg = Config::from_yaml(yaml).expect("valid test config");
+    let listeners = Listeners::bind(&cfg).await.unwrap();
+    van_router::start(cfg, listeners).await.unwrap()
 }
