@@ -152,12 +152,21 @@ async fn claim_tokens_refused_for_expiry_tampering_and_replay() {
         assert!(!o.status.success(), "{err}");
         assert!(err.contains(want), "wanted {want:?} in {err}");
     };
-    // Expired (the issuer's clock decides).
+    // Expired: a token whose file says so is refused before west is asked. (That west's own
+    // record decides when the file lies is shown in controller/tests/sites.rs, on a clock
+    // the test moves instead of waiting for a token to expire.)
     let t = file("short.yaml");
     sites
-        .ok("west", &["token", "create", &t, "--expiry", "1s"])
+        .ok("west", &["token", "create", &t, "--expiry", "1m"])
         .await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let yaml = std::fs::read_to_string(&t).unwrap();
+    let expires = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("skupper.io/claim-expiration:"))
+        .expect("a claim token carries its expiry")
+        .trim()
+        .to_string();
+    std::fs::write(&t, yaml.replace(&expires, "'2020-01-01T00:00:00Z'")).unwrap();
     refused(&t, "expired").await;
     // Tampered: another secret in the file.
     let t = file("tampered.yaml");

@@ -65,6 +65,8 @@ pub struct Sockets {
 pub struct Options {
     pub site: SiteConfig,
     pub store: Arc<dyn SiteStore>,
+    /// What dates tokens: the system's clock, or one a test moves.
+    pub clock: Arc<dyn clock::Clock>,
 }
 
 // The claims endpoint redeems through the controller; the impl lives here so that neither
@@ -105,7 +107,7 @@ pub async fn run(
     sockets: Sockets,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let c = Controller::open(opts.site, opts.store).await?;
+    let c = Controller::open_with_clock(opts.site, opts.store, opts.clock).await?;
     serve(c, sockets, shutdown).await
 }
 

@@ -223,6 +223,7 @@ pub async fn run(
         crate::Options {
             site,
             store: std::sync::Arc::new(LocalStore::new(&dir)),
+            clock: std::sync::Arc::new(crate::clock::SystemClock),
         },
         crate::Sockets {
             api: crate::ApiBind::Unix(api),

@@ -334,6 +334,49 @@ async fn watch_streams_a_snapshot_then_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_failing_is_streamed_with_its_kind() {
+    let pki = Pki::new("ca");
+    // Bound but not listening: every attempt is refused.
+    let nowhere = van_testkit::ReservedPort::localhost();
+    let mut f = base_config("solo", pki.profile("solo"));
+    link_to(&mut f, "to-nowhere", nowhere.addr(), 1);
+    let r = start(f).await;
+    let mut stream = client(&r)
+        .await
+        .watch(pb::WatchRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    use pb::watch_event::View;
+    let mut failed = async || {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let ev = stream.next().await.unwrap().unwrap();
+                if let Some(View::Links(l)) = ev.view
+                    && let Some(l) = l.links.into_iter().find(|l| l.state == "failed")
+                {
+                    return l;
+                }
+            }
+        })
+        .await
+        .expect("a failed attempt is streamed")
+    };
+    // The first failure may already be in the snapshot; nothing else changes on a lone
+    // router, so only the next attempt failing can bring the next event.
+    let first = failed().await;
+    let next = failed().await;
+    assert!(
+        next.errors > first.errors,
+        "{} then {}",
+        first.errors,
+        next.errors
+    );
+    assert_eq!(next.failure(), pb::LinkFailure::ConnectRefused);
+    assert!(next.last_error.contains("refused"), "{}", next.last_error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_grpc_health_and_reflection() {
     let pki = Pki::new("ca");
     let r = start(base_config("solo", pki.profile("solo"))).await;
