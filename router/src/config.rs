@@ -22,7 +22,7 @@ pub const DEFAULT_HELLO_MAX_AGE_MS: u64 = 2_000;
 pub const DEFAULT_LS_REFRESH_MS: u64 = 30_000;
 /// Link state not refreshed for this long is dropped (two refreshes missed).
 pub const DEFAULT_LS_MAX_AGE_MS: u64 = 75_000;
-/// First and largest delay between attempts of an outbound link.
+/// First and largest delay between attempts of an outgoing link.
 pub const DEFAULT_BACKOFF_MIN_MS: u64 = 100;
 pub const DEFAULT_BACKOFF_MAX_MS: u64 = 5_000;
 /// Per-flow window: bytes a sender may have in flight before the far end grants more.

@@ -259,7 +259,7 @@ fn check_handshake(me: &Identity, h: &wire::Handshake, want: &[Role]) -> Result<
     Ok(())
 }
 
-// === outbound ===
+// === outgoing ===
 
 /// How long a dialer waits before its next attempt: from `backoff_min`, doubling with each
 /// attempt up to `backoff_max`; a link that stayed up a while reconnects quickly again.
@@ -487,7 +487,7 @@ async fn dial_once(
     .await)
 }
 
-// === inbound ===
+// === incoming ===
 
 /// Accepts links on a link listener until the task is aborted.
 pub(crate) async fn accept_loop(
@@ -661,7 +661,7 @@ async fn accept_one(
         },
     };
     let reason = run_link(env.clone(), agreed, false, status, (s, buf), data).await;
-    info!(peer_router = %h.router_id, %reason, "Inbound link ended");
+    info!(peer_router = %h.router_id, %reason, "Incoming link ended");
     Ok(())
 }
 
