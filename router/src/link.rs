@@ -293,7 +293,7 @@ impl Backoff {
     }
 }
 
-/// Keeps an outbound link up: connect, handshake, run, and reconnect with backoff.
+/// Keeps an outgoing link up: connect, handshake, run, and reconnect with backoff.
 pub(crate) async fn dial_loop(
     env: LinkEnv,
     cfg: config::Link,
@@ -524,7 +524,7 @@ pub(crate) async fn accept_loop(
             async move {
                 if let Err(e) = accept_one(&env, &cfg, &pending, acceptor, tcp, addr).await {
                     env.metrics.link_failures(e.kind());
-                    warn!(error = %van_telemetry::Report(&e), "Refused inbound link");
+                    warn!(error = %van_telemetry::Report(&e), "Refused incoming link");
                 }
             }
             .instrument(info_span!("accept", peer = %addr)),
