@@ -10,7 +10,7 @@ use van_router::config::{EntityKind, EntityOp};
 use van_testkit::eventually;
 use van_testkit::router::*;
 
-/// A router with a link listener plus outbound links to `peers` (name, router, cost).
+/// A router with a link listener plus outgoing links to `peers` (name, router, cost).
 async fn router(pki: &Pki, id: &str, peers: &[(&str, &TestRouter, u32)]) -> TestRouter {
     let mut f = base_config(id, pki.profile(id));
     link_listener(&mut f);
