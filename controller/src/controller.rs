@@ -1175,7 +1175,6 @@ fn site_of(
 }
 
 /// Compares secrets without revealing through timing how much of a guess was right.
-/// Compares secrets without telling a timing observer how much of them matched.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     subtle::ConstantTimeEq::ct_eq(a, b).into()
 }

@@ -180,37 +180,40 @@ impl Configurator {
             })?;
             prebound_tcp.insert(l.name.clone(), s);
         }
-        let material = |profile: &str| -> Result<TlsMaterial, ApplyError> {
-            TlsMaterial::load(&next.tls_profiles[profile]).map_err(|e| {
-                ApplyError::Config(ConfigError::single(
+        let invalid =
+            |path: String, message: String| ApplyError::Config(ConfigError::single(path, message));
+        // Each profile's files are read once, however many entities use it.
+        let mut materials: HashMap<&str, TlsMaterial> = HashMap::new();
+        let mut material = |profile: &str| -> Result<TlsMaterial, ApplyError> {
+            if let Some(m) = materials.get(profile) {
+                return Ok(m.clone());
+            }
+            let (name, p) = next
+                .tls_profiles
+                .get_key_value(profile)
+                .expect("validated: every referenced profile exists");
+            let m = TlsMaterial::load(p).map_err(|e| {
+                invalid(
                     format!("tls_profiles[{profile}]"),
                     van_telemetry::Report(&e).to_string(),
-                ))
-            })
+                )
+            })?;
+            materials.insert(name, m.clone());
+            Ok(m)
         };
         let mut link_tls = HashMap::new();
         for l in &new_links {
-            link_tls.insert(
-                l.name.clone(),
-                material(&l.tls_profile)?.client_config().map_err(|e| {
-                    ApplyError::Config(ConfigError::single(
-                        format!("links[{}]", l.name),
-                        e.to_string(),
-                    ))
-                })?,
-            );
+            let tls = material(&l.tls_profile)?
+                .client_config()
+                .map_err(|e| invalid(format!("links[{}]", l.name), e.to_string()))?;
+            link_tls.insert(l.name.clone(), tls);
         }
         let mut listener_tls = HashMap::new();
         for l in &new_link_listeners {
-            listener_tls.insert(
-                l.name.clone(),
-                material(&l.tls_profile)?.server_config().map_err(|e| {
-                    ApplyError::Config(ConfigError::single(
-                        format!("link_listeners[{}]", l.name),
-                        e.to_string(),
-                    ))
-                })?,
-            );
+            let tls = material(&l.tls_profile)?
+                .server_config()
+                .map_err(|e| invalid(format!("link_listeners[{}]", l.name), e.to_string()))?;
+            listener_tls.insert(l.name.clone(), tls);
         }
 
         // 2. Stop what was removed or replaced.
