@@ -538,13 +538,22 @@ pub fn diff(have: &rpb::RouterConfig, want: &rpb::RouterConfig) -> Vec<rpb::Conf
         tcp_listeners,
         rpb::Kind::TcpListener,
         Op::PutTcpListener,
-        |h: &rpb::TcpListenerConfig, w: &rpb::TcpListenerConfig| h == w
+        |h: &rpb::TcpListenerConfig, w: &rpb::TcpListenerConfig| {
+            let mut w = w.clone();
+            // The router reports the protocol it defaulted to.
+            w.protocol = default_protocol(&w.protocol);
+            *h == w
+        }
     );
     kind!(
         tcp_connectors,
         rpb::Kind::TcpConnector,
         Op::PutTcpConnector,
-        |h: &rpb::TcpConnectorConfig, w: &rpb::TcpConnectorConfig| h == w
+        |h: &rpb::TcpConnectorConfig, w: &rpb::TcpConnectorConfig| {
+            let mut w = w.clone();
+            w.protocol = default_protocol(&w.protocol);
+            *h == w
+        }
     );
     // Profiles go last among deletes: links and link listeners may still name them.
     let tls = rpb::Kind::TlsProfile as i32;
@@ -554,6 +563,15 @@ pub fn diff(have: &rpb::RouterConfig, want: &rpb::RouterConfig) -> Vec<rpb::Conf
     ops.extend(profiles);
     ops.extend(puts);
     ops
+}
+
+/// The protocol an empty field means, as the router reports it.
+fn default_protocol(p: &str) -> String {
+    if p.is_empty() {
+        "tcp".into()
+    } else {
+        p.to_string()
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ fn listener(name: &str, port: u32) -> rpb::TcpListenerConfig {
         host: "127.0.0.1".into(),
         port,
         routing_key: format!("{name}:{port}"),
+        protocol: "tcp".into(),
     }
 }
 

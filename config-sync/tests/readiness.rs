@@ -156,6 +156,7 @@ fn listener_on(port: u16) -> cpb::DesiredRouterConfig {
                 host: "127.0.0.1".into(),
                 port: u32::from(port),
                 routing_key: "backend:8080".into(),
+                ..Default::default()
             }],
             ..Default::default()
         }),

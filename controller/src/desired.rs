@@ -82,6 +82,7 @@ pub fn router_config(cfg: &SiteConfig, state: &SiteState, remote: &Remote) -> rp
                 host: cfg.listener_host.clone(),
                 port: u32::from(*p),
                 routing_key: routing_key(&v.def.address, *p),
+                protocol: v.def.protocol.clone(),
             });
         }
     }
@@ -93,6 +94,8 @@ pub fn router_config(cfg: &SiteConfig, state: &SiteState, remote: &Remote) -> rp
                     host: t.host.clone(),
                     port: u32::from(*tp),
                     routing_key: routing_key(&s.address, *sp),
+                    protocol: s.protocol.clone(),
+                    host_override: String::new(),
                 });
             }
         }

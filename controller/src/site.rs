@@ -205,8 +205,10 @@ pub fn host_problem(h: &str) -> Option<String> {
     (!ok).then(|| format!("{h:?} is neither an IP address nor a host name"))
 }
 
-/// The only protocol the data plane carries today.
+/// The default protocol: a byte stream, balanced per connection.
 pub const PROTOCOL_TCP: &str = "tcp";
+/// Every protocol a service may have. `http` and `http2` are balanced per request.
+pub const PROTOCOLS: [&str; 3] = ["tcp", "http", "http2"];
 
 /// A service: an address and ports other sites can reach, and where this site delivers it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -252,10 +254,10 @@ pub fn check_service(address: &str, ports: &[u32], protocol: &str) -> Result<Vec
     if let Some(m) = dns_label_problem(address, 48) {
         errs.push("address", m);
     }
-    if protocol != PROTOCOL_TCP {
+    if !PROTOCOLS.contains(&protocol) {
         errs.push(
             "protocol",
-            format!("{protocol:?} is not supported; the only protocol is \"tcp\""),
+            format!("{protocol:?} is not a protocol (tcp, http or http2)"),
         );
     }
     if ports.is_empty() {
@@ -277,7 +279,7 @@ pub fn check_service(address: &str, ports: &[u32], protocol: &str) -> Result<Vec
 }
 
 /// The protocol a request names, `tcp` when it names none.
-pub(crate) fn default_protocol(p: &str) -> String {
+pub fn default_protocol(p: &str) -> String {
     if p.is_empty() {
         PROTOCOL_TCP.into()
     } else {

@@ -40,6 +40,8 @@ async fn main() -> anyhow::Result<()> {
         host: "127.0.0.1".into(),
         port: http.port(),
         routing_key: "backend".into(),
+        protocol: config::Protocol::Tcp,
+        host_override: None,
     });
     let east = start(east).await?;
     let link_addr = east
@@ -64,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         host: "127.0.0.1".into(),
         port: 0,
         routing_key: "backend".into(),
+        protocol: config::Protocol::Tcp,
     });
     let t0 = Instant::now();
     let west = start(west).await?;

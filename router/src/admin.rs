@@ -170,6 +170,9 @@ pub fn listeners(r: &Router) -> pb::ListenerList {
                     bytes_in: l.bytes_in.load(Ordering::Relaxed),
                     bytes_out: l.bytes_out.load(Ordering::Relaxed),
                     connections_refused: l.refused.load(Ordering::Relaxed),
+                    protocol: l.cfg.protocol.as_str().into(),
+                    requests: l.requests.load(Ordering::Relaxed),
+                    request_errors: l.request_errors.load(Ordering::Relaxed),
                 }
             })
             .collect(),
@@ -196,6 +199,10 @@ pub fn connectors(r: &Router) -> pb::ConnectorList {
                     bytes_out: c.bytes_out.load(Ordering::Relaxed),
                     connect_failures: c.failures.load(Ordering::Relaxed),
                     active_flows: c.active.load(Ordering::Relaxed),
+                    protocol: c.cfg.protocol.as_str().into(),
+                    pooled_connections: c.pool.as_ref().map_or(0, |p| p.open_connections()),
+                    requests: c.requests.load(Ordering::Relaxed),
+                    host_override: c.cfg.host_override.clone().unwrap_or_default(),
                 }
             })
             .collect(),
@@ -246,6 +253,8 @@ pub fn flows(r: &Router) -> pb::FlowList {
             bytes_out: f.bytes_out.load(Ordering::Relaxed),
             bytes_in: f.bytes_in.load(Ordering::Relaxed),
             age_ms: f.started.elapsed().as_millis() as u64,
+            protocol: f.protocol.into(),
+            request: f.request.clone(),
         })
         .collect();
     flows.sort_by_key(|f| std::cmp::Reverse(f.age_ms));
@@ -265,6 +274,16 @@ fn port(errs: &mut Vec<FieldError>, path: String, p: u32) -> u16 {
             message: format!("{p} is not a port number"),
         });
         0
+    })
+}
+
+fn protocol(errs: &mut Vec<FieldError>, path: String, s: &str) -> config::Protocol {
+    config::Protocol::parse(s).unwrap_or_else(|| {
+        errs.push(FieldError {
+            path,
+            message: format!("{s:?} is not a protocol (tcp, http or http2)"),
+        });
+        config::Protocol::Tcp
     })
 }
 
@@ -295,12 +314,15 @@ pub fn ops_from_pb(change: pb::ConfigChange) -> Result<Vec<EntityOp>, ConfigErro
         ops.push(match op {
             Op::PutTcpListener(l) => EntityOp::PutTcpListener(config::TcpListener {
                 port: port(&mut errs, p("port"), l.port),
+                protocol: protocol(&mut errs, p("protocol"), &l.protocol),
                 name: l.name,
                 host: l.host,
                 routing_key: l.routing_key,
             }),
             Op::PutTcpConnector(c) => EntityOp::PutTcpConnector(config::TcpConnector {
                 port: port(&mut errs, p("port"), c.port),
+                protocol: protocol(&mut errs, p("protocol"), &c.protocol),
+                host_override: opt(&c.host_override),
                 name: c.name,
                 host: c.host,
                 routing_key: c.routing_key,
@@ -420,6 +442,7 @@ pub async fn config(r: &Router) -> pb::RouterConfig {
                 host: l.host.clone(),
                 port: u32::from(l.port),
                 routing_key: l.routing_key.clone(),
+                protocol: l.protocol.as_str().into(),
             })
             .collect(),
         tcp_connectors: e
@@ -430,6 +453,8 @@ pub async fn config(r: &Router) -> pb::RouterConfig {
                 host: c.host.clone(),
                 port: u32::from(c.port),
                 routing_key: c.routing_key.clone(),
+                protocol: c.protocol.as_str().into(),
+                host_override: c.host_override.clone().unwrap_or_default(),
             })
             .collect(),
     }

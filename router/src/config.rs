@@ -161,6 +161,9 @@ impl Timers {
 pub struct FlowSection {
     pub window_bytes: u32,
     pub connect_timeout_ms: u64,
+    /// HTTP services: how long a request may wait for its response head before the client
+    /// gets 504. 0 (the default) waits as long as the client does.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for FlowSection {
@@ -168,6 +171,7 @@ impl Default for FlowSection {
         FlowSection {
             window_bytes: DEFAULT_FLOW_WINDOW,
             connect_timeout_ms: DEFAULT_CONNECT_TIMEOUT_MS,
+            request_timeout_ms: 0,
         }
     }
 }
@@ -240,6 +244,49 @@ pub struct Link {
     pub server_name: Option<String>,
 }
 
+/// What a service's traffic is, which decides how the router carries it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// A byte stream: each connection goes to one server.
+    #[default]
+    Tcp,
+    /// HTTP/1.1 (and HTTP/2 cleartext with prior knowledge): each request is routed.
+    Http,
+    /// HTTP/2 cleartext only (gRPC): each stream is routed.
+    Http2,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Http => "http",
+            Protocol::Http2 => "http2",
+        }
+    }
+
+    /// Parses the names the APIs use; empty means `tcp`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tcp" | "" => Some(Protocol::Tcp),
+            "http" => Some(Protocol::Http),
+            "http2" => Some(Protocol::Http2),
+            _ => None,
+        }
+    }
+
+    pub fn is_http(self) -> bool {
+        self != Protocol::Tcp
+    }
+}
+
+fn is_tcp(p: &Protocol) -> bool {
+    *p == Protocol::Tcp
+}
+
+/// A service address clients connect to. (The name predates HTTP: a `protocol` of `http`
+/// or `http2` makes it an HTTP listener.)
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TcpListener {
@@ -248,8 +295,11 @@ pub struct TcpListener {
     /// 0 lets the OS choose; the admin API reports the bound port.
     pub port: u16,
     pub routing_key: String,
+    #[serde(default, skip_serializing_if = "is_tcp")]
+    pub protocol: Protocol,
 }
 
+/// A target (server) of a service address.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct TcpConnector {
@@ -257,6 +307,12 @@ pub struct TcpConnector {
     pub host: String,
     pub port: u16,
     pub routing_key: String,
+    #[serde(default, skip_serializing_if = "is_tcp")]
+    pub protocol: Protocol,
+    /// HTTP only: the `Host` (HTTP/2 `:authority`) sent to the target instead of the
+    /// client's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_override: Option<String>,
 }
 
 /// Live entities keyed by name, in the order the admin API lists them.
@@ -696,6 +752,19 @@ fn validate_entities(errs: &mut Errors, mode: Mode, e: &Entities) {
         check_routing_key(errs, &format!("{p}.routing_key"), &c.routing_key);
         if c.port == 0 {
             errs.push(format!("{p}.port"), "must be between 1 and 65535");
+        }
+        if let Some(h) = &c.host_override {
+            if !c.protocol.is_http() {
+                errs.push(
+                    format!("{p}.host_override"),
+                    "applies only to connectors with protocol http or http2",
+                );
+            } else if http::HeaderValue::from_str(h).is_err() || h.is_empty() {
+                errs.push(
+                    format!("{p}.host_override"),
+                    format!("{h:?} is not a valid Host header value"),
+                );
+            }
         }
     }
 }

@@ -24,7 +24,10 @@ use crate::mux::{DataConn, FlowInbound, OpenHandler};
 use crate::neighbours::Neighbours;
 use crate::routing::{self, RoutingTable, TableRx};
 use crate::shared::{Identity, Rng};
-use crate::tcp::{Accept, ConnectorTable, ListenerRt};
+use crate::tcp::{Accept, ConnectorRt, ConnectorTable, ListenerRt};
+use crate::web::balance::Latency;
+
+mod http;
 
 /// Hops a flow may cross before it is reset (guards against transient routing loops).
 const FLOW_TTL: u32 = 64;
@@ -82,7 +85,10 @@ pub(crate) struct Dispatch {
     rng: Arc<Rng>,
     pub(crate) flows: FlowTable,
     /// Flows open toward each destination router (ingress and local), for balancing.
+    /// An HTTP request is a flow, so for HTTP these are requests in flight.
     open_to: Mutex<HashMap<String, u32>>,
+    /// Response times of HTTP requests per destination, for balancing.
+    latency: Latency,
     rotate: AtomicUsize,
     /// Our own `Arc`, for the tasks spawned from `&self` trait methods.
     this: Weak<Dispatch>,
@@ -153,6 +159,7 @@ impl Dispatch {
             rng,
             flows: FlowTable::default(),
             open_to: Mutex::new(HashMap::new()),
+            latency: Latency::default(),
             rotate: AtomicUsize::new(0),
             this: this.clone(),
         })
@@ -354,6 +361,7 @@ impl Dispatch {
                 client_addr: client_addr.clone(),
                 ttl: FLOW_TTL,
                 path: vec![self.me.id.clone()],
+                protocol: wire::FlowProtocol::FlowTcp as i32,
             },
         });
         let rec = self.flows.register(FlowRecord::new(
@@ -387,43 +395,72 @@ impl Dispatch {
 
     // --- egress ---
 
-    /// A flow for one of our connectors arrived on `conn`.
-    fn egress(self: &Arc<Self>, conn: &Arc<DataConn>, stream: u32, open: wire::FlowOpen) {
-        let Some(connector) = self.connectors.pick(&open.routing_key) else {
-            // An attached edge may serve the key on our behalf.
-            if let Some(e) = self.edges.edge_for(&open.routing_key, &conn.peer) {
-                let mut fwd = open.clone();
-                fwd.dest_router = e.peer.clone();
-                fwd.path.push(self.me.id.clone());
-                if conn.splice(stream, &e.conn, fwd) {
-                    return;
-                }
+    /// A flow for a key we hold no connector for: an attached edge may serve it on our
+    /// behalf, else the flow is reset.
+    fn no_connector(&self, conn: &Arc<DataConn>, stream: u32, open: wire::FlowOpen) {
+        if let Some(e) = self.edges.edge_for(&open.routing_key, &conn.peer) {
+            let mut fwd = open.clone();
+            fwd.dest_router = e.peer.clone();
+            fwd.path.push(self.me.id.clone());
+            if conn.splice(stream, &e.conn, fwd) {
+                return;
             }
-            conn.reset(
-                stream,
-                ResetCode::NoConnector,
-                format!(
-                    "router {} has no connector for {:?}",
-                    self.me.id, open.routing_key
-                ),
-            );
-            return;
-        };
+        }
+        conn.reset(
+            stream,
+            ResetCode::NoConnector,
+            format!(
+                "router {} has no connector for {:?}",
+                self.me.id, open.routing_key
+            ),
+        );
+    }
+
+    /// Takes a flow a neighbour opened for `connector` and registers it; `None` when the
+    /// connection has closed meanwhile.
+    fn accept_egress(
+        &self,
+        conn: &Arc<DataConn>,
+        stream: u32,
+        open: &wire::FlowOpen,
+        connector: &ConnectorRt,
+        http: bool,
+    ) -> Option<(
+        Arc<FlowInbound>,
+        tokio::sync::mpsc::UnboundedReceiver<crate::mux::Inbound>,
+        Arc<FlowRecord>,
+    )> {
         let (inbound, rx) = FlowInbound::new();
         if !conn.accept_local(stream, inbound.clone()) {
             connector.active.fetch_sub(1, Ordering::Relaxed);
-            return;
+            return None;
         }
         let mut path = open.path.clone();
         path.push(self.me.id.clone());
-        let rec = self.flows.register(FlowRecord::new(
+        let mut rec = FlowRecord::new(
             open.flow_id,
             open.routing_key.clone(),
             "egress",
             open.client_addr.clone(),
             connector.target(),
             path,
-        ));
+        );
+        if http {
+            rec = rec.http(String::new());
+        }
+        Some((inbound, rx, self.flows.register(rec)))
+    }
+
+    /// A flow for one of our connectors arrived on `conn`.
+    fn egress(self: &Arc<Self>, conn: &Arc<DataConn>, stream: u32, open: wire::FlowOpen) {
+        let Some(connector) = self.connectors.pick(&open.routing_key) else {
+            self.no_connector(conn, stream, open);
+            return;
+        };
+        let Some((inbound, rx, rec)) = self.accept_egress(conn, stream, &open, &connector, false)
+        else {
+            return;
+        };
         let dispatch = self.clone();
         let conn = conn.clone();
         let span = flow_span(
@@ -470,7 +507,11 @@ impl Dispatch {
 impl Accept for Dispatch {
     fn accepted(&self, client: TcpStream, listener: Arc<ListenerRt>) {
         if let Some(me) = self.this.upgrade() {
-            tokio::spawn(me.ingress(client, listener));
+            if listener.cfg.protocol.is_http() {
+                tokio::spawn(me.serve_http(client, listener));
+            } else {
+                tokio::spawn(me.ingress(client, listener));
+            }
         }
     }
 }
@@ -497,7 +538,11 @@ impl OpenHandler for Dispatch {
             }
         }
         if open.dest_router == self.me.id {
-            me.egress(conn, stream, open);
+            if open.protocol == wire::FlowProtocol::FlowHttp as i32 {
+                me.egress_http(conn, stream, open);
+            } else {
+                me.egress(conn, stream, open);
+            }
             return;
         }
         if self.me.mode == Mode::Edge {

@@ -41,6 +41,10 @@ pub struct FlowRecord {
     pub bytes_out: AtomicU64,
     /// Server -> client bytes.
     pub bytes_in: AtomicU64,
+    /// "tcp", or "http" for a flow that carries one HTTP request.
+    pub protocol: &'static str,
+    /// HTTP flows: method and path, e.g. "GET /reviews/1".
+    pub request: String,
 }
 
 impl FlowRecord {
@@ -64,7 +68,16 @@ impl FlowRecord {
             started: Instant::now(),
             bytes_out: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
+            protocol: "tcp",
+            request: String::new(),
         }
+    }
+
+    /// Marks the flow as one HTTP request.
+    pub(crate) fn http(mut self, request: String) -> FlowRecord {
+        self.protocol = "http";
+        self.request = request;
+        self
     }
 }
 

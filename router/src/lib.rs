@@ -24,6 +24,7 @@ pub mod routing;
 mod shared;
 pub mod tcp;
 pub mod tls;
+mod web;
 pub mod wire;
 
 use std::future::Future;

@@ -49,6 +49,9 @@ pub(crate) struct FlowInbound {
     pub(crate) credit_notify: Notify,
     /// Bytes the far end may still send us; a DATA frame beyond it is a protocol violation.
     pub(crate) budget: AtomicI64,
+    /// The stream was reset or its connection closed: nothing more can be sent on it.
+    gone: AtomicBool,
+    gone_notify: Notify,
 }
 
 impl FlowInbound {
@@ -59,8 +62,36 @@ impl FlowInbound {
             credit: AtomicI64::new(i64::from(INITIAL_WINDOW)),
             credit_notify: Notify::new(),
             budget: AtomicI64::new(i64::from(INITIAL_WINDOW)),
+            gone: AtomicBool::new(false),
+            gone_notify: Notify::new(),
         };
         (Arc::new(fi), rx)
+    }
+
+    /// Ends the stream for this endpoint: the event goes to its receiver, and a sender
+    /// waiting for credit or for the end wakes up.
+    fn end(&self, ev: Inbound) {
+        let _ = self.tx.send(ev);
+        self.gone.store(true, Ordering::Release);
+        self.credit_notify.notify_one();
+        self.gone_notify.notify_waiters();
+    }
+
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the stream is reset or its connection closed.
+    pub(crate) async fn gone(&self) {
+        loop {
+            let n = self.gone_notify.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.is_gone() {
+                return;
+            }
+            n.await;
+        }
     }
 }
 
@@ -244,9 +275,7 @@ impl DataConn {
         for (_, e) in streams {
             match e {
                 Entry::Local(fi) => {
-                    let _ = fi
-                        .tx
-                        .send(Inbound::Reset(ResetCode::LinkLost, reason.to_string()));
+                    fi.end(Inbound::Reset(ResetCode::LinkLost, reason.to_string()));
                 }
                 Entry::Transit(t) => {
                     t.other.remove(t.other_stream);
@@ -294,7 +323,7 @@ impl DataConn {
                 match e {
                     Some(Entry::Local(fi)) => {
                         let code = ResetCode::try_from(reset.code).unwrap_or(ResetCode::Aborted);
-                        let _ = fi.tx.send(Inbound::Reset(code, reset.reason));
+                        fi.end(Inbound::Reset(code, reset.reason));
                     }
                     Some(Entry::Transit(t)) => {
                         t.other.remove(t.other_stream);
@@ -330,7 +359,7 @@ impl DataConn {
                     drop(streams);
                     warn!(peer = %self.peer, stream, "Flow window overrun; resetting flow");
                     self.reset(stream, ResetCode::Protocol, "window exceeded");
-                    let _ = fi.tx.send(Inbound::Reset(
+                    fi.end(Inbound::Reset(
                         ResetCode::Protocol,
                         "window exceeded".into(),
                     ));

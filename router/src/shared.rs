@@ -69,6 +69,11 @@ impl Rng {
         Rng(AtomicU64::new(seed | 1))
     }
 
+    /// Uniform in [0, 1).
+    pub(crate) fn unit(&self) -> f64 {
+        (self.u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     pub(crate) fn u32(&self) -> u32 {
         (self.u64() >> 32) as u32
     }

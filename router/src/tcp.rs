@@ -1,8 +1,10 @@
 //! TCP listeners (ingress) and connectors (egress) of service traffic.
 //!
-//! A listener holds its port from the start but only listens while some connector of its
-//! routing key is reachable; otherwise the port is bound without listening, so clients get
-//! "connection refused" at once instead of a connection that goes nowhere.
+//! A TCP listener holds its port from the start but only listens while some connector of
+//! its routing key is reachable; otherwise the port is bound without listening, so clients
+//! get "connection refused" at once instead of a connection that goes nowhere. An HTTP
+//! listener (protocol `http` or `http2`) always listens and answers 503 naming the address
+//! while no server is reachable.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -19,6 +21,8 @@ use crate::config;
 use crate::flow::FlowRecord;
 use crate::routing::TableRx;
 use crate::shared::Changes;
+use crate::web::codec::Wire;
+use crate::web::pool::Pool;
 
 /// Accept queue length of listeners (the kernel caps it at `net.core.somaxconn`). Bursts of
 /// new connections are normal for a proxy; a short queue turns them into resets.
@@ -36,6 +40,9 @@ pub struct ListenerRt {
     pub refused: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// HTTP listeners: requests received, and those answered with an error by the router.
+    pub requests: AtomicU64,
+    pub request_errors: AtomicU64,
     /// Fired when the listener is deleted with `drop_flows`.
     pub drop_flows: Notify,
 }
@@ -51,6 +58,8 @@ impl ListenerRt {
             refused: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            request_errors: AtomicU64::new(0),
             drop_flows: Notify::new(),
         })
     }
@@ -86,12 +95,22 @@ pub struct ConnectorRt {
     pub bytes_out: AtomicU64,
     pub last_error: Mutex<String>,
     pub drop_flows: Notify,
+    /// HTTP connectors: connections to the target, reused across requests.
+    pub pool: Option<Arc<Pool>>,
+    pub requests: AtomicU64,
 }
 
 impl ConnectorRt {
     pub(crate) fn new(cfg: config::TcpConnector) -> Arc<ConnectorRt> {
+        let pool = match cfg.protocol {
+            config::Protocol::Tcp => None,
+            config::Protocol::Http => Some(Pool::new(Wire::Http1)),
+            config::Protocol::Http2 => Some(Pool::new(Wire::Http2)),
+        };
         Arc::new(ConnectorRt {
             cfg,
+            pool,
+            requests: AtomicU64::new(0),
             active: AtomicU32::new(0),
             opened: AtomicU64::new(0),
             closed: AtomicU64::new(0),
@@ -228,6 +247,16 @@ impl ConnectorTable {
         keys
     }
 
+    /// Connectors of `key` not named in `tried`.
+    pub(crate) fn count_except(&self, key: &str, tried: &[String]) -> usize {
+        self.by_name
+            .read()
+            .expect("connectors lock")
+            .values()
+            .filter(|c| c.cfg.routing_key == key && !tried.contains(&c.cfg.name))
+            .count()
+    }
+
     pub(crate) fn count(&self, key: &str) -> usize {
         self.by_name
             .read()
@@ -240,11 +269,16 @@ impl ConnectorTable {
     /// The connector of `key` with the fewest open flows (rotating among equals), counted
     /// as carrying one more flow until `ConnectorRt::finish`.
     pub(crate) fn pick(&self, key: &str) -> Option<Arc<ConnectorRt>> {
+        self.pick_except(key, &[])
+    }
+
+    /// As `pick`, skipping the connectors named in `tried`.
+    pub(crate) fn pick_except(&self, key: &str, tried: &[String]) -> Option<Arc<ConnectorRt>> {
         let c = self.by_name.read().expect("connectors lock");
         // Snapshot the counts once: other flows change them concurrently.
         let cands: Vec<(&Arc<ConnectorRt>, u32)> = c
             .values()
-            .filter(|c| c.cfg.routing_key == key)
+            .filter(|c| c.cfg.routing_key == key && !tried.contains(&c.cfg.name))
             .map(|c| (c, c.active.load(Ordering::Relaxed)))
             .collect();
         let min = cands.iter().map(|(_, n)| *n).min()?;
@@ -317,8 +351,10 @@ pub(crate) async fn listener_task(env: ListenerEnv, rt: Arc<ListenerRt>, reserve
         }
         rt.set_state("down", format!("no reachable connector for {key:?}"));
         env.changes.notify();
-        // Wait until some connector of the key is reachable.
-        while !table.borrow_and_update().reachable(&key) {
+        // Wait until some connector of the key is reachable. HTTP listeners listen anyway:
+        // they answer 503 naming the address, which says more than a refused connection.
+        let http = rt.cfg.protocol.is_http();
+        while !http && !table.borrow_and_update().reachable(&key) {
             if table.changed().await.is_err() {
                 return;
             }
@@ -355,7 +391,7 @@ pub(crate) async fn listener_task(env: ListenerEnv, rt: Arc<ListenerRt>, reserve
                     if r.is_err() {
                         return;
                     }
-                    if !table.borrow_and_update().reachable(&key) {
+                    if !http && !table.borrow_and_update().reachable(&key) {
                         break;
                     }
                 }

@@ -24,6 +24,7 @@ fn put_listener(name: &str, port: u32, key: &str) -> pb::ConfigOp {
             host: "127.0.0.1".into(),
             port,
             routing_key: key.into(),
+            ..Default::default()
         })),
     }
 }
@@ -35,6 +36,7 @@ fn put_connector(name: &str, port: u32, key: &str) -> pb::ConfigOp {
             host: "127.0.0.1".into(),
             port,
             routing_key: key.into(),
+            ..Default::default()
         })),
     }
 }

@@ -148,6 +148,7 @@ pub fn tcp_listener(f: &mut config::FileConfig, name: &str, key: &str) {
         host: "127.0.0.1".into(),
         port: 0,
         routing_key: key.into(),
+        protocol: Default::default(),
     });
 }
 
@@ -157,6 +158,8 @@ pub fn tcp_connector(f: &mut config::FileConfig, name: &str, key: &str, target: 
         host: target.ip().to_string(),
         port: target.port(),
         routing_key: key.into(),
+        protocol: Default::default(),
+        host_override: None,
     });
 }
 
@@ -166,6 +169,7 @@ pub fn listener_op(name: &str, key: &str) -> van_router::config::EntityOp {
         host: "127.0.0.1".into(),
         port: 0,
         routing_key: key.into(),
+        protocol: Default::default(),
     })
 }
 
@@ -175,6 +179,36 @@ pub fn connector_op(name: &str, key: &str, target: SocketAddr) -> van_router::co
         host: target.ip().to_string(),
         port: target.port(),
         routing_key: key.into(),
+        protocol: Default::default(),
+        host_override: None,
+    })
+}
+
+/// A listener for `key` whose clients speak `protocol` (HTTP listeners route each request).
+pub fn service_listener_op(name: &str, key: &str, protocol: config::Protocol) -> config::EntityOp {
+    config::EntityOp::PutTcpListener(config::TcpListener {
+        name: name.into(),
+        host: "127.0.0.1".into(),
+        port: 0,
+        routing_key: key.into(),
+        protocol,
+    })
+}
+
+/// A connector for `key` to a target speaking `protocol`.
+pub fn service_connector_op(
+    name: &str,
+    key: &str,
+    target: SocketAddr,
+    protocol: config::Protocol,
+) -> config::EntityOp {
+    config::EntityOp::PutTcpConnector(config::TcpConnector {
+        name: name.into(),
+        host: target.ip().to_string(),
+        port: target.port(),
+        routing_key: key.into(),
+        protocol,
+        host_override: None,
     })
 }
 

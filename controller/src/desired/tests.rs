@@ -243,6 +243,7 @@ fn every_port_of_a_local_or_remote_service_gets_a_listener() {
         host: "10.0.0.2".into(),
         port: u32::from(port),
         routing_key: format!("{address}:{port}"),
+        protocol: "tcp".into(),
     };
     assert_eq!(
         out.tcp_listeners,
@@ -283,6 +284,8 @@ fn each_port_of_each_target_gets_a_connector() {
         host: host.into(),
         port,
         routing_key: key.into(),
+        protocol: "tcp".into(),
+        host_override: String::new(),
     };
     assert_eq!(
         out.tcp_connectors,
@@ -293,6 +296,30 @@ fn each_port_of_each_target_gets_a_connector() {
             connector("tgt-db-5433-1", "db-1.local", 5433, "db:5433"),
         ]
     );
+}
+
+#[test]
+fn an_http_service_gets_http_listeners_and_connectors() {
+    let mut svc = service("reviews", &[9080], &[("reviews.local", &[9080])]);
+    svc.protocol = "http2".into();
+    let mut remote_svc = remote("east", &[("ratings", &[9080])]);
+    for r in remote_svc.values_mut() {
+        for v in &mut r.services {
+            v.protocol = "http".into();
+        }
+    }
+    let out = interior(&serving(vec![svc]), &remote_svc);
+    let listeners: Vec<(&str, &str)> = out
+        .tcp_listeners
+        .iter()
+        .map(|l| (l.routing_key.as_str(), l.protocol.as_str()))
+        .collect();
+    assert_eq!(
+        listeners,
+        [("ratings:9080", "http"), ("reviews:9080", "http2")]
+    );
+    assert_eq!(out.tcp_connectors.len(), 1);
+    assert_eq!(out.tcp_connectors[0].protocol, "http2");
 }
 
 #[test]

@@ -26,7 +26,7 @@ use tracing::{info, warn};
 
 use crate::controller::Controller;
 use crate::error::{ControllerError, Invalid};
-use crate::site::{PROTOCOL_TCP, ServiceDef, Target, check_service};
+use crate::site::{PROTOCOL_TCP, ServiceDef, Target, check_service, default_protocol};
 use van_proto::controller as pb;
 
 pub const PROXY: &str = "skupper.io/proxy";
@@ -44,6 +44,8 @@ pub struct Exposure {
     /// `service/<name>` of the annotated Service.
     pub source: String,
     pub address: String,
+    /// tcp, http or http2.
+    pub protocol: String,
     pub ports: Vec<u16>,
     /// Where it is delivered (none: defined here, served by other sites).
     pub targets: Vec<Target>,
@@ -55,7 +57,6 @@ pub fn exposure(svc: &Service, namespace: &str) -> Option<Result<Exposure, Inval
     let proxy = ann.get(PROXY)?;
     let name = svc.metadata.name.clone().unwrap_or_default();
     let mut errs = Invalid::default();
-    // HTTP and HTTP/2 are carried as TCP: per-connection balancing, same bytes.
     if !matches!(proxy.as_str(), "tcp" | "http" | "http2") {
         errs.push(
             &format!("service/{name} {PROXY}"),
@@ -99,7 +100,12 @@ pub fn exposure(svc: &Service, namespace: &str) -> Option<Result<Exposure, Inval
         }
     }
     let target_name = ann.get(TARGET).cloned().unwrap_or_else(|| name.clone());
-    let ports = match check_service(&address, &ports, PROTOCOL_TCP) {
+    let protocol = if matches!(proxy.as_str(), "http" | "http2") {
+        proxy.clone()
+    } else {
+        PROTOCOL_TCP.to_string()
+    };
+    let ports = match check_service(&address, &ports, &protocol) {
         Ok(p) => p,
         Err(e) => {
             for (f, m) in e.errors {
@@ -114,6 +120,7 @@ pub fn exposure(svc: &Service, namespace: &str) -> Option<Result<Exposure, Inval
     Some(Ok(Exposure {
         source: format!("service/{name}"),
         address,
+        protocol,
         ports,
         targets: vec![Target {
             // The Service's DNS name inside the cluster; the router resolves it.
@@ -213,6 +220,7 @@ pub fn definitions(cm: &ConfigMap, namespace: &str) -> (Vec<Exposure>, Vec<Strin
             Ok(()) => out.push(Exposure {
                 source: DEFINITIONS_SOURCE.into(),
                 address: address.clone(),
+                protocol: default_protocol(&d.protocol),
                 ports,
                 targets,
             }),
@@ -452,7 +460,7 @@ impl Controller {
                     e.address.clone(),
                     ServiceDef {
                         address: e.address.clone(),
-                        protocol: PROTOCOL_TCP.into(),
+                        protocol: e.protocol.clone(),
                         ports: e.ports.clone(),
                         created,
                         targets: e.targets.clone(),

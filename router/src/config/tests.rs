@@ -722,6 +722,7 @@ fn tcp_listener(name: &str, host: &str, port: u16) -> TcpListener {
         host: host.into(),
         port,
         routing_key: "web".into(),
+        protocol: Default::default(),
     }
 }
 
@@ -865,6 +866,8 @@ fn with_ops_puts_every_kind() {
                     host: "db".into(),
                     port: 5433,
                     routing_key: "db".into(),
+                    protocol: Default::default(),
+                    host_override: None,
                 }),
             ],
         )

@@ -85,6 +85,7 @@ fn one_of_each() -> Vec<Frame> {
                 client_addr: "10.0.0.1:5555".into(),
                 ttl: 16,
                 path: vec!["west-1".into(), "mid".into()],
+                protocol: pb::FlowProtocol::FlowHttp as i32,
             },
         },
         Frame::Data {
@@ -561,6 +562,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                         client_addr: "127.0.0.1:1".into(),
                         ttl,
                         path,
+                        protocol: 0,
                     },
                 }
             }),

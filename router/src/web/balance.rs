@@ -1,0 +1,198 @@
+//! Per-request balancing: each request goes to a destination drawn with weights inversely
+//! proportional to its expected wait, `(requests in flight + 1) × (response time + path
+//! cost)`.
+//!
+//! Response time is a peak-sensitive moving average (as Linkerd's and Finagle's balancers
+//! use): a slow response raises it at once, fast ones lower it gradually, and with no new
+//! samples it decays toward zero so an idle destination gets tried again. A destination
+//! with no samples scores by path cost alone, so new servers get traffic at once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::routing::Destination;
+
+/// How fast old samples lose their weight.
+const DECAY: Duration = Duration::from_secs(2);
+/// Added to every expected wait, so a destination with no samples and no cost (this
+/// router) weighs a lot without weighing infinitely.
+const FLOOR_MICROS: f64 = 10.0;
+/// Estimates kept before stale ones are dropped.
+const MAX_ENTRIES: usize = 4096;
+/// Response time one unit of path cost stands for before any sample exists.
+const COST_MICROS: f64 = 50.0;
+
+#[derive(Debug, Clone, Copy)]
+struct Ewma {
+    micros: f64,
+    at: Instant,
+}
+
+impl Ewma {
+    fn decayed(&self, now: Instant) -> f64 {
+        let age = now.saturating_duration_since(self.at).as_secs_f64();
+        self.micros * (-age / DECAY.as_secs_f64()).exp()
+    }
+}
+
+/// Response-time estimates per routing key and destination router.
+#[derive(Debug, Default)]
+pub(crate) struct Latency {
+    by_dest: Mutex<HashMap<(String, String), Ewma>>,
+}
+
+impl Latency {
+    /// Records the time a request to `dest` took to its response head.
+    pub(crate) fn observe(&self, key: &str, dest: &str, took: Duration) {
+        let now = Instant::now();
+        let sample = took.as_secs_f64() * 1e6;
+        let mut m = self.by_dest.lock().expect("latency lock");
+        if m.len() >= MAX_ENTRIES {
+            // Destinations gone from the table stop getting samples; forget the stale ones.
+            m.retain(|_, e| now.saturating_duration_since(e.at) < DECAY * 30);
+        }
+        let e = m
+            .entry((key.to_string(), dest.to_string()))
+            .or_insert(Ewma {
+                micros: sample,
+                at: now,
+            });
+        let prev = e.decayed(now);
+        e.micros = if sample > prev {
+            sample
+        } else {
+            let w = (-now.saturating_duration_since(e.at).as_secs_f64() / DECAY.as_secs_f64())
+                .exp()
+                .clamp(0.5, 0.95);
+            prev * w + sample * (1.0 - w)
+        };
+        e.at = now;
+    }
+
+    fn estimate(&self, key: &str, dest: &str, now: Instant) -> f64 {
+        self.by_dest
+            .lock()
+            .expect("latency lock")
+            .get(&(key.to_string(), dest.to_string()))
+            .map_or(0.0, |e| e.decayed(now))
+    }
+}
+
+/// Picks the destination for one request of `key`, skipping routers in `tried`. Each
+/// destination's chance is inversely proportional to its expected wait, so equal servers
+/// share requests, a much slower one gets a trickle (which keeps its estimate current),
+/// and no choice depends on a single noisy sample. `u` is uniform in [0, 1).
+pub(crate) fn choose<'a>(
+    dests: &'a [Destination],
+    key: &str,
+    in_flight: impl Fn(&str) -> u32,
+    latency: &Latency,
+    tried: &[String],
+    u: f64,
+) -> Option<&'a Destination> {
+    let now = Instant::now();
+    let weighted: Vec<(&Destination, f64)> = dests
+        .iter()
+        .filter(|d| !tried.contains(&d.router))
+        .map(|d| {
+            let per = f64::from(in_flight(&d.router)) / f64::from(d.connectors.max(1));
+            let wait =
+                latency.estimate(key, &d.router, now) + d.cost as f64 * COST_MICROS + FLOOR_MICROS;
+            (d, 1.0 / ((per + 1.0) * wait))
+        })
+        .collect();
+    let total: f64 = weighted.iter().map(|(_, w)| w).sum();
+    let mut at = u.clamp(0.0, 1.0) * total;
+    for (d, w) in &weighted {
+        if at < *w {
+            return Some(d);
+        }
+        at -= w;
+    }
+    weighted.last().map(|(d, _)| *d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dest(router: &str, cost: u64) -> Destination {
+        Destination {
+            router: router.into(),
+            cost,
+            connectors: 1,
+        }
+    }
+
+    /// How many of 1000 evenly spread draws go to `router`.
+    fn share(
+        ds: &[Destination],
+        l: &Latency,
+        in_flight: impl Fn(&str) -> u32,
+        tried: &[String],
+        router: &str,
+    ) -> usize {
+        (0..1000)
+            .filter(|i| {
+                let u = f64::from(*i) / 1000.0;
+                choose(ds, "k", &in_flight, l, tried, u).unwrap().router == router
+            })
+            .count()
+    }
+
+    #[test]
+    fn equal_destinations_share_requests() {
+        let ds = [dest("east", 1), dest("south", 1)];
+        let l = Latency::default();
+        assert_eq!(share(&ds, &l, |_| 0, &[], "east"), 500);
+        l.observe("k", "east", Duration::from_micros(400));
+        l.observe("k", "south", Duration::from_micros(420));
+        let east = share(&ds, &l, |_| 0, &[], "east");
+        assert!((450..=550).contains(&east), "{east}");
+    }
+
+    #[test]
+    fn a_slow_destination_gets_a_trickle() {
+        let ds = [dest("east", 1), dest("south", 1)];
+        let l = Latency::default();
+        l.observe("k", "east", Duration::from_millis(20));
+        l.observe("k", "south", Duration::from_micros(300));
+        let east = share(&ds, &l, |_| 0, &[], "east");
+        assert!((1..=30).contains(&east), "{east}");
+        // Another key has its own estimates.
+        let other = (0..1000)
+            .filter(|i| {
+                choose(&ds, "other", |_| 0, &l, &[], f64::from(*i) / 1000.0)
+                    .unwrap()
+                    .router
+                    == "east"
+            })
+            .count();
+        assert_eq!(other, 500);
+    }
+
+    #[test]
+    fn requests_in_flight_and_cost_count() {
+        let ds = [dest("east", 1), dest("south", 1)];
+        let l = Latency::default();
+        l.observe("k", "east", Duration::from_millis(1));
+        l.observe("k", "south", Duration::from_millis(1));
+        let busy_east = |r: &str| if r == "east" { 3 } else { 0 };
+        let east = share(&ds, &l, busy_east, &[], "east");
+        assert!((150..=250).contains(&east), "{east}");
+        let near = [dest("here", 0), dest("far", 5)];
+        let here = share(&near, &Latency::default(), |_| 0, &[], "here");
+        assert!(here >= 950, "{here}");
+    }
+
+    #[test]
+    fn tried_destinations_are_skipped() {
+        let ds = [dest("east", 1), dest("south", 1)];
+        let l = Latency::default();
+        let tried = ["east".to_string()];
+        assert_eq!(share(&ds, &l, |_| 0, &tried, "south"), 1000);
+        let all = ["east".to_string(), "south".to_string()];
+        assert!(choose(&ds, "k", |_| 0, &l, &all, 0.5).is_none());
+    }
+}

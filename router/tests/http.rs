@@ -1,0 +1,457 @@
+//! HTTP services: routers terminate HTTP at the listener and route each request.
+//!
+//! The servers and clients here are hyper's, on real sockets; the routers are in-process
+//! and linked over mutual TLS.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use van_router::config::Protocol;
+use van_testkit::router::*;
+
+type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+/// A test HTTP server (HTTP/1.1 and HTTP/2) that says who it is.
+struct Server {
+    addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Server {
+    async fn start(name: &'static str, delay: Duration) -> Server {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (h, t) = (hits.clone(), tasks.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else {
+                    continue;
+                };
+                let h = h.clone();
+                let svc = hyper::service::service_fn(move |req| {
+                    h.fetch_add(1, Ordering::Relaxed);
+                    handle(name, delay, req)
+                });
+                let conn = tokio::spawn(async move {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(s), svc)
+                        .await;
+                });
+                t.lock().unwrap().push(conn);
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        Server { addr, hits, tasks }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Closes the listening socket and every connection.
+    fn stop(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+async fn handle(
+    name: &'static str,
+    delay: Duration,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, hyper::Error> {
+    tokio::time::sleep(delay).await;
+    let path = req.uri().path().to_string();
+    let mut resp = match path.as_str() {
+        // Echoes the body (and its trailers) back as it arrives.
+        "/echo" => Response::new(req.into_body().boxed()),
+        "/trailers" => {
+            let frames = vec![
+                Ok(Frame::data(Bytes::from_static(b"done"))),
+                Ok(Frame::trailers({
+                    let mut t = http::HeaderMap::new();
+                    t.insert("x-checksum", "c0ffee".parse().unwrap());
+                    t
+                })),
+            ];
+            Response::new(StreamBody::new(futures_iter(frames)).boxed())
+        }
+        "/no-content" => {
+            let mut r = Response::new(full(""));
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            r
+        }
+        "/host" => {
+            let host = req
+                .headers()
+                .get(http::header::HOST)
+                .map(|h| h.to_str().unwrap().to_string())
+                .or_else(|| req.uri().authority().map(|a| a.to_string()))
+                .unwrap_or_default();
+            Response::new(full(host))
+        }
+        _ => Response::new(full(name)),
+    };
+    resp.headers_mut()
+        .insert("x-server", http::HeaderValue::from_static(name));
+    Ok(resp)
+}
+
+fn futures_iter(
+    frames: Vec<Result<Frame<Bytes>, hyper::Error>>,
+) -> impl tokio_stream::Stream<Item = Result<Frame<Bytes>, hyper::Error>> + Send + Sync {
+    tokio_stream::iter(frames)
+}
+
+/// A client connection of either version.
+trait Client {
+    async fn send(&mut self, req: Request<Body>) -> hyper::Result<Response<Incoming>>;
+}
+
+impl Client for hyper::client::conn::http1::SendRequest<Body> {
+    async fn send(&mut self, req: Request<Body>) -> hyper::Result<Response<Incoming>> {
+        self.ready().await?;
+        self.send_request(req).await
+    }
+}
+
+impl Client for hyper::client::conn::http2::SendRequest<Body> {
+    async fn send(&mut self, req: Request<Body>) -> hyper::Result<Response<Incoming>> {
+        self.ready().await?;
+        self.send_request(req).await
+    }
+}
+
+async fn send(c: &mut impl Client, req: Request<Body>) -> hyper::Result<Response<Incoming>> {
+    c.send(req).await
+}
+
+/// One HTTP/1.1 keep-alive connection.
+async fn h1_client(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Body> {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
+/// One HTTP/2 connection (prior knowledge, no TLS).
+async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Body> {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path)
+        .header(http::header::HOST, "svc.example")
+        .body(full(""))
+        .unwrap()
+}
+
+/// West holds the listener; east and south each hold a connector to their own server.
+struct Net {
+    west: TestRouter,
+    _east: TestRouter,
+    _south: TestRouter,
+}
+
+async fn three_sites(
+    key: &str,
+    protocol: Protocol,
+    east_target: SocketAddr,
+    south_target: SocketAddr,
+) -> Net {
+    let pki = Pki::new("ca");
+    let mut fe = base_config("east", pki.profile("east"));
+    link_listener(&mut fe);
+    let east = start(fe).await;
+    let mut fs = base_config("south", pki.profile("south"));
+    link_listener(&mut fs);
+    let south = start(fs).await;
+    let mut fw = base_config("west", pki.profile("west"));
+    link_to(&mut fw, "to-east", east.link_addr(), 1);
+    link_to(&mut fw, "to-south", south.link_addr(), 1);
+    let west = start(fw).await;
+    west.apply(vec![service_listener_op("web", key, protocol)])
+        .await;
+    east.apply(vec![service_connector_op(
+        "web",
+        key,
+        east_target,
+        protocol,
+    )])
+    .await;
+    south
+        .apply(vec![service_connector_op(
+            "web",
+            key,
+            south_target,
+            protocol,
+        )])
+        .await;
+    // Both destinations known before the first request.
+    let mut rx = west.router().table_rx();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|t| t.addresses.get(key).is_some_and(|d| d.len() == 2)),
+    )
+    .await
+    .expect("both sites reachable")
+    .unwrap();
+    west.wait_reachable(key).await;
+    Net {
+        west,
+        _east: east,
+        _south: south,
+    }
+}
+
+async fn body_string(r: Response<Incoming>) -> String {
+    String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_on_one_keepalive_connection_are_spread_over_two_sites() {
+    let east = Server::start("east", Duration::ZERO).await;
+    let south = Server::start("south", Duration::ZERO).await;
+    let net = three_sites("web", Protocol::Http, east.addr, south.addr).await;
+    let mut c = h1_client(net.west.listener_addr("web")).await;
+    let mut by: HashMap<String, usize> = HashMap::new();
+    for _ in 0..200 {
+        let r = send(&mut c, get("/")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        *by.entry(body_string(r).await).or_default() += 1;
+    }
+    assert_eq!(by.values().sum::<usize>(), 200);
+    for site in ["east", "south"] {
+        let n = by.get(site).copied().unwrap_or(0);
+        assert!(n >= 20, "{site} served {n} of 200: {by:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_server_gets_few_requests() {
+    let east = Server::start("east", Duration::from_millis(30)).await;
+    let south = Server::start("south", Duration::ZERO).await;
+    let net = three_sites("web", Protocol::Http, east.addr, south.addr).await;
+    let mut c = h1_client(net.west.listener_addr("web")).await;
+    for _ in 0..200 {
+        let r = send(&mut c, get("/")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        body_string(r).await;
+    }
+    assert!(
+        east.hits() <= 40,
+        "the slow server got {} of 200 requests",
+        east.hits()
+    );
+    assert_eq!(east.hits() + south.hits(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_succeeds_when_one_sites_server_stops() {
+    let east = Server::start("east", Duration::ZERO).await;
+    let south = Server::start("south", Duration::ZERO).await;
+    let net = three_sites("web", Protocol::Http, east.addr, south.addr).await;
+    let mut c = h1_client(net.west.listener_addr("web")).await;
+    for i in 0..200 {
+        if i == 50 {
+            east.stop();
+        }
+        let r = send(&mut c, get("/")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "request {i}");
+        body_string(r).await;
+    }
+    assert!(
+        east.hits() >= 10 && east.hits() <= 50,
+        "east: {}",
+        east.hits()
+    );
+    assert!(south.hits() >= 150, "south: {}", south.hits());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_stream_both_ways_byte_exact() {
+    let east = Server::start("east", Duration::ZERO).await;
+    let south = Server::start("south", Duration::ZERO).await;
+    let net = three_sites("web", Protocol::Http, east.addr, south.addr).await;
+    let mut c = h1_client(net.west.listener_addr("web")).await;
+    for n in [0usize, 1, 70_000, 3 << 20] {
+        let data = payload(n);
+        let req = Request::post("/echo")
+            .header(http::header::HOST, "svc")
+            .body(full(data.clone()))
+            .unwrap();
+        let r = send(&mut c, req).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let got = r.into_body().collect().await.unwrap().to_bytes();
+        assert!(got == data, "{n} bytes came back as {}", got.len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_and_servers_keep_trailers_and_authority() {
+    let east = Server::start("east", Duration::ZERO).await;
+    let south = Server::start("south", Duration::ZERO).await;
+    let net = three_sites("grpcish", Protocol::Http2, east.addr, south.addr).await;
+    let mut c = h2_client(net.west.listener_addr("web")).await;
+    let req = Request::get("http://svc.example:8080/trailers")
+        .body(full(""))
+        .unwrap();
+    let r = send(&mut c, req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let all = r.into_body().collect().await.unwrap();
+    assert_eq!(
+        all.trailers().unwrap()["x-checksum"],
+        "c0ffee",
+        "trailers arrive intact"
+    );
+    assert_eq!(all.to_bytes(), "done");
+    let req = Request::get("http://svc.example:8080/host")
+        .body(full(""))
+        .unwrap();
+    let r = send(&mut c, req).await.unwrap();
+    assert_eq!(body_string(r).await, "svc.example:8080");
+    let r = c
+        .send_request(Request::get("http://x/no-content").body(full("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_prior_knowledge_works_on_an_http_listener() {
+    let east = Server::start("east", Duration::ZERO).await;
+    let south = Server::start("south", Duration::ZERO).await;
+    let net = three_sites("web", Protocol::Http, east.addr, south.addr).await;
+    let mut c = h2_client(net.west.listener_addr("web")).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let r = c
+            .send_request(Request::get("http://svc/").body(full("")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        seen.insert(body_string(r).await);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_router_answers_503_and_502_naming_the_address() {
+    let pki = Pki::new("ca");
+    let (a, b) = two_routers(&pki).await;
+    a.apply(vec![service_listener_op("web", "web", Protocol::Http)])
+        .await;
+    // Nothing serves the address: the listener still answers, with 503.
+    let addr = eventually_listening(&a, "web").await;
+    let mut c = h1_client(addr).await;
+    let r = send(&mut c, get("/")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let text = body_string(r).await;
+    assert!(text.contains("\"web\""), "{text}");
+    // A connector whose target refuses connections: 502.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    b.apply(vec![service_connector_op(
+        "web",
+        "web",
+        dead,
+        Protocol::Http,
+    )])
+    .await;
+    a.wait_reachable("web").await;
+    let r = send(&mut c, get("/")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let text = body_string(r).await;
+    assert!(
+        text.contains("\"web\"") && text.contains("refused"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_oversized_requests_get_400_and_431() {
+    let east = Server::start("east", Duration::ZERO).await;
+    let pki = Pki::new("ca");
+    let (a, b) = two_routers(&pki).await;
+    a.apply(vec![service_listener_op("web", "web", Protocol::Http)])
+        .await;
+    b.apply(vec![service_connector_op(
+        "web",
+        "web",
+        east.addr,
+        Protocol::Http,
+    )])
+    .await;
+    a.wait_reachable("web").await;
+    let addr = a.listener_addr("web");
+    let status = |raw: Vec<u8>| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&raw).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out)
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        status(b"GARBAGE\x01\x02 / HTTP/1.1\r\n\r\n".to_vec())
+            .await
+            .contains("400"),
+    );
+    let mut big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 200 * 1024));
+    big.extend_from_slice(b"\r\n\r\n");
+    assert!(status(big).await.contains("431"));
+    assert!(
+        status(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec())
+            .await
+            .contains("200")
+    );
+}
+
+/// Waits until the HTTP listener `name` listens (it does with no reachable server too).
+async fn eventually_listening(r: &TestRouter, name: &str) -> SocketAddr {
+    van_testkit::eventually_ok("the HTTP listener listens", async || {
+        let l = van_router::admin::listeners(r.router());
+        let l = l
+            .listeners
+            .iter()
+            .find(|l| l.name == name)
+            .ok_or("no listener")?;
+        if l.state == "up" {
+            Ok(SocketAddr::from(([127, 0, 0, 1], l.port as u16)))
+        } else {
+            Err(format!("state {}", l.state))
+        }
+    })
+    .await
+}
