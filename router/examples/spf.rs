@@ -31,6 +31,7 @@ fn network(n: usize) -> Lsdb {
         db.accept(
             wire::LinkState {
                 origin: id(i),
+                site: id(i),
                 instance: 1,
                 seq: 1,
                 neighbors,

@@ -261,6 +261,31 @@ pub fn flows(r: &Router) -> pb::FlowList {
     pb::FlowList { flows }
 }
 
+pub fn requests(r: &Router) -> pb::RequestStatsList {
+    let ms = |d: Option<std::time::Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+    pb::RequestStatsList {
+        requests: r
+            .metrics()
+            .request_stats()
+            .into_iter()
+            .map(|(k, s)| pb::RequestStats {
+                latency_mean_ms: s.latency_sum.as_secs_f64() * 1000.0 / s.requests.max(1) as f64,
+                latency_p50_ms: ms(s.quantile(0.5)),
+                latency_p90_ms: ms(s.quantile(0.9)),
+                latency_p99_ms: ms(s.quantile(0.99)),
+                address: k.address,
+                method: k.method,
+                code: k.code,
+                client_site: k.source_site,
+                server_site: k.dest_site,
+                requests: s.requests,
+                bytes_out: s.bytes_out,
+                bytes_in: s.bytes_in,
+            })
+            .collect(),
+    }
+}
+
 // --- configuration conversion ---
 
 fn opt(s: &str) -> Option<String> {
@@ -512,6 +537,12 @@ impl RouterAdmin for AdminService {
         _: Request<pb::ListRequest>,
     ) -> Result<Response<pb::FlowList>, Status> {
         Ok(Response::new(flows(&self.router)))
+    }
+    async fn list_requests(
+        &self,
+        _: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::RequestStatsList>, Status> {
+        Ok(Response::new(requests(&self.router)))
     }
     async fn get_config(
         &self,

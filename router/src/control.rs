@@ -127,6 +127,7 @@ pub(crate) fn check_values(values: &[wire::TopicValue]) -> Result<(), String> {
 
 pub(crate) struct Engine {
     self_id: String,
+    site: String,
     instance: u64,
     timers: Timers,
     lsdb: Lsdb,
@@ -142,6 +143,7 @@ pub(crate) struct Engine {
 impl Engine {
     pub(crate) fn new(
         self_id: String,
+        site: String,
         instance: u64,
         timers: Timers,
         table: watch::Sender<Arc<RoutingTable>>,
@@ -149,6 +151,7 @@ impl Engine {
         let mut e = Engine {
             lsdb: Lsdb::new(self_id.clone()),
             self_id,
+            site,
             instance,
             timers,
             neighbours: HashMap::new(),
@@ -366,6 +369,7 @@ impl Engine {
         }
         let ls = wire::LinkState {
             origin: self.self_id.clone(),
+            site: self.site.clone(),
             instance: self.instance,
             seq: self.seq,
             neighbors: best
@@ -419,6 +423,7 @@ mod tests {
     fn ls(origin: &str, neighbour: &str, key: &str) -> wire::LinkState {
         wire::LinkState {
             origin: origin.into(),
+            site: format!("{origin}-site"),
             instance: 1,
             seq: 1,
             neighbors: vec![wire::Neighbor {
@@ -501,7 +506,7 @@ mod tests {
         mpsc::UnboundedReceiver<ControlOut>,
     ) {
         let (table_tx, table) = watch::channel(Arc::new(RoutingTable::default()));
-        let engine = Engine::new("a".into(), 1, timers.clone(), table_tx);
+        let engine = Engine::new("a".into(), "site-a".into(), 1, timers.clone(), table_tx);
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(engine.run(rx));
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();

@@ -209,6 +209,7 @@ pub(crate) fn edge_table(
             instance,
             ls_seq: 0,
             neighbors: Vec::new(),
+            site: String::new(),
         },
     );
     for (k, n) in local_keys {
@@ -228,6 +229,7 @@ pub(crate) fn edge_table(
                 instance: 0,
                 ls_seq: 0,
                 neighbors: Vec::new(),
+                site: String::new(),
             },
         );
         for (k, n) in up.keys.lock().expect("edge keys").iter() {

@@ -61,7 +61,13 @@ impl Router {
         let (engine_tx, engine_rx) = mpsc::unbounded_channel();
         let edge_table = match cfg.mode {
             Mode::Interior => {
-                let engine = Engine::new(me.id.clone(), me.instance, cfg.timers.clone(), table_tx);
+                let engine = Engine::new(
+                    me.id.clone(),
+                    me.site.clone(),
+                    me.instance,
+                    cfg.timers.clone(),
+                    table_tx,
+                );
                 tokio::spawn(engine.run(engine_rx).instrument(info_span!("routing")));
                 None
             }
@@ -70,7 +76,7 @@ impl Router {
         };
         let changes = Changes::default();
         let rng = Arc::new(Rng::new(me.instance));
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new(&me.id));
         let neighbours = Arc::new(Neighbours::default());
         let edges = Arc::new(Edges::default());
         let links = Arc::new(LinkTable::default());
@@ -280,7 +286,6 @@ impl Router {
         let table = self.table();
         let (active, total) = self.flow_counts();
         Snapshot {
-            router_id: self.me.id.clone(),
             uptime_seconds: self.uptime().as_secs(),
             routers_reachable: table.nodes.len() as u64,
             addresses: table.addresses.len() as u64,

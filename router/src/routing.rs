@@ -32,6 +32,8 @@ pub struct NodeRoute {
     pub instance: u64,
     pub ls_seq: u64,
     pub neighbors: Vec<String>,
+    /// The site the router belongs to, as it advertises it.
+    pub site: String,
 }
 
 /// A router that holds connectors for a routing key.
@@ -197,6 +199,7 @@ impl Lsdb {
                     instance: ls.instance,
                     ls_seq: ls.seq,
                     neighbors: ls.neighbors.iter().map(|n| n.router_id.clone()).collect(),
+                    site: ls.site.clone(),
                 },
             );
             for a in &ls.addresses {

@@ -30,7 +30,20 @@ fn full(b: impl Into<Bytes>) -> Body {
 struct Server {
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    /// Requests to /slow whose handling was dropped before it finished (cancelled).
+    cancelled: Arc<AtomicUsize>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// Counts a handler dropped before it finished.
+struct CancelGuard(Arc<AtomicUsize>, bool);
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Server {
@@ -38,17 +51,18 @@ impl Server {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
+        let cancelled = Arc::new(AtomicUsize::new(0));
         let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (h, t) = (hits.clone(), tasks.clone());
+        let (h, t, cx) = (hits.clone(), tasks.clone(), cancelled.clone());
         let accept = tokio::spawn(async move {
             loop {
                 let Ok((s, _)) = l.accept().await else {
                     continue;
                 };
-                let h = h.clone();
+                let (h, cx) = (h.clone(), cx.clone());
                 let svc = hyper::service::service_fn(move |req| {
                     h.fetch_add(1, Ordering::Relaxed);
-                    handle(name, delay, req)
+                    handle(name, delay, req, cx.clone())
                 });
                 let conn = tokio::spawn(async move {
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -59,7 +73,12 @@ impl Server {
             }
         });
         tasks.lock().unwrap().push(accept);
-        Server { addr, hits, tasks }
+        Server {
+            addr,
+            hits,
+            cancelled,
+            tasks,
+        }
     }
 
     fn hits(&self) -> usize {
@@ -78,10 +97,18 @@ async fn handle(
     name: &'static str,
     delay: Duration,
     req: Request<Incoming>,
+    cancelled: Arc<AtomicUsize>,
 ) -> Result<Response<Body>, hyper::Error> {
     tokio::time::sleep(delay).await;
     let path = req.uri().path().to_string();
     let mut resp = match path.as_str() {
+        // Answers after 30 s unless the request is cancelled first.
+        "/slow" => {
+            let mut g = CancelGuard(cancelled, false);
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            g.1 = true;
+            Response::new(full("slow"))
+        }
         // Echoes the body (and its trailers) back as it arrives.
         "/echo" => Response::new(req.into_body().boxed()),
         "/trailers" => {
@@ -251,6 +278,24 @@ async fn requests_on_one_keepalive_connection_are_spread_over_two_sites() {
         let n = by.get(site).copied().unwrap_or(0);
         assert!(n >= 20, "{site} served {n} of 200: {by:?}");
     }
+    // Each request counted once, by the site that served it.
+    let stats = van_router::admin::requests(net.west.router());
+    let served: HashMap<&str, u64> = stats
+        .requests
+        .iter()
+        .map(|r| (r.server_site.as_str(), r.requests))
+        .collect();
+    assert_eq!(served.values().sum::<u64>(), 200, "{stats:?}");
+    for r in &stats.requests {
+        assert_eq!((r.method.as_str(), r.code.as_str()), ("GET", "2xx"));
+        assert_eq!(r.client_site, net.west.router().site());
+        assert!(r.latency_p99_ms > 0.0, "{r:?}");
+    }
+    let text = net.west.router().render_metrics();
+    assert!(
+        text.contains("van_requests_total{") && text.contains("dest_site=\"east\""),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,4 +499,152 @@ async fn eventually_listening(r: &TestRouter, name: &str) -> SocketAddr {
         }
     })
     .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_http2_request_is_cancelled_at_the_server() {
+    let east = Server::start("east", Duration::ZERO).await;
+    let south = Server::start("south", Duration::ZERO).await;
+    let net = three_sites("web", Protocol::Http2, east.addr, south.addr).await;
+    let mut c = h2_client(net.west.listener_addr("web")).await;
+    for _ in 0..4 {
+        let call = send(
+            &mut c,
+            Request::get("http://svc/slow").body(full("")).unwrap(),
+        );
+        // The client gives up: its stream is reset, and the server's handler is dropped.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), call)
+                .await
+                .is_err()
+        );
+    }
+    van_testkit::eventually("the server saw every request cancelled", async || {
+        (east.cancelled.load(Ordering::Relaxed) + south.cancelled.load(Ordering::Relaxed) == 4)
+            .then_some(())
+    })
+    .await;
+    // The client's connection still works.
+    let r = send(&mut c, Request::get("http://svc/").body(full("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    van_testkit::eventually("no flow left open", async || {
+        net.west.router().flows().is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_and_response_bodies_stream_chunk_by_chunk() {
+    let east = Server::start("east", Duration::ZERO).await;
+    let south = Server::start("south", Duration::ZERO).await;
+    let net = three_sites("web", Protocol::Http2, east.addr, south.addr).await;
+    let mut c = h2_client(net.west.listener_addr("web")).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, hyper::Error>>(1);
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
+    let r = send(&mut c, Request::post("http://svc/echo").body(body).unwrap())
+        .await
+        .unwrap();
+    let mut resp = r.into_body();
+    // Each chunk comes back before the next is sent: nothing waits for the whole body.
+    for i in 0..5u8 {
+        let chunk = Bytes::from(vec![i; 1000]);
+        tx.send(Ok(Frame::data(chunk.clone()))).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 1000 {
+            let f = tokio::time::timeout(Duration::from_secs(5), resp.frame())
+                .await
+                .expect("the echo of a chunk")
+                .unwrap()
+                .unwrap();
+            got.extend_from_slice(&f.into_data().unwrap());
+        }
+        assert_eq!(got, chunk);
+    }
+    drop(tx);
+    // The end (an empty final DATA frame may come first).
+    while let Some(f) = resp.frame().await {
+        assert!(f.unwrap().data_ref().is_some_and(|d| d.is_empty()));
+    }
+}
+
+/// gRPC health servers: east says SERVING for "who", south says NOT_SERVING.
+async fn grpc_server(serving: bool) -> SocketAddr {
+    use tonic_health::ServingStatus;
+    let (reporter, svc) = tonic_health::server::health_reporter();
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    reporter.set_service_status("who", status).await;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        // Keep the reporter alive with the server.
+        let _reporter = reporter;
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
+            .await
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_on_one_channel_are_spread_and_statuses_arrive_intact() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let east = grpc_server(true).await;
+    let south = grpc_server(false).await;
+    let net = three_sites("health", Protocol::Http2, east, south).await;
+    let ch = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        net.west.listener_addr("web")
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let mut client = HealthClient::new(ch);
+    let mut by: HashMap<i32, usize> = HashMap::new();
+    for _ in 0..60 {
+        let r = client
+            .check(HealthCheckRequest {
+                service: "who".into(),
+            })
+            .await
+            .unwrap();
+        *by.entry(r.into_inner().status).or_default() += 1;
+    }
+    for s in [ServingStatus::Serving, ServingStatus::NotServing] {
+        let n = by.get(&(s as i32)).copied().unwrap_or(0);
+        assert!(n >= 5, "{s:?} answered {n} of 60: {by:?}");
+    }
+    // An error status and its message travel in trailers.
+    let e = client
+        .check(HealthCheckRequest {
+            service: "nobody".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    // Server streaming: the first update of a watch arrives.
+    let mut watch = client
+        .watch(HealthCheckRequest {
+            service: "who".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(5), watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.status == ServingStatus::Serving as i32
+            || first.status == ServingStatus::NotServing as i32
+    );
 }

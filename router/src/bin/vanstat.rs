@@ -34,14 +34,16 @@ enum View {
     Links,
     /// Where this router accepts links.
     LinkListeners,
-    /// TCP listeners.
+    /// Service listeners (tcp, http, http2).
     Listeners,
-    /// TCP connectors.
+    /// Service connectors.
     Connectors,
     /// Routing keys and where they are delivered.
     Addresses,
-    /// Active flows.
+    /// Active flows (an HTTP request is a flow).
     Flows,
+    /// HTTP requests answered, by address, method, status class and sites.
+    Requests,
     /// The configuration in force.
     Config,
 }
@@ -168,7 +170,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     "NAME",
                     "ADDRESS",
                     "KEY",
+                    "PROTOCOL",
                     "STATE",
+                    "REQUESTS",
                     "OPENED",
                     "CLOSED",
                     "REFUSED",
@@ -182,7 +186,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         k.name.clone(),
                         format!("{}:{}", k.host, k.port),
                         k.routing_key.clone(),
+                        k.protocol.clone(),
                         k.state.clone(),
+                        k.requests.to_string(),
                         k.connections_opened.to_string(),
                         k.connections_closed.to_string(),
                         k.connections_refused.to_string(),
@@ -200,6 +206,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     "NAME",
                     "TARGET",
                     "KEY",
+                    "PROTOCOL",
+                    "POOLED",
+                    "REQUESTS",
                     "ACTIVE",
                     "OPENED",
                     "CLOSED",
@@ -214,6 +223,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         k.name.clone(),
                         format!("{}:{}", k.host, k.port),
                         k.routing_key.clone(),
+                        k.protocol.clone(),
+                        k.pooled_connections.to_string(),
+                        k.requests.to_string(),
                         k.active_flows.to_string(),
                         k.connections_opened.to_string(),
                         k.connections_closed.to_string(),
@@ -250,6 +262,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     "ID",
                     "KEY",
                     "ROLE",
+                    "REQUEST",
                     "CLIENT",
                     "SERVER",
                     "PATH",
@@ -263,12 +276,53 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         format!("{:016x}", f.flow_id),
                         f.routing_key.clone(),
                         f.role.clone(),
+                        f.request.clone(),
                         f.client_addr.clone(),
                         f.server_addr.clone(),
                         f.path.join(">"),
                         f.bytes_out.to_string(),
                         f.bytes_in.to_string(),
                         format!("{:.1}s", f.age_ms as f64 / 1000.0),
+                    ])
+                    .collect()
+            )
+        ),
+        View::Requests => show!(
+            c.list_requests(ListRequest {}).await?.into_inner(),
+            |l: &pb::RequestStatsList| table(
+                &[
+                    "ADDRESS",
+                    "METHOD",
+                    "CODE",
+                    "FROM",
+                    "TO",
+                    "REQUESTS",
+                    "MEAN-MS",
+                    "P50",
+                    "P90",
+                    "P99",
+                    "BYTES-OUT",
+                    "BYTES-IN"
+                ],
+                l.requests
+                    .iter()
+                    .map(|r| vec![
+                        r.address.clone(),
+                        r.method.clone(),
+                        r.code.clone(),
+                        r.client_site.clone(),
+                        if r.server_site.is_empty() {
+                            "-".into()
+                        } else {
+                            r.server_site.clone()
+                        },
+                        r.requests.to_string(),
+                        format!("{:.2}", r.latency_mean_ms),
+                        bucket(r.latency_p50_ms),
+                        bucket(r.latency_p90_ms),
+                        bucket(r.latency_p99_ms),
+                        r.bytes_out.to_string(),
+                        r.bytes_in.to_string(),
                     ])
                     .collect()
             )
@@ -280,6 +334,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A latency bucket bound in milliseconds ("≤1", or ">16384" beyond the last bucket).
+fn bucket(ms: f64) -> String {
+    if ms == 0.0 {
+        ">16384".into()
+    } else {
+        format!("≤{ms}")
+    }
 }
 
 /// Renders rows as left-aligned columns.

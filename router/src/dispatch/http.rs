@@ -27,6 +27,7 @@ use van_proto::wire::{self, FlowProtocol, HttpHead, ResetCode};
 use super::{Dispatch, FLOW_TTL, OpenGuard, flow_span};
 use crate::config::{Mode, Protocol};
 use crate::flow::{FlowRecord, Outcome};
+use crate::metrics::{self, RequestDone, RequestKey};
 use crate::mux::{DataConn, FlowInbound};
 use crate::tcp::{ConnectorRt, ListenerRt};
 use crate::web::codec;
@@ -69,6 +70,61 @@ fn idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
+}
+
+/// One request's accounting; see `Dispatch::request_guard`.
+struct RequestGuard {
+    dispatch: Arc<Dispatch>,
+    rec: Arc<FlowRecord>,
+    connector: Option<Arc<ConnectorRt>>,
+    open: Option<OpenGuard>,
+    /// Set once a response arrived: what the request metrics count.
+    request: Option<(RequestKey, Duration)>,
+    span: tracing::Span,
+    done: bool,
+}
+
+impl RequestGuard {
+    /// The response body ended (`Ok`) or was abandoned.
+    fn ended(self, r: Result<(), String>) {
+        self.finish(match r {
+            Ok(()) => Outcome::Closed,
+            Err(e) => Outcome::ResetByPeer(ResetCode::Aborted, e),
+        });
+    }
+
+    fn finish(mut self, outcome: Outcome) {
+        self.finish_mut(outcome);
+    }
+
+    fn finish_mut(&mut self, outcome: Outcome) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        self.open.take();
+        let _e = self.span.enter();
+        if let Some(c) = &self.connector {
+            c.finish(&self.rec);
+        }
+        if let Some((key, latency)) = self.request.take() {
+            self.dispatch.metrics.request(RequestDone {
+                key,
+                latency,
+                bytes_out: self.rec.bytes_out.load(Ordering::Relaxed),
+                bytes_in: self.rec.bytes_in.load(Ordering::Relaxed),
+            });
+        }
+        self.dispatch.finish_flow(&self.rec, &outcome);
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.finish_mut(Outcome::ResetByPeer(
+            ResetCode::Aborted,
+            "the client went away before the response".into(),
+        ));
+    }
 }
 
 impl Dispatch {
@@ -115,6 +171,8 @@ impl Dispatch {
                 && h.is_parse()
             {
                 listener.request_errors.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .request_error(&listener.cfg.routing_key, "bad-request");
             }
             debug!(error = %e, "HTTP client connection ended with an error");
         }
@@ -219,8 +277,34 @@ impl Dispatch {
 
     fn router_answer(&self, listener: &ListenerRt, status: StatusCode, msg: String) -> Response {
         listener.request_errors.fetch_add(1, Ordering::Relaxed);
+        let kind = match status {
+            StatusCode::SERVICE_UNAVAILABLE => "no-server",
+            StatusCode::GATEWAY_TIMEOUT => "timeout",
+            StatusCode::BAD_REQUEST => "bad-request",
+            _ => "bad-gateway",
+        };
+        self.metrics.request_error(&listener.cfg.routing_key, kind);
         debug!(status = status.as_u16(), error = %msg, "Answering a request with an error");
         web::error_response(status, msg)
+    }
+
+    /// The metric labels of a request of `key` answered with `status` by a server in
+    /// `dest_site` (empty: the router answered).
+    fn request_key(
+        &self,
+        key: &str,
+        head: &HttpHead,
+        status: StatusCode,
+        dest_site: String,
+    ) -> RequestKey {
+        let method = Method::from_bytes(head.method.as_bytes()).unwrap_or(Method::GET);
+        RequestKey {
+            address: key.to_string(),
+            method: metrics::method_label(&method),
+            code: metrics::status_class(status.as_u16()),
+            source_site: self.me.site.clone(),
+            dest_site,
+        }
     }
 
     /// Where the next attempt of a request of `key` goes.
@@ -306,7 +390,7 @@ impl Dispatch {
             )
             .http(label.to_string()),
         );
-        let open = self.count_open(&self.me.id);
+        let mut guard = self.request_guard(rec.clone(), Some(connector.clone()), &self.me.id);
         let req_body = match body.take() {
             Some(b) => web::boxed(Counted::new(b, rec.clone(), Dir::Out, None)),
             None => web::empty(),
@@ -327,16 +411,13 @@ impl Dispatch {
                 .map_err(|_| Failed::Timeout),
             None => Ok(send.await),
         };
-        let fail = |outcome: Outcome| {
-            connector.finish(&rec);
-            self.finish_flow(&rec, &outcome);
-        };
+        let fail = |g: RequestGuard, outcome: Outcome| g.finish(outcome);
         match r {
             Err(f) => {
-                fail(Outcome::ResetByPeer(
-                    ResetCode::Aborted,
-                    "response timed out".into(),
-                ));
+                fail(
+                    guard,
+                    Outcome::ResetByPeer(ResetCode::Aborted, "response timed out".into()),
+                );
                 Err(f)
             }
             Ok(Err(SendError::Connect(e, req))) => {
@@ -344,20 +425,28 @@ impl Dispatch {
                     *body = Some(req.into_body());
                 }
                 tried_local.push(connector.cfg.name.clone());
-                fail(Outcome::ResetByPeer(ResetCode::ConnectFailed, e.clone()));
+                fail(
+                    guard,
+                    Outcome::ResetByPeer(ResetCode::ConnectFailed, e.clone()),
+                );
                 Err(Failed::NotSent(e))
             }
             Ok(Err(e @ SendError::Request(_))) => {
                 let e = e.to_string();
-                fail(Outcome::ResetByPeer(ResetCode::Aborted, e.clone()));
+                fail(guard, Outcome::ResetByPeer(ResetCode::Aborted, e.clone()));
                 Err(Failed::BeforeResponse(e))
             }
             Ok(Ok(resp)) => {
-                self.latency.observe(key, &self.me.id, started.elapsed());
+                let took = started.elapsed();
+                self.latency.observe(key, &self.me.id, took);
                 connector.requests.fetch_add(1, Ordering::Relaxed);
                 let (mut parts, rbody) = resp.into_parts();
                 codec::strip_hop_by_hop(&mut parts.headers);
-                let end = self.request_end(rec.clone(), Some(connector), open);
+                guard.request = Some((
+                    self.request_key(key, head, parts.status, self.me.site.clone()),
+                    took,
+                ));
+                let end = OnEnd::new(move |r| guard.ended(r));
                 Ok(http::Response::from_parts(
                     parts,
                     web::boxed(Counted::new(rbody, rec, Dir::In, Some(end))),
@@ -371,27 +460,24 @@ impl Dispatch {
             .then(|| Duration::from_millis(self.flow_cfg.request_timeout_ms))
     }
 
-    /// What runs when a request's response body ends (or the client leaves).
-    fn request_end(
+    /// Accounts one request's flow: counted open toward its destination until it ends,
+    /// then finished once, however it ends. Dropped unfinished (the client went away while
+    /// the request waited), it finishes the flow as aborted.
+    fn request_guard(
         self: &Arc<Self>,
         rec: Arc<FlowRecord>,
         connector: Option<Arc<ConnectorRt>>,
-        open: OpenGuard,
-    ) -> OnEnd {
-        let me = self.clone();
-        let span = tracing::Span::current();
-        OnEnd::new(move |r| {
-            drop(open);
-            let _e = span.enter();
-            if let Some(c) = &connector {
-                c.finish(&rec);
-            }
-            let outcome = match r {
-                Ok(()) => Outcome::Closed,
-                Err(e) => Outcome::ResetByPeer(ResetCode::Aborted, e),
-            };
-            me.finish_flow(&rec, &outcome);
-        })
+        dest: &str,
+    ) -> RequestGuard {
+        RequestGuard {
+            open: Some(self.count_open(dest)),
+            dispatch: self.clone(),
+            rec,
+            connector,
+            request: None,
+            span: tracing::Span::current(),
+            done: false,
+        }
     }
 
     /// Sends a request over the network as an HTTP flow.
@@ -436,16 +522,17 @@ impl Dispatch {
             )
             .http(label.to_string()),
         );
-        let open = self.count_open(dest);
+        let mut guard = self.request_guard(rec.clone(), None, dest);
         let h = StreamHandle::new(conn, stream, inbound);
         let mut tx = FlowTx::new(h.clone());
         let mut rx = FlowRx::new(h, rx);
         let started = Instant::now();
-        let fail = |outcome: Outcome| self.finish_flow(&rec, &outcome);
+        let fail = |g: RequestGuard, outcome: Outcome| g.finish(outcome);
         if tx.send_head(head).await.is_err() {
-            fail(Outcome::LinkLost(
-                "stream closed before the request was sent".into(),
-            ));
+            fail(
+                guard,
+                Outcome::LinkLost("stream closed before the request was sent".into()),
+            );
             return Err(Failed::NotSent(format!("the flow toward {dest} closed")));
         }
         match body {
@@ -475,10 +562,10 @@ impl Dispatch {
         let rhead = match got {
             Err(f) => {
                 // Dropping the halves resets the flow, which cancels the request upstream.
-                fail(Outcome::ResetByPeer(
-                    ResetCode::Aborted,
-                    "response timed out".into(),
-                ));
+                fail(
+                    guard,
+                    Outcome::ResetByPeer(ResetCode::Aborted, "response timed out".into()),
+                );
                 return Err(f);
             }
             Ok(Err(e)) => {
@@ -494,15 +581,19 @@ impl Dispatch {
                     FlowError::Reset(_, r) => Failed::BeforeResponse(r.clone()),
                     other => Failed::BeforeResponse(other.to_string()),
                 };
-                fail(match e {
-                    FlowError::Reset(c, r) => Outcome::ResetByPeer(c, r),
-                    other => Outcome::LinkLost(other.to_string()),
-                });
+                fail(
+                    guard,
+                    match e {
+                        FlowError::Reset(c, r) => Outcome::ResetByPeer(c, r),
+                        other => Outcome::LinkLost(other.to_string()),
+                    },
+                );
                 return Err(failed);
             }
             Ok(Ok(h)) => h,
         };
-        self.latency.observe(key, dest, started.elapsed());
+        let took = started.elapsed();
+        self.latency.observe(key, dest, took);
         let no_body = rhead.no_body;
         let body = if no_body {
             drop(rx);
@@ -513,14 +604,24 @@ impl Dispatch {
         let resp = match codec::to_response(rhead, body) {
             Ok(r) => r,
             Err(e) => {
-                fail(Outcome::ResetByPeer(ResetCode::Protocol, e.to_string()));
+                fail(
+                    guard,
+                    Outcome::ResetByPeer(ResetCode::Protocol, e.to_string()),
+                );
                 return Err(Failed::Answer(
                     StatusCode::BAD_GATEWAY,
                     format!("address {key:?}: {e}"),
                 ));
             }
         };
-        let end = self.request_end(rec.clone(), None, open);
+        let dest_site = self
+            .table()
+            .nodes
+            .get(dest)
+            .map(|n| n.site.clone())
+            .unwrap_or_default();
+        guard.request = Some((self.request_key(key, head, resp.status(), dest_site), took));
+        let end = OnEnd::new(move |r| guard.ended(r));
         Ok(resp.map(|b| web::boxed(Counted::new(b, rec, Dir::In, Some(end)))))
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 fn ls(origin: &str, seq: u64, neighbors: &[(&str, u32)]) -> wire::LinkState {
     wire::LinkState {
         origin: origin.into(),
+        site: format!("{origin}-site"),
         instance: 1,
         seq,
         neighbors: neighbors
@@ -147,6 +148,7 @@ fn self_has_cost_zero_and_no_next_hop() {
             instance: 1,
             ls_seq: 7,
             neighbors: vec![],
+            site: "a-site".into(),
         }
     );
     assert_eq!(t.next_hop("a"), Some(""));

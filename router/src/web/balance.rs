@@ -1,11 +1,13 @@
 //! Per-request balancing: each request goes to a destination drawn with weights inversely
 //! proportional to its expected wait, `(requests in flight + 1) × (response time + path
-//! cost)`.
+//! cost)`; one request in [`EXPLORE`] is drawn uniformly instead.
 //!
-//! Response time is a peak-sensitive moving average (as Linkerd's and Finagle's balancers
-//! use): a slow response raises it at once, fast ones lower it gradually, and with no new
-//! samples it decays toward zero so an idle destination gets tried again. A destination
-//! with no samples scores by path cost alone, so new servers get traffic at once.
+//! Response time is a moving average per destination that rises faster than it falls (a
+//! slowdown is acted on within a few requests), and with no new samples it decays toward
+//! zero so an idle destination gets tried again. A destination with no samples scores by
+//! path cost alone, so new servers get traffic at once. The uniform draws keep every
+//! destination's estimate current: without them a destination whose first response was
+//! slow (it also opened a connection) could keep a share far below its worth for seconds.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,13 +17,19 @@ use crate::routing::Destination;
 
 /// How fast old samples lose their weight.
 const DECAY: Duration = Duration::from_secs(2);
-/// Added to every expected wait, so a destination with no samples and no cost (this
-/// router) weighs a lot without weighing infinitely.
-const FLOOR_MICROS: f64 = 10.0;
+/// Added to every expected wait: differences well under a millisecond (a first request that
+/// also opened a connection, scheduling noise) shift the shares a little, not all of them,
+/// while a server tens of milliseconds slower still gets only a few percent.
+const FLOOR_MICROS: f64 = 1000.0;
+/// Weight of a new sample that is slower than the estimate, and of one that is faster.
+const RISE: f64 = 0.5;
+const FALL: f64 = 0.3;
+/// Share of requests drawn uniformly among the destinations.
+pub(crate) const EXPLORE: f64 = 0.1;
 /// Estimates kept before stale ones are dropped.
 const MAX_ENTRIES: usize = 4096;
-/// Response time one unit of path cost stands for before any sample exists.
-const COST_MICROS: f64 = 50.0;
+/// Response time one unit of path cost stands for (a hop to another site).
+const COST_MICROS: f64 = 250.0;
 
 #[derive(Debug, Clone, Copy)]
 struct Ewma {
@@ -59,14 +67,8 @@ impl Latency {
                 at: now,
             });
         let prev = e.decayed(now);
-        e.micros = if sample > prev {
-            sample
-        } else {
-            let w = (-now.saturating_duration_since(e.at).as_secs_f64() / DECAY.as_secs_f64())
-                .exp()
-                .clamp(0.5, 0.95);
-            prev * w + sample * (1.0 - w)
-        };
+        let a = if sample > prev { RISE } else { FALL };
+        e.micros = prev * (1.0 - a) + sample * a;
         e.at = now;
     }
 
@@ -81,8 +83,8 @@ impl Latency {
 
 /// Picks the destination for one request of `key`, skipping routers in `tried`. Each
 /// destination's chance is inversely proportional to its expected wait, so equal servers
-/// share requests, a much slower one gets a trickle (which keeps its estimate current),
-/// and no choice depends on a single noisy sample. `u` is uniform in [0, 1).
+/// share requests and a much slower one gets a trickle, plus an equal part of the
+/// [`EXPLORE`] share. `u` is uniform in [0, 1).
 pub(crate) fn choose<'a>(
     dests: &'a [Destination],
     key: &str,
@@ -102,8 +104,16 @@ pub(crate) fn choose<'a>(
             (d, 1.0 / ((per + 1.0) * wait))
         })
         .collect();
+    if weighted.is_empty() {
+        return None;
+    }
+    let u = u.clamp(0.0, 1.0);
+    if u < EXPLORE {
+        let i = ((u / EXPLORE) * weighted.len() as f64) as usize;
+        return Some(weighted[i.min(weighted.len() - 1)].0);
+    }
     let total: f64 = weighted.iter().map(|(_, w)| w).sum();
-    let mut at = u.clamp(0.0, 1.0) * total;
+    let mut at = (u - EXPLORE) / (1.0 - EXPLORE) * total;
     for (d, w) in &weighted {
         if at < *w {
             return Some(d);
@@ -159,7 +169,8 @@ mod tests {
         l.observe("k", "east", Duration::from_millis(20));
         l.observe("k", "south", Duration::from_micros(300));
         let east = share(&ds, &l, |_| 0, &[], "east");
-        assert!((1..=30).contains(&east), "{east}");
+        // 5% explored, and about 7% of the rest.
+        assert!((80..=130).contains(&east), "{east}");
         // Another key has its own estimates.
         let other = (0..1000)
             .filter(|i| {
@@ -180,10 +191,21 @@ mod tests {
         l.observe("k", "south", Duration::from_millis(1));
         let busy_east = |r: &str| if r == "east" { 3 } else { 0 };
         let east = share(&ds, &l, busy_east, &[], "east");
-        assert!((150..=250).contains(&east), "{east}");
-        let near = [dest("here", 0), dest("far", 5)];
+        assert!((200..=300).contains(&east), "{east}");
+        let near = [dest("here", 0), dest("far", 4)];
         let here = share(&near, &Latency::default(), |_| 0, &[], "here");
-        assert!(here >= 950, "{here}");
+        assert!((640..=660).contains(&here), "{here}");
+    }
+
+    #[test]
+    fn a_slow_first_sample_is_outgrown_within_a_few_requests() {
+        let l = Latency::default();
+        l.observe("k", "east", Duration::from_millis(20));
+        for _ in 0..10 {
+            l.observe("k", "east", Duration::from_micros(400));
+        }
+        let est = l.estimate("k", "east", Instant::now());
+        assert!(est < 1500.0, "{est}");
     }
 
     #[test]

@@ -41,6 +41,7 @@ fn one_of_each() -> Vec<Frame> {
         }),
         Frame::LinkState(pb::LinkState {
             origin: "west-1".into(),
+            site: "west".into(),
             instance: 9,
             seq: 1234,
             neighbors: vec![
