@@ -28,6 +28,7 @@ use crate::tcp::{Accept, ConnectorRt, ConnectorTable, ListenerRt};
 use crate::web::balance::Latency;
 
 mod http;
+mod upgrade;
 
 /// Hops a flow may cross before it is reset (guards against transient routing loops).
 const FLOW_TTL: u32 = 64;

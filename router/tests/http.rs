@@ -66,7 +66,7 @@ impl Server {
                 });
                 let conn = tokio::spawn(async move {
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(s), svc)
+                        .serve_connection_with_upgrades(TokioIo::new(s), svc)
                         .await;
                 });
                 t.lock().unwrap().push(conn);
@@ -102,6 +102,25 @@ async fn handle(
     tokio::time::sleep(delay).await;
     let path = req.uri().path().to_string();
     let mut resp = match path.as_str() {
+        // A WebSocket handshake (RFC 6455's sample key), then an echo of raw bytes.
+        "/ws" if req.headers().contains_key(http::header::UPGRADE) => {
+            let mut req = req;
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(up) = on.await {
+                    let (mut r, mut w) = tokio::io::split(TokioIo::new(up));
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    let _ = w.shutdown().await;
+                }
+            });
+            Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header(http::header::CONNECTION, "Upgrade")
+                .header(http::header::UPGRADE, "websocket")
+                .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+                .body(full(""))
+                .unwrap()
+        }
         // Answers after 30 s unless the request is cancelled first.
         "/slow" => {
             let mut g = CancelGuard(cancelled, false);
@@ -121,6 +140,13 @@ async fn handle(
                 })),
             ];
             Response::new(StreamBody::new(futures_iter(frames)).boxed())
+        }
+        "/cached" => {
+            let mut r = Response::new(full(""));
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            r.headers_mut()
+                .insert(http::header::ETAG, "\"v1\"".parse().unwrap());
+            r
         }
         "/no-content" => {
             let mut r = Response::new(full(""));
@@ -646,5 +672,174 @@ async fn grpc_calls_on_one_channel_are_spread_and_statuses_arrive_intact() {
     assert!(
         first.status == ServingStatus::Serving as i32
             || first.status == ServingStatus::NotServing as i32
+    );
+}
+
+/// Opens a WebSocket through `addr`, sends `data` after the handshake and returns what came
+/// back before the server closed.
+async fn websocket_echo(addr: SocketAddr, data: &[u8]) -> (String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: chat\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "head so far: {head:?}");
+        head.push(b[0]);
+    }
+    s.write_all(data).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut back))
+        .await
+        .expect("the echo and the server's close")
+        .unwrap();
+    (String::from_utf8(head).unwrap(), back)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_becomes_one_tunnel_across_sites() {
+    let east = Server::start("east", Duration::ZERO).await;
+    let south = Server::start("south", Duration::ZERO).await;
+    let net = three_sites("web", Protocol::Http, east.addr, south.addr).await;
+    let data = payload(300_000);
+    let (head, back) = websocket_echo(net.west.listener_addr("web"), &data).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    assert!(
+        back == data,
+        "{} bytes came back of {}",
+        back.len(),
+        data.len()
+    );
+    assert_eq!(
+        east.hits() + south.hits(),
+        1,
+        "one server took the whole tunnel"
+    );
+    van_testkit::eventually("the tunnel's flow ended", async || {
+        net.west.router().flows().is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_upgrade_to_a_local_connector_tunnels_too() {
+    let server = Server::start("local", Duration::ZERO).await;
+    let pki = Pki::new("ca");
+    let r = start(base_config("solo", pki.profile("solo"))).await;
+    r.apply(vec![
+        service_listener_op("web", "web", Protocol::Http),
+        service_connector_op("web", "web", server.addr, Protocol::Http),
+    ])
+    .await;
+    r.wait_reachable("web").await;
+    let (head, back) = websocket_echo(r.listener_addr("web"), b"hello over the tunnel").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(back, b"hello over the tunnel");
+    // Ordinary requests on the same listener still work.
+    let mut c = h1_client(r.listener_addr("web")).await;
+    let resp = send(&mut c, get("/")).await.unwrap();
+    assert_eq!(body_string(resp).await, "local");
+}
+
+/// Writes `raw` to a new connection through `addr` and reads until the server closes it.
+async fn raw_exchange(addr: SocketAddr, raw: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the server closes after answering")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_semantics_pass_through_unchanged() {
+    let east = Server::start("east", Duration::ZERO).await;
+    let south = Server::start("south", Duration::ZERO).await;
+    let net = three_sites("web", Protocol::Http, east.addr, south.addr).await;
+    let addr = net.west.listener_addr("web");
+    // HEAD: the GET's length, no body.
+    let r = raw_exchange(
+        addr,
+        b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let len = if r.contains("x-server: east") {
+        "4"
+    } else {
+        "5"
+    };
+    assert!(
+        r.to_ascii_lowercase()
+            .contains(&format!("content-length: {len}\r\n")),
+        "{r}"
+    );
+    assert!(r.ends_with("\r\n\r\n"), "a HEAD answer has no body: {r:?}");
+    // 304 keeps its validator and has no body.
+    let r = raw_exchange(
+        addr,
+        b"GET /cached HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 304"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("etag: \"v1\""), "{r}");
+    assert!(r.ends_with("\r\n\r\n"), "{r:?}");
+    // 204.
+    let r = raw_exchange(
+        addr,
+        b"GET /no-content HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 204"), "{r}");
+    // A chunked upload is echoed whole.
+    let r = raw_exchange(
+        addr,
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let body: String = r
+        .split("\r\n\r\n")
+        .skip(1)
+        .collect::<Vec<_>>()
+        .join("\r\n\r\n");
+    assert!(body.contains("hello") && body.contains(" world"), "{r:?}");
+    // Expect: 100-continue: the client hears 100 before it sends its body.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 5\r\n\
+          Expect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut first = vec![0u8; 25];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut first))
+        .await
+        .expect("100 Continue before the body")
+        .unwrap();
+    assert!(
+        first.starts_with(b"HTTP/1.1 100 Continue\r\n\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
+    s.write_all(b"12345").await.unwrap();
+    let mut rest = String::new();
+    s.read_to_string(&mut rest).await.unwrap();
+    assert!(
+        rest.starts_with("HTTP/1.1 200") && rest.ends_with("12345"),
+        "{rest:?}"
     );
 }

@@ -38,10 +38,10 @@ use crate::web::{self, AnyBody, Counted, Dir, OnEnd, balance};
 /// Largest request head hyper accepts from a client (HTTP/1.1 buffer, HTTP/2 header list).
 const MAX_HEAD: usize = 64 * 1024;
 
-type Response = http::Response<AnyBody>;
+pub(super) type Response = http::Response<AnyBody>;
 
 /// Where one attempt of a request goes.
-enum Route {
+pub(super) enum Route {
     /// A connector on this router.
     Local,
     /// Over `conn` toward `dest`; `dest_field` is what the OPEN names (empty on an edge,
@@ -54,7 +54,7 @@ enum Route {
 }
 
 /// Why an attempt got no response.
-enum Failed {
+pub(super) enum Failed {
     /// Nothing reached a server: another target may be tried.
     NotSent(String),
     /// The target failed the request before responding; retried only when it is safe.
@@ -73,27 +73,27 @@ fn idempotent(m: &Method) -> bool {
 }
 
 /// One request's accounting; see `Dispatch::request_guard`.
-struct RequestGuard {
+pub(super) struct RequestGuard {
     dispatch: Arc<Dispatch>,
     rec: Arc<FlowRecord>,
     connector: Option<Arc<ConnectorRt>>,
     open: Option<OpenGuard>,
     /// Set once a response arrived: what the request metrics count.
-    request: Option<(RequestKey, Duration)>,
+    pub(super) request: Option<(RequestKey, Duration)>,
     span: tracing::Span,
     done: bool,
 }
 
 impl RequestGuard {
     /// The response body ended (`Ok`) or was abandoned.
-    fn ended(self, r: Result<(), String>) {
+    pub(super) fn ended(self, r: Result<(), String>) {
         self.finish(match r {
             Ok(()) => Outcome::Closed,
             Err(e) => Outcome::ResetByPeer(ResetCode::Aborted, e),
         });
     }
 
-    fn finish(mut self, outcome: Outcome) {
+    pub(super) fn finish(mut self, outcome: Outcome) {
         self.finish_mut(outcome);
     }
 
@@ -156,7 +156,7 @@ impl Dispatch {
         } else {
             b
         };
-        let conn = b.serve_connection(TokioIo::new(client), svc);
+        let conn = b.serve_connection_with_upgrades(TokioIo::new(client), svc);
         tokio::pin!(conn);
         let deleted = listener.drop_flows.notified();
         tokio::pin!(deleted);
@@ -188,6 +188,9 @@ impl Dispatch {
         client_addr: String,
     ) -> Response {
         listener.requests.fetch_add(1, Ordering::Relaxed);
+        if codec::is_upgrade(req.headers()) {
+            return self.upgrade(req, listener, client_addr).await;
+        }
         let key = listener.cfg.routing_key.clone();
         let (mut parts, body) = req.into_parts();
         codec::strip_hop_by_hop(&mut parts.headers);
@@ -275,7 +278,12 @@ impl Dispatch {
         }
     }
 
-    fn router_answer(&self, listener: &ListenerRt, status: StatusCode, msg: String) -> Response {
+    pub(super) fn router_answer(
+        &self,
+        listener: &ListenerRt,
+        status: StatusCode,
+        msg: String,
+    ) -> Response {
         listener.request_errors.fetch_add(1, Ordering::Relaxed);
         let kind = match status {
             StatusCode::SERVICE_UNAVAILABLE => "no-server",
@@ -290,7 +298,7 @@ impl Dispatch {
 
     /// The metric labels of a request of `key` answered with `status` by a server in
     /// `dest_site` (empty: the router answered).
-    fn request_key(
+    pub(super) fn request_key(
         &self,
         key: &str,
         head: &HttpHead,
@@ -308,7 +316,12 @@ impl Dispatch {
     }
 
     /// Where the next attempt of a request of `key` goes.
-    fn http_route(&self, key: &str, tried: &[String], tried_local: &[String]) -> Option<Route> {
+    pub(super) fn http_route(
+        &self,
+        key: &str,
+        tried: &[String],
+        tried_local: &[String],
+    ) -> Option<Route> {
         let table = self.table();
         let dests = table.addresses.get(key)?;
         let dest = {
@@ -379,17 +392,7 @@ impl Dispatch {
                 connector.cfg.name
             )));
         };
-        let rec = self.flows.register(
-            FlowRecord::new(
-                id,
-                key.to_string(),
-                "local",
-                client_addr.to_string(),
-                connector.target(),
-                vec![self.me.id.clone()],
-            )
-            .http(label.to_string()),
-        );
+        let rec = self.register_local(id, key, label, client_addr, &connector);
         let mut guard = self.request_guard(rec.clone(), Some(connector.clone()), &self.me.id);
         let req_body = match body.take() {
             Some(b) => web::boxed(Counted::new(b, rec.clone(), Dir::Out, None)),
@@ -455,7 +458,7 @@ impl Dispatch {
         }
     }
 
-    fn request_timeout(&self) -> Option<Duration> {
+    pub(super) fn request_timeout(&self) -> Option<Duration> {
         (self.flow_cfg.request_timeout_ms > 0)
             .then(|| Duration::from_millis(self.flow_cfg.request_timeout_ms))
     }
@@ -463,7 +466,7 @@ impl Dispatch {
     /// Accounts one request's flow: counted open toward its destination until it ends,
     /// then finished once, however it ends. Dropped unfinished (the client went away while
     /// the request waited), it finishes the flow as aborted.
-    fn request_guard(
+    pub(super) fn request_guard(
         self: &Arc<Self>,
         rec: Arc<FlowRecord>,
         connector: Option<Arc<ConnectorRt>>,
@@ -480,20 +483,40 @@ impl Dispatch {
         }
     }
 
-    /// Sends a request over the network as an HTTP flow.
-    #[allow(clippy::too_many_arguments)]
-    async fn remote_request(
-        self: &Arc<Self>,
+    /// Registers a request served by a connector on this router.
+    pub(super) fn register_local(
+        &self,
         id: u64,
-        head: &HttpHead,
-        body: Option<AnyBody>,
+        key: &str,
         label: &str,
         client_addr: &str,
+        connector: &ConnectorRt,
+    ) -> Arc<FlowRecord> {
+        self.flows.register(
+            FlowRecord::new(
+                id,
+                key.to_string(),
+                "local",
+                client_addr.to_string(),
+                connector.target(),
+                vec![self.me.id.clone()],
+            )
+            .http(label.to_string()),
+        )
+    }
+
+    /// Opens an HTTP flow toward `dest` over `conn` and registers it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn open_http_flow(
+        self: &Arc<Self>,
+        id: u64,
         key: &str,
+        label: &str,
+        client_addr: &str,
         dest: &str,
         dest_field: String,
         conn: Arc<DataConn>,
-    ) -> Result<Response, Failed> {
+    ) -> Result<(FlowTx, FlowRx, Arc<FlowRecord>, RequestGuard), Failed> {
         let (inbound, rx) = FlowInbound::new();
         let Some(stream) = conn.open_local(inbound.clone()) else {
             return Err(Failed::NotSent(format!("the link to {} closed", conn.peer)));
@@ -522,10 +545,27 @@ impl Dispatch {
             )
             .http(label.to_string()),
         );
-        let mut guard = self.request_guard(rec.clone(), None, dest);
+        let guard = self.request_guard(rec.clone(), None, dest);
         let h = StreamHandle::new(conn, stream, inbound);
-        let mut tx = FlowTx::new(h.clone());
-        let mut rx = FlowRx::new(h, rx);
+        Ok((FlowTx::new(h.clone()), FlowRx::new(h, rx), rec, guard))
+    }
+
+    /// Sends a request over the network as an HTTP flow.
+    #[allow(clippy::too_many_arguments)]
+    async fn remote_request(
+        self: &Arc<Self>,
+        id: u64,
+        head: &HttpHead,
+        body: Option<AnyBody>,
+        label: &str,
+        client_addr: &str,
+        key: &str,
+        dest: &str,
+        dest_field: String,
+        conn: Arc<DataConn>,
+    ) -> Result<Response, Failed> {
+        let (mut tx, mut rx, rec, mut guard) =
+            self.open_http_flow(id, key, label, client_addr, dest, dest_field, conn)?;
         let started = Instant::now();
         let fail = |g: RequestGuard, outcome: Outcome| g.finish(outcome);
         if tx.send_head(head).await.is_err() {
@@ -695,6 +735,13 @@ impl Dispatch {
                 );
             }
         };
+        if head
+            .headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(b"upgrade"))
+        {
+            return self.egress_upgrade(h, rx, connector, head, rec).await;
+        }
         let mut body = if head.no_body {
             drop(rx);
             web::empty()

@@ -166,28 +166,51 @@ pub(crate) fn trailers_record(h: &HeaderMap) -> Bytes {
 /// including those the `Connection` header names. `TE: trailers` is end to end in
 /// HTTP/2 and gRPC needs it, so it stays.
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
+    strip(h, false)
+}
+
+/// Whether a request asks to switch protocols (WebSocket, h2c): `Connection: upgrade` with
+/// an `Upgrade` header.
+pub(crate) fn is_upgrade(h: &HeaderMap) -> bool {
+    h.contains_key(header::UPGRADE) && connection_names(h).any(|n| n == header::UPGRADE)
+}
+
+/// As `strip_hop_by_hop`, keeping `Connection: upgrade` and `Upgrade`: a protocol switch
+/// is passed on to the one server the tunnel goes to.
+pub(crate) fn strip_hop_by_hop_but_upgrade(h: &mut HeaderMap) {
+    strip(h, true)
+}
+
+fn connection_names(h: &HeaderMap) -> impl Iterator<Item = HeaderName> + '_ {
+    h.get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
+}
+
+fn strip(h: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = connection_names(h).collect();
     for n in named {
-        if n != header::TE {
+        if n != header::TE && !(keep_upgrade && n == header::UPGRADE) {
             h.remove(n);
         }
     }
+    if keep_upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     for n in [
-        header::CONNECTION,
         header::TRANSFER_ENCODING,
-        header::UPGRADE,
         header::PROXY_AUTHENTICATE,
         HeaderName::from_static("keep-alive"),
         HeaderName::from_static("proxy-connection"),
-        HeaderName::from_static("http2-settings"),
     ] {
         h.remove(n);
+    }
+    if !keep_upgrade {
+        h.remove(header::CONNECTION);
+        h.remove(header::UPGRADE);
+        h.remove(HeaderName::from_static("http2-settings"));
     }
     let trailers_only = h
         .get_all(header::TE)
@@ -449,6 +472,29 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("gzip"));
         strip_hop_by_hop(&mut h);
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn an_upgrade_keeps_its_two_headers_only() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Upgrade, x-hop"),
+        );
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("sec-websocket-key", HeaderValue::from_static("k"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop_but_upgrade(&mut h);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["connection", "sec-websocket-key", "upgrade"]);
+        let mut plain = HeaderMap::new();
+        plain.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(
+            !is_upgrade(&plain),
+            "Upgrade without Connection: upgrade is no upgrade"
+        );
     }
 
     #[test]

@@ -246,6 +246,29 @@ impl Pool {
         Ok(tx)
     }
 
+    /// Sends a request that asks to switch protocols on a connection of its own: after a
+    /// 101 the connection belongs to the tunnel, so it is never pooled.
+    pub(crate) async fn send_upgrade<F>(
+        &self,
+        req: http::Request<ReqBody>,
+        connect: impl Fn() -> F,
+    ) -> Result<http::Response<Incoming>, SendError>
+    where
+        F: Future<Output = Result<TcpStream, String>>,
+    {
+        let mut tx = match self.connect_h1(&connect).await {
+            Ok(tx) => tx,
+            Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+        };
+        if let Err(e) = tx.ready().await {
+            return Err(SendError::Connect(e.to_string(), Box::new(req)));
+        }
+        tx.try_send_request(req).await.map_err(|mut e| {
+            let m = e.take_message();
+            not_sent(e.into_error(), m)
+        })
+    }
+
     fn give_back(&self, tx: http1::SendRequest<ReqBody>) {
         let mut c = self.conns.lock().expect("pool lock");
         if c.idle_h1.len() < MAX_IDLE && !tx.is_closed() {
@@ -262,8 +285,15 @@ fn again(
 ) -> Result<http::Request<ReqBody>, SendError> {
     match e.take_message() {
         Some(r) if !fresh => Ok(r),
-        Some(r) => Err(SendError::Connect(e.into_error().to_string(), Box::new(r))),
-        None => Err(SendError::Request(e.into_error())),
+        m => Err(not_sent(e.into_error(), m)),
+    }
+}
+
+/// A failed send: the request comes back when it never left.
+fn not_sent(e: hyper::Error, req: Option<http::Request<ReqBody>>) -> SendError {
+    match req {
+        Some(r) => SendError::Connect(e.to_string(), Box::new(r)),
+        None => SendError::Request(e),
     }
 }
 

@@ -323,3 +323,42 @@ impl Body for FlowBody {
         SizeHint::default()
     }
 }
+
+/// Relays a switched protocol (after a 101 response) between `io` and the flow, as BODY
+/// records both ways, until both directions have ended. An error drops the flow's halves,
+/// which resets it.
+pub(crate) async fn tunnel<IO>(io: IO, mut tx: FlowTx, mut rx: FlowRx) -> Result<(), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut r, mut w) = tokio::io::split(io);
+    let up = async {
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        loop {
+            buf.reserve(16 * 1024);
+            let n = r.read_buf(&mut buf).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                tx.finish();
+                return Ok::<(), String>(());
+            }
+            tx.send_body(buf.split().freeze())
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    };
+    let down = async {
+        loop {
+            match std::future::poll_fn(|cx| rx.poll_item(cx)).await {
+                Ok(Some(Item::Data(d))) => w.write_all(&d).await.map_err(|e| e.to_string())?,
+                Ok(Some(_)) => return Err("a head or trailers inside a tunnel".to_string()),
+                Ok(None) => {
+                    let _ = w.shutdown().await;
+                    return Ok(());
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    };
+    tokio::try_join!(up, down).map(|_| ())
+}
