@@ -332,9 +332,12 @@ pub struct DumpArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// Leave both sites running (and print where they are).
+    /// Leave the sites running (and print where they are).
     #[arg(long)]
     pub keep: bool,
+    /// Bookinfo over three sites with `--protocol http`: every request balanced on its own.
+    #[arg(long)]
+    pub http: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -34,32 +34,42 @@ pub async fn run(ctx: &Ctx, a: &DemoArgs, out: &mut (dyn Write + Send)) -> anyho
         namespace: ns.into(),
         exe: ctx.exe.clone(),
     };
-    let (west, east) = (site("west"), site("east"));
+    let (west, east, south) = (site("west"), site("east"), site("south"));
     writeln!(out, "Demo sites live in SKUPPER_HOME={}", home.display())?;
 
     let backend = TcpListener::bind("127.0.0.1:0").await?;
     let backend_port = backend.local_addr()?.port();
     let server = tokio::spawn(serve_backend(backend, "east"));
-    writeln!(
-        out,
-        "east's backend: an HTTP server on 127.0.0.1:{backend_port}\n"
-    )?;
-
     let started = Instant::now();
-    let result = walkthrough(&west, &east, &home, backend_port, out).await;
+    let (result, sites) = if a.http {
+        let r = crate::bookinfo::walkthrough(&west, &east, &south, &home, out).await;
+        (r, vec![&south, &east, &west])
+    } else {
+        writeln!(
+            out,
+            "east's backend: an HTTP server on 127.0.0.1:{backend_port}\n"
+        )?;
+        let r = walkthrough(&west, &east, &home, backend_port, out).await;
+        (r, vec![&east, &west])
+    };
     if let Err(e) = &result {
         writeln!(out, "\nThe demo failed: {}", crate::report(e))?;
     }
+    let names: Vec<&str> = sites.iter().map(|s| s.namespace.as_str()).collect();
     if a.keep {
         writeln!(
             out,
             "\nThe sites keep running. Look at them with\n  SKUPPER_HOME={} skupper -n west status\n\
-             and remove them with\n  SKUPPER_HOME={0} skupper -n west delete; SKUPPER_HOME={0} skupper -n east delete\n\
-             (east's backend stopped with this process).",
-            home.display()
+             and remove them with\n  {}\n(the demo's servers stopped with this process).",
+            home.display(),
+            names
+                .iter()
+                .map(|n| format!("SKUPPER_HOME={} skupper -n {n} delete", home.display()))
+                .collect::<Vec<_>>()
+                .join("; ")
         )?;
     } else {
-        for s in [&east, &west] {
+        for s in sites {
             if s.site_dir().root.exists() {
                 let t = announce(out, &format!("-n {} delete", s.namespace))?;
                 match site::delete(s, out).await {
@@ -82,12 +92,12 @@ pub async fn run(ctx: &Ctx, a: &DemoArgs, out: &mut (dyn Write + Send)) -> anyho
 }
 
 /// Prints the command line of a step and returns when it started.
-fn announce(out: &mut (dyn Write + Send), args: &str) -> anyhow::Result<Instant> {
+pub(crate) fn announce(out: &mut (dyn Write + Send), args: &str) -> anyhow::Result<Instant> {
     writeln!(out, "$ skupper {args}")?;
     Ok(Instant::now())
 }
 
-fn took(out: &mut (dyn Write + Send), since: Instant) -> anyhow::Result<()> {
+pub(crate) fn took(out: &mut (dyn Write + Send), since: Instant) -> anyhow::Result<()> {
     writeln!(out, "  ({:.2}s)\n", since.elapsed().as_secs_f64())?;
     Ok(())
 }
@@ -110,83 +120,8 @@ async fn walkthrough(
     backend_port: u16,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
-    let ports = free_ports(6)?;
-    for (i, (s, listener_host)) in [(west, "127.0.0.2"), (east, "127.0.0.3")]
-        .into_iter()
-        .enumerate()
-    {
-        let p = &ports[i * 3..i * 3 + 3];
-        let args = InitArgs {
-            ingress_host: Some("127.0.0.1".into()),
-            ingress_bind: Some("127.0.0.1".into()),
-            listener_host: Some(listener_host.into()),
-            inter_router_port: Some(p[0].to_string()),
-            edge_port: Some(p[1].to_string()),
-            claims_port: Some(p[2].to_string()),
-            ..InitArgs::default()
-        };
-        let t = announce(
-            out,
-            &format!(
-                "-n {} init --ingress-host 127.0.0.1 --ingress-bind 127.0.0.1 --listener-host {listener_host} \
-                 --inter-router-port {} --edge-port {} --claims-port {}",
-                s.namespace, p[0], p[1], p[2]
-            ),
-        )?;
-        site::init(s, &args, out).await?;
-        took(out, t)?;
-    }
-
-    let token_file: PathBuf = home.join("west-token.yaml");
-    let t = announce(
-        out,
-        &format!("-n west token create {}", token_file.display()),
-    )?;
-    token::create(
-        west,
-        &TokenCreateArgs {
-            file: token_file.clone(),
-            expiry: None,
-            uses: None,
-            token_type: TokenType::Claim,
-            name: None,
-            cost: None,
-        },
-        out,
-    )
-    .await?;
-    took(out, t)?;
-
-    let t = announce(
-        out,
-        &format!("-n east link create {}", token_file.display()),
-    )?;
-    link::create(
-        east,
-        &LinkCreateArgs {
-            file: token_file,
-            name: None,
-            cost: None,
-        },
-        out,
-    )
-    .await?;
-    took(out, t)?;
-
-    let t = announce(out, "-n east link status --wait 60s")?;
-    link::status(
-        east,
-        &LinkStatusArgs {
-            name: None,
-            wait: Some(Duration::from_secs(60)),
-            output: OutputArgs {
-                output: Format::Text,
-            },
-        },
-        out,
-    )
-    .await?;
-    took(out, t)?;
+    init_sites(&[(west, "127.0.0.2"), (east, "127.0.0.3")], out).await?;
+    link_sites(west, east, home, out).await?;
 
     let t = announce(
         out,
@@ -245,6 +180,103 @@ async fn walkthrough(
     let t = announce(out, "-n west network status")?;
     network::status(west, Format::Text, out).await?;
     took(out, t)?;
+    Ok(())
+}
+
+/// `init`s each site with its own listener host; all accept links on 127.0.0.1, on ports
+/// chosen here.
+pub(crate) async fn init_sites(
+    sites: &[(&Ctx, &str)],
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let ports = free_ports(3 * sites.len())?;
+    for (i, (s, listener_host)) in sites.iter().enumerate() {
+        let p = &ports[i * 3..i * 3 + 3];
+        let args = InitArgs {
+            ingress_host: Some("127.0.0.1".into()),
+            ingress_bind: Some("127.0.0.1".into()),
+            listener_host: Some((*listener_host).into()),
+            inter_router_port: Some(p[0].to_string()),
+            edge_port: Some(p[1].to_string()),
+            claims_port: Some(p[2].to_string()),
+            ..InitArgs::default()
+        };
+        let t = announce(
+            out,
+            &format!(
+                "-n {} init --ingress-host 127.0.0.1 --ingress-bind 127.0.0.1 --listener-host {listener_host} \
+                 --inter-router-port {} --edge-port {} --claims-port {}",
+                s.namespace, p[0], p[1], p[2]
+            ),
+        )?;
+        site::init(s, &args, out).await?;
+        took(out, t)?;
+    }
+    Ok(())
+}
+
+/// `from` issues a claim token; `to` redeems it and waits until the link is up.
+pub(crate) async fn link_sites(
+    from: &Ctx,
+    to: &Ctx,
+    home: &Path,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let token_file: PathBuf = home.join(format!("{}-token-{}.yaml", from.namespace, to.namespace));
+    let t = announce(
+        out,
+        &format!(
+            "-n {} token create {}",
+            from.namespace,
+            token_file.display()
+        ),
+    )?;
+    token::create(
+        from,
+        &TokenCreateArgs {
+            file: token_file.clone(),
+            expiry: None,
+            uses: None,
+            token_type: TokenType::Claim,
+            name: None,
+            cost: None,
+        },
+        out,
+    )
+    .await?;
+    took(out, t)?;
+
+    let t = announce(
+        out,
+        &format!("-n {} link create {}", to.namespace, token_file.display()),
+    )?;
+    link::create(
+        to,
+        &LinkCreateArgs {
+            file: token_file,
+            name: None,
+            cost: None,
+        },
+        out,
+    )
+    .await?;
+    took(out, t)?;
+
+    let t = announce(out, &format!("-n {} link status --wait 60s", to.namespace))?;
+    link::status(
+        to,
+        &LinkStatusArgs {
+            name: None,
+            wait: Some(Duration::from_secs(60)),
+            output: OutputArgs {
+                output: Format::Text,
+            },
+        },
+        out,
+    )
+    .await?;
+    took(out, t)?;
+
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! call the same functions the subcommands do.
 
 pub mod args;
+pub mod bookinfo;
 pub mod client;
 pub mod debug;
 pub mod demo;

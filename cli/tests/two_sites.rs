@@ -285,3 +285,44 @@ async fn demo_runs_and_cleans_up() {
         .unwrap();
     assert!(!Path::new(demo_home).exists(), "{demo_home} left behind");
 }
+
+/// `skupper demo --http`: Bookinfo over three sites; one keep-alive connection sees every
+/// reviews version, and pages keep answering when one site's reviews stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_http_balances_bookinfo_per_request() {
+    let home = temp_dir("skupper-demo-http");
+    let o = tokio::process::Command::new(SKUPPER)
+        .args(["demo", "--http"])
+        .env("SKUPPER_HOME", home.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    drop(home);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (before, after) = out
+        .split_once("(south's reviews v2 and v3 stop)")
+        .unwrap_or_else(|| panic!("no second round:\n{out}"));
+    for v in [
+        "reviews-v1 (east)",
+        "reviews-v2 (south)",
+        "reviews-v3 (south)",
+    ] {
+        assert!(before.contains(v), "{v} never answered:\n{out}");
+    }
+    let after = after
+        .split("$ skupper -n west network status")
+        .next()
+        .unwrap();
+    assert!(after.contains("30 × reviews-v1 (east)"), "{out}");
+    assert!(out.contains("--protocol http"), "{out}");
+    assert!(
+        out.contains("Skupper is now removed from namespace \"south\"."),
+        "{out}"
+    );
+}

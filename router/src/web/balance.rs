@@ -1,6 +1,7 @@
-//! Per-request balancing: each request goes to a destination drawn with weights inversely
-//! proportional to its expected wait, `(requests in flight + 1) × (response time + path
-//! cost)`; one request in [`EXPLORE`] is drawn uniformly instead.
+//! Per-request balancing: each request goes to a destination drawn with weights
+//! proportional to its connectors (servers) and inversely proportional to its expected
+//! wait, `(requests in flight per connector + 1) × (response time + path cost)`; one request
+//! in [`EXPLORE`] is drawn uniformly instead.
 //!
 //! Response time is a moving average per destination that rises faster than it falls (a
 //! slowdown is acted on within a few requests), and with no new samples it decays toward
@@ -101,7 +102,8 @@ pub(crate) fn choose<'a>(
             let per = f64::from(in_flight(&d.router)) / f64::from(d.connectors.max(1));
             let wait =
                 latency.estimate(key, &d.router, now) + d.cost as f64 * COST_MICROS + FLOOR_MICROS;
-            (d, 1.0 / ((per + 1.0) * wait))
+            // A destination with more connectors (servers) takes a larger share.
+            (d, f64::from(d.connectors.max(1)) / ((per + 1.0) * wait))
         })
         .collect();
     if weighted.is_empty() {
@@ -206,6 +208,18 @@ mod tests {
         }
         let est = l.estimate("k", "east", Instant::now());
         assert!(est < 1500.0, "{est}");
+    }
+
+    #[test]
+    fn a_destination_with_more_servers_takes_more() {
+        let two = Destination {
+            connectors: 2,
+            ..dest("south", 1)
+        };
+        let ds = [dest("east", 1), two];
+        let south = share(&ds, &Latency::default(), |_| 0, &[], "south");
+        // 5% explored, two thirds of the rest.
+        assert!((640..=660).contains(&south), "{south}");
     }
 
     #[test]
