@@ -210,12 +210,24 @@ async fn h1_client(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<
 
 /// One HTTP/2 connection (prior knowledge, no TLS).
 async fn h2_client(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Body> {
+    h2_client_task(addr).await.0
+}
+
+/// An HTTP/2 connection and the task driving it (aborting the task drops the connection).
+async fn h2_client_task(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Body>,
+    JoinHandle<()>,
+) {
     let s = TcpStream::connect(addr).await.unwrap();
     let (tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(s))
         .await
         .unwrap();
-    tokio::spawn(conn);
-    tx
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (tx, task)
 }
 
 fn get(path: &str) -> Request<Body> {
@@ -842,4 +854,217 @@ async fn http1_semantics_pass_through_unchanged() {
         rest.starts_with("HTTP/1.1 200") && rest.ends_with("12345"),
         "{rest:?}"
     );
+}
+
+/// Resident memory of a process, KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_256_mib_upload_and_download_cross_router_processes_in_bounded_memory() {
+    use ring::digest::{Context, SHA256};
+    use van_testkit::router::process::*;
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 256;
+    let chunk = Bytes::from(payload(CHUNK));
+    let mut want = Context::new(&SHA256);
+    for _ in 0..CHUNKS {
+        want.update(&chunk);
+    }
+    let want = want.finish().as_ref().to_vec();
+    // The origin: hashes what is uploaded, streams the same bytes on download.
+    let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = origin.local_addr().unwrap();
+    let served = chunk.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = origin.accept().await else {
+                continue;
+            };
+            let c = served.clone();
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let c = c.clone();
+                async move {
+                    let body: Body = if req.uri().path() == "/upload" {
+                        let mut b = req.into_body();
+                        let mut h = Context::new(&SHA256);
+                        while let Some(f) = b.frame().await {
+                            if let Ok(d) = f?.into_data() {
+                                h.update(&d);
+                            }
+                        }
+                        full(h.finish().as_ref().to_vec())
+                    } else {
+                        let frames = (0..CHUNKS).map(move |_| Ok(Frame::data(c.clone())));
+                        StreamBody::new(tokio_stream::iter(frames)).boxed()
+                    };
+                    Ok::<_, hyper::Error>(Response::new(body))
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let dir = van_testkit::temp_dir("http-big");
+    let pki = Pki::new("ca");
+    let exe = env!("CARGO_BIN_EXE_van-router");
+    let b = spawn(
+        exe,
+        dir.path(),
+        &pki,
+        "b",
+        &format!(
+            "{}tcp_connectors:\n  - {{name: svc, host: 127.0.0.1, port: {}, routing_key: svc, protocol: http}}\n",
+            link_listener_yaml(),
+            target.port()
+        ),
+    );
+    let pb = b.link_port().await;
+    let a = spawn(
+        exe,
+        dir.path(),
+        &pki,
+        "a",
+        &format!(
+            "{}tcp_listeners:\n  - {{name: svc, host: 127.0.0.1, port: 0, routing_key: svc, protocol: http}}\n",
+            links_yaml(&[("a-b", pb, 1)])
+        ),
+    );
+    wait_for(&a, "listener up", listener_up).await;
+    let addr = SocketAddr::from(([127, 0, 0, 1], a.listener_port("svc").await));
+    let mut c = h1_client(addr).await;
+    van_testkit::eventually("the origin answers through both routers", async || {
+        let r = send(&mut c, get("/ping")).await.ok()?;
+        let ok = r.status() == StatusCode::OK;
+        r.into_body().collect().await.ok()?;
+        ok.then_some(())
+    })
+    .await;
+    let pids = [a.child.id(), b.child.id()];
+    let idle = pids.map(rss_kib);
+    let peak = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                for (i, pid) in pids.iter().enumerate() {
+                    peak[i].fetch_max(rss_kib(*pid) as usize, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    // Upload, chunked (no length known in advance).
+    let up = chunk.clone();
+    let frames = (0..CHUNKS).map(move |_| Ok::<_, hyper::Error>(Frame::data(up.clone())));
+    let req = Request::post("/upload")
+        .header(http::header::HOST, "svc")
+        .body(StreamBody::new(tokio_stream::iter(frames)).boxed())
+        .unwrap();
+    let r = send(&mut c, req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let got = r.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(got.as_ref(), want.as_slice(), "the upload arrived intact");
+    // Download, hashed as it streams.
+    let r = send(&mut c, get("/download")).await.unwrap();
+    let mut body = r.into_body();
+    let mut h = Context::new(&SHA256);
+    let mut n = 0;
+    while let Some(f) = body.frame().await {
+        if let Ok(d) = f.unwrap().into_data() {
+            n += d.len();
+            h.update(&d);
+        }
+    }
+    assert_eq!(n, CHUNK * CHUNKS);
+    assert_eq!(
+        h.finish().as_ref(),
+        want.as_slice(),
+        "the download arrived intact"
+    );
+    sampler.abort();
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        let p = peak[i].load(Ordering::Relaxed) as u64;
+        eprintln!("router {name}: idle {} KiB, peak {p} KiB", idle[i]);
+        assert!(
+            p.saturating_sub(idle[i]) < 32 * 1024,
+            "router {name} grew from {} KiB to {p} KiB carrying 2 x 256 MiB",
+            idle[i]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_vanish_with_streams_in_flight_leave_nothing_behind() {
+    let east = Server::start("east", Duration::ZERO).await;
+    let south = Server::start("south", Duration::ZERO).await;
+    let net = three_sites("web", Protocol::Http2, east.addr, south.addr).await;
+    let addr = net.west.listener_addr("web");
+    const CONNS: usize = 4;
+    const STREAMS: usize = 50;
+    for round in 1..=2 {
+        let mut tasks = Vec::new();
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..CONNS {
+            let (c, task) = h2_client_task(addr).await;
+            tasks.push(task);
+            for _ in 0..STREAMS {
+                let mut c = c.clone();
+                calls.spawn(async move {
+                    let _ = send(
+                        &mut c,
+                        Request::get("http://svc/slow").body(full("")).unwrap(),
+                    )
+                    .await;
+                });
+            }
+        }
+        // Every request in flight at a server, then the clients' connections drop at once.
+        van_testkit::eventually("every request reached a server", async || {
+            (east.hits() + south.hits() >= round * CONNS * STREAMS).then_some(())
+        })
+        .await;
+        for t in &tasks {
+            t.abort();
+        }
+        calls.abort_all();
+        van_testkit::eventually("every request cancelled at its server", async || {
+            let n =
+                east.cancelled.load(Ordering::Relaxed) + south.cancelled.load(Ordering::Relaxed);
+            (n == round * CONNS * STREAMS).then_some(())
+        })
+        .await;
+        for r in [&net.west, &net._east, &net._south] {
+            van_testkit::eventually_ok("no flow left open", async || {
+                let n = r.router().flows().len();
+                if n == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("{} has {n} flows open", r.router().id()))
+                }
+            })
+            .await;
+        }
+    }
+    // The router still serves, and its pools did not grow past one connection per target
+    // for 200 concurrent streams.
+    let mut c = h2_client(addr).await;
+    let r = send(&mut c, Request::get("http://svc/").body(full("")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    for r in [&net._east, &net._south] {
+        for c in van_router::admin::connectors(r.router()).connectors {
+            assert!(c.pooled_connections <= 2, "{c:?}");
+        }
+    }
 }

@@ -73,6 +73,9 @@ struct Conns {
 pub struct Pool {
     wire: Wire,
     conns: Mutex<Conns>,
+    /// HTTP/2: held while a connection is being opened, so that requests arriving together
+    /// share it instead of each opening their own.
+    opening: tokio::sync::Mutex<()>,
     /// Connections open now (idle or busy), for the admin API.
     open: Arc<AtomicUsize>,
     this: Weak<Pool>,
@@ -83,6 +86,7 @@ impl Pool {
         Arc::new_cyclic(|this| Pool {
             wire,
             conns: Mutex::new(Conns::default()),
+            opening: tokio::sync::Mutex::new(()),
             open: Arc::new(AtomicUsize::new(0)),
             this: this.clone(),
         })
@@ -166,18 +170,13 @@ impl Pool {
         F: Future<Output = Result<TcpStream, String>>,
     {
         loop {
-            let pooled = {
-                let mut c = self.conns.lock().expect("pool lock");
-                c.h2.retain(|h| !h.tx.is_closed());
-                c.h2.iter()
-                    .filter(|h| h.in_flight.load(Ordering::Relaxed) < MAX_STREAMS)
-                    .min_by_key(|h| h.in_flight.load(Ordering::Relaxed))
-                    .map(|h| (h.tx.clone(), h.in_flight.clone()))
-            };
+            let mut pooled = self.h2_with_room();
             let fresh = pooled.is_none();
-            let (mut tx, in_flight) = match pooled {
-                Some(p) => p,
-                None => {
+            if fresh {
+                let _opening = self.opening.lock().await;
+                // Another request may have opened one while this one waited.
+                pooled = self.h2_with_room();
+                if pooled.is_none() {
                     let tx = match self.connect_h2(&connect).await {
                         Ok(tx) => tx,
                         Err(e) => return Err(SendError::Connect(e, Box::new(req))),
@@ -187,9 +186,10 @@ impl Pool {
                         tx: tx.clone(),
                         in_flight: in_flight.clone(),
                     });
-                    (tx, in_flight)
+                    pooled = Some((tx, in_flight));
                 }
-            };
+            }
+            let (mut tx, in_flight) = pooled.expect("a connection");
             in_flight.fetch_add(1, Ordering::Relaxed);
             let ret = Return::H2(InFlight(in_flight));
             match tx.try_send_request(req).await {
@@ -197,6 +197,16 @@ impl Pool {
                 Err(e) => req = again(e, fresh)?,
             }
         }
+    }
+
+    /// The open HTTP/2 connection with the fewest requests in flight, below the limit.
+    fn h2_with_room(&self) -> Option<(http2::SendRequest<ReqBody>, Arc<AtomicUsize>)> {
+        let mut c = self.conns.lock().expect("pool lock");
+        c.h2.retain(|h| !h.tx.is_closed());
+        c.h2.iter()
+            .filter(|h| h.in_flight.load(Ordering::Relaxed) < MAX_STREAMS)
+            .min_by_key(|h| h.in_flight.load(Ordering::Relaxed))
+            .map(|h| (h.tx.clone(), h.in_flight.clone()))
     }
 
     async fn connect_h1<F>(
