@@ -117,3 +117,91 @@ async fn each_flow_is_exported_as_one_span_with_key_path_bytes_and_outcome() {
     assert_eq!(attr(egress, "path").as_deref(), Some("a > b"));
     assert_eq!(attr(ingress, "flow_id"), attr(egress, "flow_id"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_request_span_continues_the_callers_trace() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector: SocketAddr = l.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector(tx)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+    );
+    // An origin that answers 200 with an empty body to anything.
+    let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = origin.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut s, _)) = origin.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let dir = van_testkit::temp_dir("otlp-http");
+    let pki = Pki::new("ca");
+    let a = spawn(
+        ROUTER,
+        dir.path(),
+        &pki,
+        "a",
+        &format!(
+            "tracing: {{otlp_endpoint: \"http://{collector}\"}}\n\
+             tcp_listeners:\n  - {{name: svc, host: 127.0.0.1, port: 0, routing_key: svc, protocol: http}}\n\
+             tcp_connectors:\n  - {{name: svc, host: 127.0.0.1, port: {}, routing_key: svc, protocol: http}}\n",
+            target.port()
+        ),
+    );
+    wait_for(&a, "listener up", listener_up).await;
+    let port = a.listener_port("svc").await;
+    let resp = van_testkit::eventually("the request answered", async || {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(
+            b"GET /traced HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\
+              traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n",
+        )
+        .await
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.ok()?;
+        out.starts_with("HTTP/1.1 200").then_some(out)
+    })
+    .await;
+    assert!(resp.ends_with("ok"), "{resp}");
+    let span = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let req = rx.recv().await.unwrap();
+            for rs in req.resource_spans {
+                for ss in rs.scope_spans {
+                    if let Some(s) = ss.spans.into_iter().find(|s| s.name == "flow") {
+                        return s;
+                    }
+                }
+            }
+        }
+    })
+    .await
+    .expect("the request's span exported");
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    assert_eq!(hex(&span.trace_id), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(hex(&span.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(attr(&span, "routing_key").as_deref(), Some("svc"));
+    assert_eq!(attr(&span, "outcome").as_deref(), Some("closed"));
+}

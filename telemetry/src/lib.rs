@@ -124,3 +124,36 @@ pub fn init(
         .map_err(|_| TelemetryError::AlreadySet)?;
     Ok(Telemetry { provider })
 }
+
+/// Makes `span` continue the trace an incoming request names in its W3C `traceparent` (and
+/// `tracestate`) headers, read with `header`. Without a valid `traceparent`, or without an
+/// OTLP exporter, nothing changes.
+pub fn continue_trace(span: &tracing::Span, header: impl Fn(&str) -> Option<String>) {
+    use opentelemetry::propagation::TextMapPropagator;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    struct Headers(Vec<(&'static str, String)>);
+    impl opentelemetry::propagation::Extractor for Headers {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                .map(|(_, v)| v.as_str())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.iter().map(|(k, _)| *k).collect()
+        }
+    }
+    let Some(parent) = header("traceparent") else {
+        return;
+    };
+    let mut h = vec![("traceparent", parent)];
+    if let Some(state) = header("tracestate") {
+        h.push(("tracestate", state));
+    }
+    let cx = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&Headers(h));
+    use opentelemetry::trace::TraceContextExt;
+    if cx.span().span_context().is_valid() {
+        // Fails only when no OpenTelemetry layer is installed: then there is no trace to join.
+        let _ = span.set_parent(cx);
+    }
+}

@@ -127,6 +127,26 @@ impl Drop for RequestGuard {
     }
 }
 
+/// The span of one request at its ingress router: a flow span that continues the trace of
+/// the request's `traceparent`, if it has one.
+pub(super) fn request_span(
+    id: u64,
+    key: &str,
+    role: &str,
+    origin: &str,
+    dest: &str,
+    head: &HttpHead,
+) -> tracing::Span {
+    let span = flow_span(id, key, role, origin, dest);
+    van_telemetry::continue_trace(&span, |name| {
+        head.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
+            .and_then(|h| String::from_utf8(h.value.clone()).ok())
+    });
+    span
+}
+
 impl Dispatch {
     /// Serves one client connection of an HTTP listener.
     pub(super) async fn serve_http(self: Arc<Self>, client: TcpStream, listener: Arc<ListenerRt>) {
@@ -217,7 +237,7 @@ impl Dispatch {
             let id = self.rng.u64();
             let attempt = match route {
                 Route::Local => {
-                    let span = flow_span(id, &key, "local", &self.me.id, &self.me.id);
+                    let span = request_span(id, &key, "local", &self.me.id, &self.me.id, &head);
                     self.local_request(
                         id,
                         &head,
@@ -235,7 +255,7 @@ impl Dispatch {
                     dest_field,
                     conn,
                 } => {
-                    let span = flow_span(id, &key, "ingress", &self.me.id, &dest);
+                    let span = request_span(id, &key, "ingress", &self.me.id, &dest, &head);
                     let r = self
                         .remote_request(
                             id,

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use van_proto::wire::{HttpHead, ResetCode};
 
 use super::Dispatch;
-use super::http::{Failed, RequestGuard, Response, Route};
+use super::http::{Failed, RequestGuard, Response, Route, request_span};
 use crate::flow::{FlowRecord, Outcome};
 use crate::tcp::{ConnectorRt, ListenerRt};
 use crate::web::codec::{self, Wire};
@@ -57,6 +57,7 @@ impl Dispatch {
             let id = self.rng.u64();
             let r = match route {
                 Route::Local => {
+                    let span = request_span(id, &key, "local", &self.me.id, &self.me.id, &head);
                     self.local_upgrade(
                         id,
                         &head,
@@ -66,6 +67,7 @@ impl Dispatch {
                         &mut tried_local,
                         &mut client,
                     )
+                    .instrument(span)
                     .await
                 }
                 Route::Remote {
@@ -73,6 +75,7 @@ impl Dispatch {
                     dest_field,
                     conn,
                 } => {
+                    let span = request_span(id, &key, "ingress", &self.me.id, &dest, &head);
                     let r = self
                         .remote_upgrade(
                             id,
@@ -85,6 +88,7 @@ impl Dispatch {
                             conn,
                             &mut client,
                         )
+                        .instrument(span)
                         .await;
                     tried.push(dest);
                     r
