@@ -397,3 +397,24 @@ fn stripping_tls_material_keeps_the_profile_names_and_everything_else() {
         full
     );
 }
+
+#[test]
+fn the_same_address_with_another_protocol_elsewhere_is_a_conflict_not_a_target() {
+    let state = serving(vec![service("db", &[5432], &[("db.local", &[5432])])]);
+    let mut other = remote("east", &[("db", &[5432])]);
+    for r in other.values_mut() {
+        for v in &mut r.services {
+            v.protocol = "http".into();
+        }
+    }
+    let cfg = SiteConfig::for_test(RouterMode::Interior);
+    let views = crate::network::services(&cfg, &state, &other);
+    assert_eq!(views.len(), 1);
+    assert_eq!(views[0].def.protocol, "tcp", "the local definition wins");
+    assert_eq!(views[0].conflicts, ["east: http 5432"]);
+    assert!(
+        !views[0].target_sites.contains(&"east".to_string()),
+        "{:?}",
+        views[0].target_sites
+    );
+}
