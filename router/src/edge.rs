@@ -94,6 +94,8 @@ pub(crate) fn keys_of(set: wire::AddressSet) -> BTreeMap<String, u32> {
 pub(crate) struct Edges {
     uplinks: Mutex<Vec<Arc<EdgePeer>>>,
     attached: Mutex<Vec<Arc<EdgePeer>>>,
+    /// Rotates among equally loaded edges, so one-at-a-time flows (HTTP requests) share.
+    rotate: std::sync::atomic::AtomicUsize,
 }
 
 impl Edges {
@@ -156,13 +158,22 @@ impl Edges {
 
     /// The attached edge that serves `key` with the fewest flows, other than `except`.
     pub(crate) fn edge_for(&self, key: &str, except: &str) -> Option<Arc<EdgePeer>> {
-        self.attached
-            .lock()
-            .expect("edges")
+        let attached = self.attached.lock().expect("edges");
+        let cands: Vec<(&Arc<EdgePeer>, usize)> = attached
             .iter()
             .filter(|e| e.peer != except && !e.conn.is_closed() && e.has_key(key))
-            .min_by_key(|e| e.conn.active_streams())
-            .cloned()
+            .map(|e| (e, e.conn.active_streams()))
+            .collect();
+        let least = cands.iter().map(|(_, n)| *n).min()?;
+        let tied: Vec<&Arc<EdgePeer>> = cands
+            .into_iter()
+            .filter(|(_, n)| *n == least)
+            .map(|(e, _)| e)
+            .collect();
+        let i = self
+            .rotate
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Some(tied[i % tied.len()].clone())
     }
 
     /// Values published by attached edges, advertised on their behalf with their origin.

@@ -1068,3 +1068,59 @@ async fn clients_that_vanish_with_streams_in_flight_leave_nothing_behind() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requests_cross_edges_and_interiors_and_are_spread() {
+    let pki = Pki::new("ca");
+    let interior = |id: &'static str, peers: Vec<(&'static str, SocketAddr)>| {
+        let mut f = base_config(id, pki.profile(id));
+        link_listener(&mut f);
+        edge_listener(&mut f);
+        for (name, addr) in peers {
+            link_to(&mut f, name, addr, 1);
+        }
+        start(f)
+    };
+    let b = interior("B", vec![]).await;
+    let a = interior("A", vec![("A-B", b.link_addr())]).await;
+    let e1 = edge_router(&pki, "e1", &[("up", &a, 1)]).await;
+    let e2 = edge_router(&pki, "e2", &[("up", &b, 1)]).await;
+    let e3 = edge_router(&pki, "e3", &[("up", &b, 1)]).await;
+    let s2 = Server::start("e2", Duration::ZERO).await;
+    let s3 = Server::start("e3", Duration::ZERO).await;
+    e2.apply(vec![service_connector_op(
+        "web",
+        "web",
+        s2.addr,
+        Protocol::Http,
+    )])
+    .await;
+    e3.apply(vec![service_connector_op(
+        "web",
+        "web",
+        s3.addr,
+        Protocol::Http,
+    )])
+    .await;
+    e1.apply(vec![service_listener_op("web", "web", Protocol::Http)])
+        .await;
+    e1.wait_reachable("web").await;
+    // Both edges' servers are known to B before the first request.
+    let mut rx = b.router().table_rx();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        rx.wait_for(|t| t.addresses.get("web").is_some_and(|d| d[0].connectors == 2)),
+    )
+    .await
+    .expect("B serves web for both edges")
+    .unwrap();
+    let mut c = h1_client(e1.listener_addr("web")).await;
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let r = send(&mut c, get("/")).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        seen.insert(body_string(r).await);
+    }
+    // Edge e1 lets its interior pick; B then spreads requests over its two edges.
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
