@@ -50,175 +50,25 @@ VAN_BIN=${BENCH_VAN_BIN:-$BIN/van-router}
 SLOW_GB=${BENCH_SLOW_GB:-10}
 SLOW_MBPS=${BENCH_SLOW_MBPS:-400}
 ALL_PATHS=(direct van stunnel haproxy2)
+LOG_TAG=bench
+LOG_FILE=$OUT/run.log
 
-mkdir -p "$OUT"
-rm -rf "$RAW" "$WORK"
-mkdir -p "$RAW" "$WORK"
-: >"$OUT/run.log"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_start
 
 # A non-negative decimal number (BENCH_SLOW_GB, BENCH_SLOW_MBPS).
 is_number() { [[ $1 =~ ^[0-9]+(\.[0-9]*)?$|^\.[0-9]+$ ]]; }
+# kv KEY LINE: the value of KEY=value in a line of fields.
+kv() { sed -n "s/.*\(^\| \)$1=\([^ ]*\).*/\2/p" <<<"$2"; }
 
-log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" | tee -a "$OUT/run.log" >&2; }
-die() {
-	log "error: $*"
-	exit 1
-}
-
-# ---------------------------------------------------------------- processes and cleanup
-PIDS=()
-LAST_PID=
-
-# start_bg NAME CMD...: runs CMD in the background, output to $WORK/NAME.log; sets LAST_PID.
-start_bg() {
-	local name=$1
-	shift
-	"$@" >"$WORK/$name.log" 2>&1 &
-	LAST_PID=$!
-	PIDS+=("$LAST_PID")
-}
-
-# stop_pid PID...: TERM, up to 3 s grace, KILL; reaps it and forgets it.
-stop_pid() {
-	local pid i alive
-	for pid in "$@"; do kill -TERM "$pid" 2>/dev/null; done
-	for i in $(seq 30); do
-		alive=0
-		for pid in "$@"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-		((alive)) || break
-		sleep 0.1
-	done
-	for pid in "$@"; do
-		kill -KILL "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
-		local keep=() p
-		for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-		PIDS=("${keep[@]}")
-	done
-	return 0
-}
-
-cleanup() {
-	trap - EXIT INT TERM
-	if ((${#PIDS[@]})); then
-		stop_pid "${PIDS[@]}"
-	fi
-}
-trap cleanup EXIT
-trap 'log "interrupted"; exit 130' INT TERM
-
-# ---------------------------------------------------------------- results
-emit() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RAW/results.tsv"; }
-note() {
-	local msg=${2//$'\t'/ }
-	msg=${msg//$'\n'/ }
-	printf '%s\t%s\n' "$1" "$msg" >>"$RAW/notes.tsv"
-	log "$1: $msg"
-}
-meta() { printf '%s\t%s\n' "$1" "$2" >>"$RAW/meta.tsv"; }
-
+# ---------------------------------------------------------------- paths
 declare -A STATUS REASON PORT_IPERF PORT_ECHO MIDS
 for p in "${ALL_PATHS[@]}"; do
 	STATUS[$p]=ok
 	REASON[$p]=
 	MIDS[$p]=
 done
-mark_failed() {
-	STATUS[$1]=failed
-	REASON[$1]=$2
-	log "$1: FAILED: $2"
-}
-mark_skipped() {
-	STATUS[$1]=skipped
-	REASON[$1]=$2
-}
-ok() { [ "${STATUS[$1]}" = ok ]; }
-
-# ---------------------------------------------------------------- ports
-USED_PORTS=" "
-port_in_use() {
-	local hex
-	hex=$(printf ':%04X ' "$1")
-	grep -qi -- "$hex" /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
-# free_port VAR: a port in 20000..31999 (below the ephemeral range) that no socket uses.
-free_port() {
-	local p _
-	for _ in $(seq 500); do
-		p=$((20000 + RANDOM % 12000))
-		case $USED_PORTS in *" $p "*) continue ;; esac
-		if ! port_in_use "$p"; then
-			USED_PORTS+="$p "
-			printf -v "$1" '%s' "$p"
-			return 0
-		fi
-	done
-	die "no free port found"
-}
-# wait_listen PORT SECONDS: until something listens on 127.0.0.1:PORT.
-wait_listen() {
-	local hex i
-	hex=$(printf '%04X' "$1")
-	for i in $(seq $(($2 * 20))); do
-		if awk -v h=":$hex" 'toupper(substr($2, length($2) - 4)) == h && $4 == "0A" { f = 1 } END { exit !f }' \
-			/proc/net/tcp /proc/net/tcp6 2>/dev/null; then
-			return 0
-		fi
-		sleep 0.05
-	done
-	return 1
-}
-
-# ---------------------------------------------------------------- /proc helpers
-CLK_TCK=$(getconf CLK_TCK)
-# cpu_ticks PID...: utime+stime summed (all threads), in clock ticks.
-cpu_ticks() {
-	local t=0 pid v
-	for pid in "$@"; do
-		v=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2>/dev/null) || return 1
-		[ -n "$v" ] || return 1
-		t=$((t + v))
-	done
-	echo "$t"
-}
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null; }
-# cpu_busy_pct: share of all CPUs busy over one second.
-cpu_busy_pct() {
-	local c u n s i w q sq st rest b1 t1 b2 t2
-	read -r c u n s i w q sq st rest </proc/stat
-	b1=$((u + n + s + q + sq + st))
-	t1=$((b1 + i + w))
-	sleep 1
-	read -r c u n s i w q sq st rest </proc/stat
-	b2=$((u + n + s + q + sq + st))
-	t2=$((b2 + i + w))
-	echo $((100 * (b2 - b1) / (t2 - t1 > 0 ? t2 - t1 : 1)))
-}
-# wait_idle: until the machine is idle (at most IDLE_BUSY % busy over one second), for at most
-# 15 s per call and IDLE_WAIT s over the whole run; sets IDLE_RESULT to the last busy figure.
-IDLE_BUDGET=$IDLE_WAIT
-wait_idle() {
-	local start=$SECONDS busy limit
-	limit=$((IDLE_BUDGET < 15 ? IDLE_BUDGET : 15))
-	while :; do
-		busy=$(cpu_busy_pct)
-		if ((busy <= IDLE_BUSY)); then
-			IDLE_RESULT="$busy%"
-			break
-		fi
-		if ((SECONDS - start >= limit)); then
-			IDLE_RESULT="$busy%!"
-			log "machine still busy ($busy%); measuring anyway"
-			break
-		fi
-		log "machine busy ($busy%), waiting for idle"
-	done
-	IDLE_BUDGET=$((IDLE_BUDGET - (SECONDS - start - 1)))
-	((IDLE_BUDGET > 0)) || IDLE_BUDGET=0
-}
-# kv KEY LINE: the value of KEY=value in a line of fields.
-kv() { sed -n "s/.*\(^\| \)$1=\([^ ]*\).*/\2/p" <<<"$2"; }
-fcalc() { awk "BEGIN { printf \"%.4f\", $1 }"; }
 
 # ---------------------------------------------------------------- tools
 ulimit -n "$(ulimit -Hn | sed 's/unlimited/65536/')" 2>/dev/null || true
@@ -232,15 +82,7 @@ command -v stunnel4 >/dev/null || command -v stunnel >/dev/null || need+=(stunne
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v openssl >/dev/null || need+=(openssl)
 command -v jq >/dev/null || need+=(jq)
-if ((${#need[@]})); then
-	SUDO=
-	[ "$(id -u)" = 0 ] || SUDO=sudo
-	log "installing ${need[*]} with apt-get"
-	{
-		$SUDO apt-get update -qq &&
-			$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
-	} >"$OUT/apt.log" 2>&1 || log "apt-get failed (see bench/out/apt.log)"
-fi
+install_missing "$OUT/apt.log" "${need[@]}"
 command -v iperf3 >/dev/null || die "iperf3 is missing"
 command -v openssl >/dev/null || die "openssl is missing"
 command -v jq >/dev/null || die "jq is missing"
@@ -266,57 +108,11 @@ fi
 for b in echo-server pingpong connrate holdflows waitready benchreport; do
 	[ -x "$BIN/$b" ] || die "$BIN/$b is missing (cargo build --release -p van-bench)"
 done
-if [ -n "${BENCH_VAN_BIN:-}" ]; then
-	VAN_BUILD_ERROR=
-fi
-if [ -z "$VAN_BUILD_ERROR" ] && [ ! -x "$VAN_BIN" ]; then
-	VAN_BUILD_ERROR="$VAN_BIN is missing"
-fi
+check_van_bin
 
 # ---------------------------------------------------------------- certificates
-gen_key() {
-	if [ "$KEY_TYPE" = ec ]; then
-		openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1"
-	else
-		openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1"
-	fi
-}
-make_certs() {
-	local d=$WORK/certs n ku
-	mkdir -p "$d"
-	cat >"$d/ca.cnf" <<-EOF
-		[req]
-		distinguished_name = dn
-		prompt = no
-		[dn]
-		CN = van-bench test CA
-		[v3_ca]
-		basicConstraints = critical,CA:TRUE
-		keyUsage = critical,keyCertSign,cRLSign
-		subjectKeyIdentifier = hash
-	EOF
-	gen_key "$d/ca.key" || return 1
-	openssl req -x509 -new -key "$d/ca.key" -config "$d/ca.cnf" -extensions v3_ca -days 3 -sha256 \
-		-out "$d/ca.pem" || return 1
-	if [ "$KEY_TYPE" = ec ]; then ku=digitalSignature; else ku=digitalSignature,keyEncipherment; fi
-	for n in a b; do
-		gen_key "$d/$n.key" || return 1
-		openssl req -new -key "$d/$n.key" -subj "/CN=bench-$n" -out "$d/$n.csr" || return 1
-		cat >"$d/$n.ext" <<-EOF
-			basicConstraints = critical,CA:FALSE
-			keyUsage = critical,$ku
-			extendedKeyUsage = serverAuth,clientAuth
-			subjectAltName = IP:127.0.0.1,DNS:localhost
-			subjectKeyIdentifier = hash
-			authorityKeyIdentifier = keyid
-		EOF
-		openssl x509 -req -in "$d/$n.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 3 \
-			-sha256 -extfile "$d/$n.ext" -out "$d/$n.pem" || return 1
-		openssl verify -CAfile "$d/ca.pem" "$d/$n.pem" >/dev/null || return 1
-	done
-}
 is_number "$SLOW_GB" || die "BENCH_SLOW_GB must be a number of GB (e.g. 10 or 0.5)"
-is_number "$SLOW_MBPS" && awk "BEGIN { exit !($SLOW_MBPS > 0) }" || die "BENCH_SLOW_MBPS must be a positive number"
+{ is_number "$SLOW_MBPS" && awk "BEGIN { exit !($SLOW_MBPS > 0) }"; } || die "BENCH_SLOW_MBPS must be a positive number"
 SLOW_BYTES=$(awk "BEGIN { printf \"%.0f\", $SLOW_GB * 1e9 }")
 
 case $KEY_TYPE in rsa) KEY_DESC="RSA-2048" ;; ec) KEY_DESC="ECDSA P-256" ;; *) die "BENCH_KEY must be rsa or ec" ;; esac
@@ -325,14 +121,7 @@ make_certs >"$WORK/certs.log" 2>&1 || die "openssl failed (see bench/out/work/ce
 CERTS=$WORK/certs
 
 # ---------------------------------------------------------------- machine
-meta nproc "$(nproc)"
-meta cpu_model "$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-meta kernel "$(uname -r)"
-meta os "$(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
-meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
-rev=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-[ -n "$(git -C "$ROOT" status --porcelain -- router proto 2>/dev/null)" ] && rev+=" (with uncommitted changes)"
-meta git_rev "$rev"
+meta_machine
 meta reps "$REPS"
 meta seconds "$SECS"
 meta rtt_count "$RTT_COUNT"
@@ -369,55 +158,27 @@ start_van() {
 		mark_failed van "$VAN_BUILD_ERROR"
 		return
 	fi
-	local admin_a admin_b link l_iperf l_echo l_slow c out
-	free_port admin_a
-	free_port admin_b
-	free_port link
+	local l_iperf l_echo l_slow out
 	free_port l_iperf
 	free_port l_echo
 	# The third service, to the slow reader (only when that transfer is measured).
-	local slow_a= slow_b=
+	local slow_a=() slow_b=()
 	if [ -n "$SLOW_PORT" ]; then
 		free_port l_slow
-		slow_a="  - {name: slow, host: 127.0.0.1, port: $l_slow, routing_key: bench-slow}"
-		slow_b="  - {name: slow, host: 127.0.0.1, port: $SLOW_PORT, routing_key: bench-slow}"
+		slow_a=("{name: slow, host: 127.0.0.1, port: $l_slow, routing_key: bench-slow}")
+		slow_b=("{name: slow, host: 127.0.0.1, port: $SLOW_PORT, routing_key: bench-slow}")
 	fi
-	cat >"$WORK/van-a.yaml" <<-EOF
-		router: {id: bench-a, mode: interior}
-		admin: {listen: "127.0.0.1:$admin_a"}
-		log: {level: warn}
-		tls_profiles:
-		  - {name: link, ca_file: $CERTS/ca.pem, cert_file: $CERTS/a.pem, key_file: $CERTS/a.key}
-		links:
-		  - {name: to-b, host: 127.0.0.1, port: $link, cost: 1, tls_profile: link}
-		tcp_listeners:
-		  - {name: iperf, host: 127.0.0.1, port: $l_iperf, routing_key: bench-iperf}
-		  - {name: echo, host: 127.0.0.1, port: $l_echo, routing_key: bench-echo}
-		$slow_a
-	EOF
-	cat >"$WORK/van-b.yaml" <<-EOF
-		router: {id: bench-b, mode: interior}
-		admin: {listen: "127.0.0.1:$admin_b"}
-		log: {level: warn}
-		tls_profiles:
-		  - {name: link, ca_file: $CERTS/ca.pem, cert_file: $CERTS/b.pem, key_file: $CERTS/b.key}
-		link_listeners:
-		  - {name: inter-router, host: 127.0.0.1, port: $link, cost: 1, tls_profile: link}
-		tcp_connectors:
-		  - {name: iperf, host: 127.0.0.1, port: $IPERF_PORT, routing_key: bench-iperf}
-		  - {name: echo, host: 127.0.0.1, port: $ECHO_PORT, routing_key: bench-echo}
-		$slow_b
-	EOF
-	for c in a b; do
-		if ! out=$("$VAN_BIN" --config "$WORK/van-$c.yaml" --check 2>&1); then
-			mark_failed van "router $c configuration rejected: $(tail -1 <<<"$out")"
-			return
-		fi
-	done
-	start_bg van-b "$VAN_BIN" --config "$WORK/van-b.yaml"
-	VAN_B=$LAST_PID
-	start_bg van-a "$VAN_BIN" --config "$WORK/van-a.yaml"
-	VAN_A=$LAST_PID
+	if ! start_van_pair \
+		"{name: iperf, host: 127.0.0.1, port: $l_iperf, routing_key: bench-iperf}" \
+		"{name: echo, host: 127.0.0.1, port: $l_echo, routing_key: bench-echo}" \
+		"${slow_a[@]}" \
+		-- \
+		"{name: iperf, host: 127.0.0.1, port: $IPERF_PORT, routing_key: bench-iperf}" \
+		"{name: echo, host: 127.0.0.1, port: $ECHO_PORT, routing_key: bench-echo}" \
+		"${slow_b[@]}"; then
+		mark_failed van "$VAN_ERROR"
+		return
+	fi
 	if ! out=$("$BIN/waitready" "127.0.0.1:$l_echo" --timeout-ms 10000 2>&1); then
 		mark_failed van "no echo through router A's listener within 10 s ($out); logs: bench/out/work/van-{a,b}.log"
 		stop_pid "$VAN_A" "$VAN_B"
@@ -606,17 +367,6 @@ if ok van; then
 fi
 
 # ---------------------------------------------------------------- measurements
-mids_alive() {
-	local pid
-	for pid in ${MIDS[$1]}; do
-		if ! kill -0 "$pid" 2>/dev/null; then
-			mark_failed "$1" "a relay process exited during the run (see bench/out/work/)"
-			return 1
-		fi
-	done
-	return 0
-}
-
 # run_iperf PATH REP LABEL [iperf3 args...]: one iperf3 run against a fresh one-off server.
 run_iperf() {
 	local path=$1 rep=$2 label=$3
@@ -630,12 +380,14 @@ run_iperf() {
 			note "$path" "iperf3 server did not start"
 			return 1
 		fi
+		# shellcheck disable=SC2086 # a list of pids
 		c0=$(cpu_ticks ${MIDS[$path]})
 		t0=$(date +%s.%N)
 		timeout $((SECS + 30)) iperf3 -c 127.0.0.1 -p "${PORT_IPERF[$path]}" -t "$SECS" -J "$@" \
 			>"$json" 2>"$json.stderr"
 		rc=$?
 		t1=$(date +%s.%N)
+		# shellcheck disable=SC2086 # a list of pids
 		c1=$(cpu_ticks ${MIDS[$path]})
 		stop_pid "$srv"
 		bps=$(jq -r '.end.sum_received.bits_per_second // empty' "$json" 2>/dev/null)
@@ -697,27 +449,19 @@ run_connrate() {
 	log "$path: connect+echo p50 $(kv p50_us "$out") µs, p99 $(kv p99_us "$out") µs ($(kv conn_per_s "$out") conn/s)"
 }
 
-idle_list=
-for rep in $(seq "$REPS"); do
-	log "repetition $rep of $REPS"
-	idle_list+="${idle_list:+; }rep $rep:"
-	for path in "${ALL_PATHS[@]}"; do
-		ok "$path" || continue
-		wait_idle
-		idle_list+=" $path $IDLE_RESULT"
-		log "$path (rep $rep): background CPU busy $IDLE_RESULT"
-		mids_alive "$path" || continue
-		run_iperf "$path" "$rep" tput1_gbps
-		mids_alive "$path" || continue
-		run_iperf "$path" "$rep" tputP8_gbps -P 8
-		mids_alive "$path" || continue
-		run_pingpong "$path" "$rep"
-		mids_alive "$path" || continue
-		run_connrate "$path" "$rep"
-		mids_alive "$path" || continue
-	done
-done
-meta idle_busy "$idle_list"
+# measure_path PATH REP: the loads of one repetition (run_reps calls it), up to a relay that exits.
+measure_path() {
+	local path=$1 rep=$2
+	run_iperf "$path" "$rep" tput1_gbps
+	mids_alive "$path" || return
+	run_iperf "$path" "$rep" tputP8_gbps -P 8
+	mids_alive "$path" || return
+	run_pingpong "$path" "$rep"
+	mids_alive "$path" || return
+	run_connrate "$path" "$rep"
+	mids_alive "$path"
+}
+run_reps measure_path
 
 # ---------------------------------------------------------------- slow reader (van path)
 # SLOW_BYTES through router A's listener into a reader capped at SLOW_MBPS, sampling both
