@@ -37,6 +37,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .type_attribute(".van.controller", "#[serde(rename_all = \"camelCase\")]")
         .message_attribute(".van.controller", "#[serde(default)]")
+        // HTTP headers decode as slices of the received frame, not a copy per field.
+        .bytes(".van.wire.v1.HttpHeader")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -142,7 +142,7 @@ pub(super) fn request_span(
         head.headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
-            .and_then(|h| String::from_utf8(h.value.clone()).ok())
+            .and_then(|h| String::from_utf8(h.value.to_vec()).ok())
     });
     span
 }

@@ -3,12 +3,11 @@
 //! wait, `(requests in flight per connector + 1) × (response time + path cost)`; one request
 //! in [`EXPLORE`] is drawn uniformly instead.
 //!
-//! Response time is a moving average per destination that rises faster than it falls (a
-//! slowdown is acted on within a few requests), and with no new samples it decays toward
-//! zero so an idle destination gets tried again. A destination with no samples scores by
-//! path cost alone, so new servers get traffic at once. The uniform draws keep every
-//! destination's estimate current: without them a destination whose first response was
-//! slow (it also opened a connection) could keep a share far below its worth for seconds.
+//! Response time is the median of a destination's last three samples, so one slow
+//! response (the first, which also opened a connection) changes nothing while two in a row
+//! are acted on at once; with no new samples it decays toward zero so an idle destination
+//! gets tried again. A destination with no samples scores by path cost alone, so new
+//! servers get traffic at once. The uniform draws keep every destination's estimate current.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,9 +21,6 @@ const DECAY: Duration = Duration::from_secs(2);
 /// also opened a connection, scheduling noise) shift the shares a little, not all of them,
 /// while a server tens of milliseconds slower still gets only a few percent.
 const FLOOR_MICROS: f64 = 1000.0;
-/// Weight of a new sample that is slower than the estimate, and of one that is faster.
-const RISE: f64 = 0.5;
-const FALL: f64 = 0.3;
 /// Share of requests drawn uniformly among the destinations.
 pub(crate) const EXPLORE: f64 = 0.1;
 /// Estimates kept before stale ones are dropped.
@@ -32,23 +28,42 @@ const MAX_ENTRIES: usize = 4096;
 /// Response time one unit of path cost stands for (a hop to another site).
 const COST_MICROS: f64 = 250.0;
 
+/// The last three response times of a destination; its estimate is their median (the
+/// smaller of two, the only one at first), decaying toward zero while no sample comes.
 #[derive(Debug, Clone, Copy)]
-struct Ewma {
-    micros: f64,
+struct Estimate {
+    recent: [f64; 3],
+    n: usize,
     at: Instant,
 }
 
-impl Ewma {
+impl Estimate {
+    fn push(&mut self, sample: f64, now: Instant) {
+        self.recent[self.n % 3] = sample;
+        self.n += 1;
+        self.at = now;
+    }
+
+    fn value(&self) -> f64 {
+        let r = self.recent;
+        match self.n {
+            0 => 0.0,
+            1 => r[0],
+            2 => r[0].min(r[1]),
+            _ => r[0].max(r[1]).min(r[0].min(r[1]).max(r[2])),
+        }
+    }
+
     fn decayed(&self, now: Instant) -> f64 {
         let age = now.saturating_duration_since(self.at).as_secs_f64();
-        self.micros * (-age / DECAY.as_secs_f64()).exp()
+        self.value() * (-age / DECAY.as_secs_f64()).exp()
     }
 }
 
 /// Response-time estimates per routing key and destination router.
 #[derive(Debug, Default)]
 pub(crate) struct Latency {
-    by_dest: Mutex<HashMap<(String, String), Ewma>>,
+    by_dest: Mutex<HashMap<(String, String), Estimate>>,
 }
 
 impl Latency {
@@ -61,16 +76,13 @@ impl Latency {
             // Destinations gone from the table stop getting samples; forget the stale ones.
             m.retain(|_, e| now.saturating_duration_since(e.at) < DECAY * 30);
         }
-        let e = m
-            .entry((key.to_string(), dest.to_string()))
-            .or_insert(Ewma {
-                micros: sample,
+        m.entry((key.to_string(), dest.to_string()))
+            .or_insert(Estimate {
+                recent: [0.0; 3],
+                n: 0,
                 at: now,
-            });
-        let prev = e.decayed(now);
-        let a = if sample > prev { RISE } else { FALL };
-        e.micros = prev * (1.0 - a) + sample * a;
-        e.at = now;
+            })
+            .push(sample, now);
     }
 
     fn estimate(&self, key: &str, dest: &str, now: Instant) -> f64 {
@@ -200,14 +212,21 @@ mod tests {
     }
 
     #[test]
-    fn a_slow_first_sample_is_outgrown_within_a_few_requests() {
+    fn one_slow_sample_is_forgotten_and_two_are_acted_on() {
         let l = Latency::default();
-        l.observe("k", "east", Duration::from_millis(20));
-        for _ in 0..10 {
-            l.observe("k", "east", Duration::from_micros(400));
-        }
-        let est = l.estimate("k", "east", Instant::now());
-        assert!(est < 1500.0, "{est}");
+        let est = |l: &Latency| l.estimate("k", "east", Instant::now());
+        l.observe("k", "east", Duration::from_millis(50));
+        l.observe("k", "east", Duration::from_micros(400));
+        assert!(est(&l) < 500.0, "{}", est(&l));
+        l.observe("k", "east", Duration::from_micros(400));
+        l.observe("k", "east", Duration::from_millis(30));
+        assert!(
+            est(&l) < 500.0,
+            "one slow response among three: {}",
+            est(&l)
+        );
+        l.observe("k", "east", Duration::from_millis(30));
+        assert!(est(&l) > 25_000.0, "two in a row: {}", est(&l));
     }
 
     #[test]

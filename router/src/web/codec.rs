@@ -343,8 +343,8 @@ pub(crate) fn to_response<B>(head: HttpHead, body: B) -> Result<http::Response<B
 fn from_header_map(h: &HeaderMap) -> Vec<HttpHeader> {
     h.iter()
         .map(|(n, v)| HttpHeader {
-            name: n.as_str().as_bytes().to_vec(),
-            value: v.as_bytes().to_vec(),
+            name: Bytes::copy_from_slice(n.as_str().as_bytes()),
+            value: Bytes::copy_from_slice(v.as_bytes()),
         })
         .collect()
 }
@@ -358,7 +358,8 @@ fn to_header_map(hs: Vec<HttpHeader>) -> Result<HeaderMap, CodecError> {
                 String::from_utf8_lossy(&h.name)
             ))
         })?;
-        let v = HeaderValue::from_bytes(&h.value)
+        // Shares the received frame's bytes: no copy.
+        let v = HeaderValue::from_maybe_shared(h.value)
             .map_err(|_| CodecError::Head(format!("bad value for header {n}")))?;
         m.append(n, v);
     }
