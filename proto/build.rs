@@ -37,8 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .type_attribute(".van.controller", "#[serde(rename_all = \"camelCase\")]")
         .message_attribute(".van.controller", "#[serde(default)]")
-        // HTTP headers decode as slices of the received frame, not a copy per field.
-        .bytes(".van.wire.v1.HttpHeader")
+        // HTTP header blocks decode as slices of the received frame, not a copy.
+        .bytes(".van.wire.v1.HttpHead.headers")
+        .bytes(".van.wire.v1.HttpTrailers.headers")
         .compile_fds(fds)?;
     Ok(())
 }

@@ -109,7 +109,7 @@ async fn a_site_runs_against_the_api_server() {
     api.put(
         "services",
         "backend",
-        backend(serde_json::json!({"skupper.io/proxy": "tcp"})),
+        backend(serde_json::json!({"skupper.io/proxy": "http"})),
     )
     .await;
     let services = eventually("backend in the status ConfigMap", async || {
@@ -121,6 +121,7 @@ async fn a_site_runs_against_the_api_server() {
     .await;
     let b = services.iter().find(|s| s.address == "backend").unwrap();
     assert_eq!(b.ports, [8080]);
+    assert_eq!(b.protocol, "http", "the annotation's protocol");
     assert_eq!(b.targets[0].host, "backend.west.svc");
 
     // Another site's service, heard over the network: a Service selecting the router pods.
@@ -163,7 +164,7 @@ async fn a_site_runs_against_the_api_server() {
         "configmaps",
         "skupper-services",
         serde_json::json!({"data": {
-            "db": r#"{"ports": [5432], "targets": [{"service": "postgres"}]}"#,
+            "db": r#"{"protocol": "http2", "ports": [5432], "targets": [{"service": "postgres"}]}"#,
             "broken": "{not json",
         }}),
     )
@@ -174,6 +175,7 @@ async fn a_site_runs_against_the_api_server() {
     })
     .await;
     assert_eq!(db.targets[0].host, "postgres.west.svc");
+    assert_eq!(db.protocol, "http2");
     // The broken entry is told as an Event on the ConfigMap; the good one was used anyway.
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "west");
     let ev = eventually("an Event for the broken entry", async || {

@@ -30,6 +30,8 @@ pub const DEFAULT_BACKOFF_MAX_MS: u64 = 5_000;
 pub const DEFAULT_FLOW_WINDOW: u32 = 2 * 1024 * 1024;
 /// How long a connector waits for its target to accept before failing the flow.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Upper bound of `router.worker_threads`.
+pub const MAX_WORKER_THREADS: usize = 1024;
 /// Largest routing key, in bytes.
 pub const MAX_ROUTING_KEY_LEN: usize = 255;
 
@@ -54,6 +56,9 @@ pub struct RouterSection {
     pub id: String,
     pub site: String,
     pub mode: Mode,
+    /// Threads that run flows and links; 0 (the default) means one per CPU. As Skupper's
+    /// router's `workerThreads`: fewer threads spend less CPU waking each other.
+    pub worker_threads: usize,
 }
 
 impl Default for RouterSection {
@@ -62,6 +67,7 @@ impl Default for RouterSection {
             id: String::new(),
             site: String::new(),
             mode: Mode::Interior,
+            worker_threads: 0,
         }
     }
 }
@@ -331,6 +337,8 @@ pub struct Config {
     pub router_id: String,
     pub site_id: String,
     pub mode: Mode,
+    /// `None`: one per CPU.
+    pub worker_threads: Option<usize>,
     pub admin: AdminListen,
     pub metrics: Option<SocketAddr>,
     pub log: LogSection,
@@ -491,6 +499,12 @@ impl Config {
         if file.flow.connect_timeout_ms == 0 {
             errs.push("flow.connect_timeout_ms", "must be positive");
         }
+        if r.worker_threads > MAX_WORKER_THREADS {
+            errs.push(
+                "router.worker_threads",
+                format!("must be at most {MAX_WORKER_THREADS} (0: one per CPU)"),
+            );
+        }
         let entities = entities_from_lists(&mut errs, file.entities);
         validate_entities(&mut errs, r.mode, &entities);
         errs.finish()?;
@@ -502,6 +516,7 @@ impl Config {
                 r.site.clone()
             },
             mode: r.mode,
+            worker_threads: (r.worker_threads > 0).then_some(r.worker_threads),
             admin: admin.expect("validated"),
             metrics,
             log: file.log,

@@ -87,7 +87,7 @@ pub(crate) struct Dispatch {
     pub(crate) flows: FlowTable,
     /// Flows open toward each destination router (ingress and local), for balancing.
     /// An HTTP request is a flow, so for HTTP these are requests in flight.
-    open_to: Mutex<HashMap<String, u32>>,
+    open_to: Mutex<HashMap<Arc<str>, u32>>,
     /// Response times of HTTP requests per destination, for balancing.
     latency: Latency,
     rotate: AtomicUsize,
@@ -104,7 +104,7 @@ impl std::fmt::Debug for Dispatch {
 /// Un-counts an open flow toward a destination.
 struct OpenGuard {
     dispatch: Arc<Dispatch>,
-    dest: String,
+    dest: Arc<str>,
 }
 
 impl Drop for OpenGuard {
@@ -112,12 +112,17 @@ impl Drop for OpenGuard {
         let mut open = self.dispatch.open_to.lock().expect("open_to lock");
         if let Some(n) = open.get_mut(&self.dest) {
             *n -= 1;
-            if *n == 0 {
-                open.remove(&self.dest);
+            // Entries stay at zero (one-at-a-time flows would otherwise add and remove the
+            // same key each time); the idle ones go when there are many.
+            if open.len() > MAX_OPEN_ENTRIES {
+                open.retain(|_, n| *n > 0);
             }
         }
     }
 }
+
+/// Destinations counted in `open_to` before those with no open flow are dropped.
+const MAX_OPEN_ENTRIES: usize = 4096;
 
 /// The span of one flow at one router; `finish_flow` records how it went.
 ///
@@ -193,15 +198,15 @@ impl Dispatch {
 
     /// Counts a flow open toward `dest` until the returned guard drops.
     fn count_open(self: &Arc<Self>, dest: &str) -> OpenGuard {
-        *self
-            .open_to
-            .lock()
-            .expect("open_to lock")
-            .entry(dest.to_string())
-            .or_default() += 1;
+        let mut open = self.open_to.lock().expect("open_to lock");
+        let dest: Arc<str> = match open.get_key_value(dest) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(dest),
+        };
+        *open.entry(dest.clone()).or_default() += 1;
         OpenGuard {
             dispatch: self.clone(),
-            dest: dest.to_string(),
+            dest,
         }
     }
 
@@ -213,13 +218,16 @@ impl Dispatch {
             rec.bytes_in.load(Ordering::Relaxed),
         );
         let span = tracing::Span::current();
-        span.record("path", rec.path.join(" > "));
-        span.record("role", rec.role);
-        span.record("bytes_out", bytes_out);
-        span.record("bytes_in", bytes_in);
-        span.record("outcome", outcome.label());
-        if !matches!(outcome, Outcome::Closed) {
-            span.record("error", outcome.to_string());
+        // Formatting costs even for a span nobody records.
+        if !span.is_disabled() {
+            span.record("path", rec.path.join(" > "));
+            span.record("role", rec.role);
+            span.record("bytes_out", bytes_out);
+            span.record("bytes_in", bytes_in);
+            span.record("outcome", outcome.label());
+            if !matches!(outcome, Outcome::Closed) {
+                span.record("error", outcome.to_string());
+            }
         }
         self.metrics
             .flow_closed(rec.role, outcome.label(), bytes_out, bytes_in);

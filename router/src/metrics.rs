@@ -8,8 +8,8 @@
 //! site) with fixed latency buckets, which the admin API and `vanstat` read.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router as Http;
@@ -51,9 +51,9 @@ struct KindLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct RequestKey {
     pub address: String,
-    pub method: String,
+    pub method: Cow<'static, str>,
     /// Status class: "2xx" … "5xx".
-    pub code: String,
+    pub code: Cow<'static, str>,
     pub source_site: String,
     /// Empty when the router answered itself (no server was reached).
     pub dest_site: String,
@@ -110,6 +110,16 @@ pub(crate) struct RequestDone {
     pub(crate) bytes_in: u64,
 }
 
+/// The metrics of one kind of request, looked up once per request.
+#[derive(Debug)]
+struct Series {
+    requests: Counter,
+    latency: Histogram,
+    bytes_out: Counter,
+    bytes_in: Counter,
+    stats: Mutex<RequestStats>,
+}
+
 /// Counters that are not derived from live state.
 #[derive(Debug)]
 pub struct Metrics {
@@ -122,7 +132,7 @@ pub struct Metrics {
     request_latency: Family<RequestKey, Histogram>,
     request_bytes: Family<RequestBytesLabels, Counter>,
     request_errors: Family<RequestErrorLabels, Counter>,
-    stats: Mutex<BTreeMap<RequestKey, RequestStats>>,
+    series: Mutex<HashMap<RequestKey, Arc<Series>>>,
 }
 
 fn router_labels(id: &str) -> impl Iterator<Item = (Cow<'static, str>, Cow<'static, str>)> {
@@ -186,7 +196,7 @@ impl Metrics {
             request_latency,
             request_bytes,
             request_errors,
-            stats: Mutex::new(BTreeMap::new()),
+            series: Mutex::new(HashMap::new()),
         }
     }
 
@@ -232,22 +242,22 @@ impl Metrics {
     }
 
     pub(crate) fn request(&self, r: RequestDone) {
-        self.requests.get_or_create(&r.key).inc();
-        self.request_latency
-            .get_or_create(&r.key)
-            .observe(r.latency.as_secs_f64());
-        for (direction, n) in [("out", r.bytes_out), ("in", r.bytes_in)] {
-            self.request_bytes
-                .get_or_create(&RequestBytesLabels {
-                    address: r.key.address.clone(),
-                    source_site: r.key.source_site.clone(),
-                    dest_site: r.key.dest_site.clone(),
-                    direction,
-                })
-                .inc_by(n);
-        }
-        let mut stats = self.stats.lock().expect("stats lock");
-        let s = stats.entry(r.key).or_default();
+        let series = {
+            let mut all = self.series.lock().expect("series lock");
+            match all.get(&r.key) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(self.new_series(&r.key));
+                    all.insert(r.key, s.clone());
+                    s
+                }
+            }
+        };
+        series.requests.inc();
+        series.latency.observe(r.latency.as_secs_f64());
+        series.bytes_out.inc_by(r.bytes_out);
+        series.bytes_in.inc_by(r.bytes_in);
+        let mut s = series.stats.lock().expect("stats lock");
         s.requests += 1;
         s.bytes_out += r.bytes_out;
         s.bytes_in += r.bytes_in;
@@ -260,9 +270,33 @@ impl Metrics {
         s.buckets[i] += 1;
     }
 
+    /// The registry's metrics for a new kind of request (they share their counts with it).
+    fn new_series(&self, key: &RequestKey) -> Series {
+        let bytes = |direction| {
+            self.request_bytes.get_or_create_owned(&RequestBytesLabels {
+                address: key.address.clone(),
+                source_site: key.source_site.clone(),
+                dest_site: key.dest_site.clone(),
+                direction,
+            })
+        };
+        Series {
+            requests: self.requests.get_or_create_owned(key),
+            latency: self.request_latency.get_or_create_owned(key),
+            bytes_out: bytes("out"),
+            bytes_in: bytes("in"),
+            stats: Mutex::new(RequestStats::default()),
+        }
+    }
+
     /// Requests so far, by kind.
     pub fn request_stats(&self) -> BTreeMap<RequestKey, RequestStats> {
-        self.stats.lock().expect("stats lock").clone()
+        self.series
+            .lock()
+            .expect("series lock")
+            .iter()
+            .map(|(k, s)| (k.clone(), s.stats.lock().expect("stats lock").clone()))
+            .collect()
     }
 }
 
@@ -271,21 +305,27 @@ fn new_latency_histogram() -> Histogram {
 }
 
 /// The status class of an HTTP status code ("2xx").
-pub(crate) fn status_class(status: u16) -> String {
-    format!("{}xx", status / 100)
+pub(crate) fn status_class(status: u16) -> Cow<'static, str> {
+    const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+    match CLASSES.get(usize::from(status / 100).wrapping_sub(1)) {
+        Some(c) => Cow::Borrowed(c),
+        None => Cow::Owned(format!("{}xx", status / 100)),
+    }
 }
 
 /// A method as a metric label: the standard ones as they are, any other as "other" (a
 /// client must not be able to create series at will).
-pub(crate) fn method_label(m: &http::Method) -> String {
+pub(crate) fn method_label(m: &http::Method) -> Cow<'static, str> {
     const KNOWN: [&str; 9] = [
         "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
     ];
-    if KNOWN.contains(&m.as_str()) {
-        m.as_str().to_string()
-    } else {
-        "other".into()
-    }
+    Cow::Borrowed(
+        KNOWN
+            .iter()
+            .find(|k| **k == m.as_str())
+            .copied()
+            .unwrap_or("other"),
+    )
 }
 
 /// The live state a scrape reports, taken by the router.
@@ -435,8 +475,8 @@ mod tests {
         m.request(RequestDone {
             key: RequestKey {
                 address: "reviews:9080".into(),
-                method: "GET".into(),
-                code: "2xx".into(),
+                method: Cow::Borrowed("GET"),
+                code: Cow::Borrowed("2xx"),
                 source_site: "west".into(),
                 dest_site: "east".into(),
             },

@@ -334,6 +334,11 @@ async fn requests_on_one_keepalive_connection_are_spread_over_two_sites() {
         text.contains("van_requests_total{") && text.contains("dest_site=\"east\""),
         "{text}"
     );
+    // Every request's flow ended cleanly at both ends (not reset after its response).
+    for r in [&net.west, &net._east, &net._south] {
+        let text = r.router().render_metrics();
+        assert!(!text.contains("outcome=\"reset\""), "{text}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1123,4 +1128,50 @@ async fn http_requests_cross_edges_and_interiors_and_are_spread() {
     }
     // Edge e1 lets its interior pick; B then spreads requests over its two edges.
     assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_response_gets_504_and_a_host_override_reaches_the_server() {
+    let server = Server::start("east", Duration::ZERO).await;
+    let pki = Pki::new("ca");
+    let mut fb = base_config("b", pki.profile("b"));
+    link_listener(&mut fb);
+    let b = start(fb).await;
+    let mut fa = base_config("a", pki.profile("a"));
+    fa.flow.request_timeout_ms = 300;
+    link_to(&mut fa, "to-b", b.link_addr(), 1);
+    let a = start(fa).await;
+    a.apply(vec![service_listener_op("web", "web", Protocol::Http)])
+        .await;
+    b.apply(vec![van_router::config::EntityOp::PutTcpConnector(
+        van_router::config::TcpConnector {
+            name: "web".into(),
+            host: "127.0.0.1".into(),
+            port: server.addr.port(),
+            routing_key: "web".into(),
+            protocol: Protocol::Http,
+            host_override: Some("reviews.internal:9080".into()),
+        },
+    )])
+    .await;
+    a.wait_reachable("web").await;
+    let mut c = h1_client(a.listener_addr("web")).await;
+    let r = send(&mut c, get("/host")).await.unwrap();
+    assert_eq!(body_string(r).await, "reviews.internal:9080");
+    // /slow answers after 30 s: the router gives up at 300 ms and the server sees the cancel.
+    let started = std::time::Instant::now();
+    let r = send(&mut c, get("/slow")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
+    let text = body_string(r).await;
+    assert!(
+        text.contains("\"web\"") && text.contains("300 ms"),
+        "{text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    van_testkit::eventually("the server saw the request cancelled", async || {
+        (server.cancelled.load(Ordering::Relaxed) == 1).then_some(())
+    })
+    .await;
+    let l = van_router::admin::listeners(a.router());
+    assert_eq!(l.listeners[0].request_errors, 1, "{l:?}");
 }

@@ -8,7 +8,7 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(
     version,
-    about = "VAN router: carries TCP services between sites over mutual TLS"
+    about = "VAN router: carries TCP and HTTP services between sites over mutual TLS"
 )]
 struct Args {
     /// Configuration file (YAML).
@@ -46,10 +46,11 @@ fn main() -> ExitCode {
         println!("{}: configuration is valid", args.config.display());
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cfg.worker_threads {
+        rt.worker_threads(n);
+    }
+    let rt = match rt.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("van-router: cannot start the runtime: {e}");

@@ -286,6 +286,7 @@ fn static_section_errors_are_all_reported() {
 router:
   id: "bad id"
   site: "SITE"
+  worker_threads: 5000
 admin:
   listen: "localhost:55680"
 metrics:
@@ -309,6 +310,7 @@ flow:
         &e,
         &[
             "router.id",
+            "router.worker_threads",
             "admin.listen",
             "metrics.listen",
             "log.level",
@@ -322,6 +324,16 @@ flow:
             "flow.connect_timeout_ms",
         ],
     );
+}
+
+#[test]
+fn worker_threads_default_to_one_per_cpu() {
+    let c = Config::from_yaml("router: {id: a}\nadmin: {listen: \"127.0.0.1:0\"}\n").unwrap();
+    assert_eq!(c.worker_threads, None);
+    let c =
+        Config::from_yaml("router: {id: a, worker_threads: 2}\nadmin: {listen: \"127.0.0.1:0\"}\n")
+            .unwrap();
+    assert_eq!(c.worker_threads, Some(2));
 }
 
 #[test]

@@ -139,10 +139,7 @@ pub(super) fn request_span(
 ) -> tracing::Span {
     let span = flow_span(id, key, role, origin, dest);
     van_telemetry::continue_trace(&span, |name| {
-        head.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name.as_bytes()))
-            .and_then(|h| String::from_utf8(h.value.to_vec()).ok())
+        codec::block_get(&head.headers, name).and_then(|v| String::from_utf8(v.to_vec()).ok())
     });
     span
 }
@@ -755,11 +752,7 @@ impl Dispatch {
                 );
             }
         };
-        if head
-            .headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case(b"upgrade"))
-        {
+        if codec::block_get(&head.headers, "upgrade").is_some() {
             return self.egress_upgrade(h, rx, connector, head, rec).await;
         }
         let mut body = if head.no_body {

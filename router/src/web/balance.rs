@@ -63,7 +63,8 @@ impl Estimate {
 /// Response-time estimates per routing key and destination router.
 #[derive(Debug, Default)]
 pub(crate) struct Latency {
-    by_dest: Mutex<HashMap<(String, String), Estimate>>,
+    /// Routing key -> destination router -> estimate (looked up by `&str`, no allocation).
+    by_key: Mutex<HashMap<String, HashMap<String, Estimate>>>,
 }
 
 impl Latency {
@@ -71,25 +72,38 @@ impl Latency {
     pub(crate) fn observe(&self, key: &str, dest: &str, took: Duration) {
         let now = Instant::now();
         let sample = took.as_secs_f64() * 1e6;
-        let mut m = self.by_dest.lock().expect("latency lock");
-        if m.len() >= MAX_ENTRIES {
+        let mut m = self.by_key.lock().expect("latency lock");
+        if m.values().map(HashMap::len).sum::<usize>() >= MAX_ENTRIES {
             // Destinations gone from the table stop getting samples; forget the stale ones.
-            m.retain(|_, e| now.saturating_duration_since(e.at) < DECAY * 30);
+            for d in m.values_mut() {
+                d.retain(|_, e| now.saturating_duration_since(e.at) < DECAY * 30);
+            }
+            m.retain(|_, d| !d.is_empty());
         }
-        m.entry((key.to_string(), dest.to_string()))
-            .or_insert(Estimate {
-                recent: [0.0; 3],
-                n: 0,
-                at: now,
-            })
-            .push(sample, now);
+        if !m.contains_key(key) {
+            m.insert(key.to_string(), HashMap::new());
+        }
+        let dests = m.get_mut(key).expect("inserted");
+        match dests.get_mut(dest) {
+            Some(e) => e.push(sample, now),
+            None => {
+                let mut e = Estimate {
+                    recent: [0.0; 3],
+                    n: 0,
+                    at: now,
+                };
+                e.push(sample, now);
+                dests.insert(dest.to_string(), e);
+            }
+        }
     }
 
     fn estimate(&self, key: &str, dest: &str, now: Instant) -> f64 {
-        self.by_dest
+        self.by_key
             .lock()
             .expect("latency lock")
-            .get(&(key.to_string(), dest.to_string()))
+            .get(key)
+            .and_then(|d| d.get(dest))
             .map_or(0.0, |e| e.decayed(now))
     }
 }

@@ -12,7 +12,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 use prost::Message;
-use van_proto::wire::{HttpHead, HttpHeader, HttpTrailers};
+use van_proto::wire::{HttpHead, HttpTrailers};
 
 pub(crate) const HEAD: u8 = 1;
 pub(crate) const BODY: u8 = 2;
@@ -125,7 +125,7 @@ impl Decoder {
         self.state = State::Header;
         out.push_back(match kind {
             HEAD => Item::Head(HttpHead::decode(bytes)?),
-            _ => Item::Trailers(to_header_map(HttpTrailers::decode(bytes)?.headers)?),
+            _ => Item::Trailers(to_header_map(&HttpTrailers::decode(bytes)?.headers)?),
         });
         Ok(())
     }
@@ -155,7 +155,7 @@ pub(crate) fn trailers_record(h: &HeaderMap) -> Bytes {
     meta_record(
         TRAILERS,
         &HttpTrailers {
-            headers: from_header_map(h),
+            headers: encode_block(h, None),
         },
     )
 }
@@ -247,8 +247,7 @@ pub(crate) fn request_head(parts: &http::request::Parts, no_body: bool) -> HttpH
                 .map(str::to_string)
         })
         .unwrap_or_default();
-    let mut headers = from_header_map(&parts.headers);
-    headers.retain(|h| !h.name.eq_ignore_ascii_case(b"host"));
+    let headers = encode_block(&parts.headers, Some(&header::HOST));
     HttpHead {
         method: parts.method.as_str().into(),
         scheme: parts.uri.scheme_str().unwrap_or("http").into(),
@@ -268,7 +267,7 @@ pub(crate) fn request_head(parts: &http::request::Parts, no_body: bool) -> HttpH
 pub(crate) fn response_head(parts: &http::response::Parts, no_body: bool) -> HttpHead {
     HttpHead {
         status: u32::from(parts.status.as_u16()),
-        headers: from_header_map(&parts.headers),
+        headers: encode_block(&parts.headers, None),
         version: version_name(parts.version).into(),
         no_body,
         ..Default::default()
@@ -321,7 +320,7 @@ pub(crate) fn to_request<B>(
         }
     };
     let mut req = req.body(body).map_err(|e| bad("request", &e))?;
-    *req.headers_mut() = to_header_map(head.headers)?;
+    *req.headers_mut() = to_header_map(&head.headers)?;
     if wire == Wire::Http1 && !authority.is_empty() {
         let v = HeaderValue::from_str(authority).map_err(|e| bad("authority", &e))?;
         req.headers_mut().insert(header::HOST, v);
@@ -336,30 +335,79 @@ pub(crate) fn to_response<B>(head: HttpHead, body: B) -> Result<http::Response<B
         .ok_or_else(|| CodecError::Head(format!("status {} is not valid", head.status)))?;
     let mut resp = http::Response::new(body);
     *resp.status_mut() = status;
-    *resp.headers_mut() = to_header_map(head.headers)?;
+    *resp.headers_mut() = to_header_map(&head.headers)?;
     Ok(resp)
 }
 
-fn from_header_map(h: &HeaderMap) -> Vec<HttpHeader> {
-    h.iter()
-        .map(|(n, v)| HttpHeader {
-            name: Bytes::copy_from_slice(n.as_str().as_bytes()),
-            value: Bytes::copy_from_slice(v.as_bytes()),
-        })
-        .collect()
+/// Encodes header fields as a header block: for each field, the name's length (u16 BE), the
+/// name (lowercase), the value's length (u32 BE) and the value. One buffer for the lot.
+pub(crate) fn encode_block(h: &HeaderMap, skip: Option<&HeaderName>) -> Bytes {
+    let fields = || h.iter().filter(|(n, _)| Some(*n) != skip);
+    let len: usize = fields().map(|(n, v)| 6 + n.as_str().len() + v.len()).sum();
+    let mut b = BytesMut::with_capacity(len);
+    for (n, v) in fields() {
+        b.put_u16(n.as_str().len() as u16);
+        b.put_slice(n.as_str().as_bytes());
+        b.put_u32(v.len() as u32);
+        b.put_slice(v.as_bytes());
+    }
+    b.freeze()
 }
 
-fn to_header_map(hs: Vec<HttpHeader>) -> Result<HeaderMap, CodecError> {
-    let mut m = HeaderMap::with_capacity(hs.len());
-    for h in hs {
-        let n = HeaderName::from_bytes(&h.name).map_err(|_| {
+/// The fields of a header block, as (name, value) slices of it.
+pub(crate) fn block_fields(
+    block: &Bytes,
+) -> impl Iterator<Item = Result<(Bytes, Bytes), CodecError>> + '_ {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        if at == block.len() {
+            return None;
+        }
+        let field = (|| {
+            let take = |at: &mut usize, n: usize| -> Result<Bytes, CodecError> {
+                if block.len() - *at < n {
+                    return Err(CodecError::Head("header block ends inside a field".into()));
+                }
+                let b = block.slice(*at..*at + n);
+                *at += n;
+                Ok(b)
+            };
+            let n = take(&mut at, 2)?;
+            let name = take(&mut at, usize::from(u16::from_be_bytes([n[0], n[1]])))?;
+            let v = take(&mut at, 4)?;
+            let value = take(
+                &mut at,
+                u32::from_be_bytes([v[0], v[1], v[2], v[3]]) as usize,
+            )?;
+            Ok((name, value))
+        })();
+        if field.is_err() {
+            at = block.len();
+        }
+        Some(field)
+    })
+}
+
+/// The value of the first field named `name` (lowercase) in a header block.
+pub(crate) fn block_get(block: &Bytes, name: &str) -> Option<Bytes> {
+    block_fields(block)
+        .filter_map(Result::ok)
+        .find(|(n, _)| n.as_ref() == name.as_bytes())
+        .map(|(_, v)| v)
+}
+
+fn to_header_map(block: &Bytes) -> Result<HeaderMap, CodecError> {
+    let mut m = HeaderMap::new();
+    for f in block_fields(block) {
+        let (name, value) = f?;
+        let n = HeaderName::from_bytes(&name).map_err(|_| {
             CodecError::Head(format!(
                 "bad header name {:?}",
-                String::from_utf8_lossy(&h.name)
+                String::from_utf8_lossy(&name)
             ))
         })?;
         // Shares the received frame's bytes: no copy.
-        let v = HeaderValue::from_maybe_shared(h.value)
+        let v = HeaderValue::from_maybe_shared(value)
             .map_err(|_| CodecError::Head(format!("bad value for header {n}")))?;
         m.append(n, v);
     }
@@ -449,6 +497,33 @@ mod tests {
         let mut bad = record_header(HEAD, 3).to_vec();
         bad.extend_from_slice(&[0xff, 0xff, 0xff]);
         assert!(d.push(Bytes::from(bad), &mut out).is_err());
+    }
+
+    #[test]
+    fn header_blocks_round_trip_and_bad_ones_are_errors() {
+        let mut h = HeaderMap::new();
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        h.append("set-cookie", HeaderValue::from_static("a=1"));
+        h.append("set-cookie", HeaderValue::from_static("b=2"));
+        h.insert("x-empty", HeaderValue::from_static(""));
+        let block = encode_block(&h, None);
+        assert_eq!(to_header_map(&block).unwrap(), h);
+        assert_eq!(block_get(&block, "set-cookie").unwrap(), "a=1");
+        assert!(block_get(&block, "x-none").is_none());
+        // A cut between fields leaves fewer fields; one inside a field is an error.
+        let mut errors = 0;
+        for cut in 1..block.len() {
+            match to_header_map(&block.slice(..cut)) {
+                Ok(m) => assert!(m.len() < h.len(), "cut at {cut}"),
+                Err(_) => errors += 1,
+            }
+        }
+        assert_eq!(errors, block.len() - h.len());
+        let mut bad = BytesMut::new();
+        bad.put_u16(3);
+        bad.put_slice(b"a b");
+        bad.put_u32(0);
+        assert!(to_header_map(&bad.freeze()).is_err());
     }
 
     #[test]

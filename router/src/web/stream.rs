@@ -195,6 +195,8 @@ pub(crate) struct FlowRx {
     items: VecDeque<Item>,
     unacked: u32,
     done: bool,
+    /// Why the flow failed, told once the records before it are taken.
+    failed: Option<FlowError>,
 }
 
 impl FlowRx {
@@ -206,6 +208,7 @@ impl FlowRx {
             items: VecDeque::new(),
             unacked: 0,
             done: false,
+            failed: None,
         }
     }
 
@@ -216,42 +219,65 @@ impl FlowRx {
     ) -> Poll<Result<Option<Item>, FlowError>> {
         loop {
             if let Some(i) = self.items.pop_front() {
+                if self.items.is_empty() {
+                    // A FIN queued behind the last bytes ends the body with them, so hyper
+                    // sees the end without polling again (it stops at a Content-Length).
+                    self.take_ready();
+                }
                 return Poll::Ready(Ok(Some(i)));
+            }
+            if let Some(e) = self.failed.take() {
+                return Poll::Ready(Err(e));
             }
             if self.done {
                 return Poll::Ready(Ok(None));
             }
-            match ready!(self.rx.poll_recv(cx)) {
-                Some(Inbound::Data(b)) => {
-                    let n = b.len() as u32;
-                    // Window goes back as soon as the bytes are decoded: hyper pulls a body
-                    // only as fast as it can write it, so this still bounds what waits here.
-                    self.unacked += n;
-                    if self.unacked >= INITIAL_WINDOW / 4 {
-                        self.grant();
-                    }
-                    if let Err(e) = self.decoder.push(b, &mut self.items) {
-                        self.h.reset(ResetCode::Protocol, e.to_string());
-                        return Poll::Ready(Err(e.into()));
-                    }
+            let ev = ready!(self.rx.poll_recv(cx));
+            self.on_event(ev);
+        }
+    }
+
+    /// Takes what has already arrived, without waiting.
+    fn take_ready(&mut self) {
+        while !self.done && self.failed.is_none() {
+            match self.rx.try_recv() {
+                Ok(ev) => self.on_event(Some(ev)),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.on_event(None),
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: Option<Inbound>) {
+        match ev {
+            Some(Inbound::Data(b)) => {
+                let n = b.len() as u32;
+                // Window goes back as soon as the bytes are decoded: hyper pulls a body only
+                // as fast as it can write it, so this still bounds what waits here.
+                self.unacked += n;
+                if self.unacked >= INITIAL_WINDOW / 4 {
+                    self.grant();
                 }
-                Some(Inbound::Fin) => {
-                    if !self.decoder.at_boundary() {
-                        self.h
-                            .reset(ResetCode::Protocol, CodecError::Truncated.to_string());
-                        return Poll::Ready(Err(CodecError::Truncated.into()));
-                    }
+                if let Err(e) = self.decoder.push(b, &mut self.items) {
+                    self.h.reset(ResetCode::Protocol, e.to_string());
+                    self.failed = Some(e.into());
+                }
+            }
+            Some(Inbound::Fin) => {
+                if self.decoder.at_boundary() {
                     self.done = true;
                     self.h.got_fin.store(true, Ordering::Release);
+                } else {
+                    self.h
+                        .reset(ResetCode::Protocol, CodecError::Truncated.to_string());
+                    self.failed = Some(CodecError::Truncated.into());
                 }
-                Some(Inbound::Reset(ResetCode::LinkLost, r)) => {
-                    return Poll::Ready(Err(FlowError::LinkLost(r)));
-                }
-                Some(Inbound::Reset(code, r)) => {
-                    return Poll::Ready(Err(FlowError::Reset(code, r)));
-                }
-                None => return Poll::Ready(Err(FlowError::LinkLost("connection gone".into()))),
             }
+            Some(Inbound::Reset(ResetCode::LinkLost, r)) => {
+                self.failed = Some(FlowError::LinkLost(r));
+            }
+            Some(Inbound::Reset(code, r)) => self.failed = Some(FlowError::Reset(code, r)),
+            None => self.failed = Some(FlowError::LinkLost("connection gone".into())),
         }
     }
 
@@ -316,7 +342,7 @@ impl Body for FlowBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.rx.done && self.rx.items.is_empty()
+        self.rx.done && self.rx.items.is_empty() && self.rx.failed.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
