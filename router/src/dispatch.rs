@@ -438,11 +438,7 @@ impl Dispatch {
         open: &wire::FlowOpen,
         connector: &ConnectorRt,
         http: bool,
-    ) -> Option<(
-        Arc<FlowInbound>,
-        tokio::sync::mpsc::UnboundedReceiver<crate::mux::Inbound>,
-        Arc<FlowRecord>,
-    )> {
+    ) -> Option<(Arc<FlowInbound>, crate::mux::InboxRx, Arc<FlowRecord>)> {
         let (inbound, rx) = FlowInbound::new();
         if !conn.accept_local(stream, inbound.clone()) {
             connector.active.fetch_sub(1, Ordering::Relaxed);

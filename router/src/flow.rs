@@ -17,10 +17,10 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use van_proto::wire::ResetCode;
 
-use crate::mux::{DataConn, FlowInbound, INITIAL_WINDOW, Inbound};
+use crate::mux::{DataConn, FlowInbound, INITIAL_WINDOW, Inbound, InboxRx};
 use crate::wire::{Frame, MAX_DATA};
 
 /// First read size for a new flow; grows while reads fill the buffer, so idle flows hold
@@ -160,7 +160,7 @@ pub(crate) struct StreamEnd {
     pub(crate) conn: Arc<DataConn>,
     pub(crate) stream: u32,
     pub(crate) inbound: Arc<FlowInbound>,
-    pub(crate) rx: mpsc::UnboundedReceiver<Inbound>,
+    pub(crate) rx: InboxRx,
 }
 
 /// Runs a flow endpoint to completion.
@@ -302,7 +302,7 @@ async fn down(
     conn: &DataConn,
     stream: u32,
     inbound: &FlowInbound,
-    rx: &mut mpsc::UnboundedReceiver<Inbound>,
+    rx: &mut InboxRx,
     received: &AtomicU64,
     window: u32,
     abort: &Abort,

@@ -14,11 +14,10 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use tokio::sync::mpsc;
 use van_proto::wire::{HttpHead, ResetCode};
 
 use super::codec::{self, CodecError, Decoder, Item};
-use crate::mux::{DataConn, FlowInbound, INITIAL_WINDOW, Inbound};
+use crate::mux::{DataConn, FlowInbound, INITIAL_WINDOW, Inbound, InboxRx};
 use crate::wire::{Frame as WireFrame, MAX_DATA};
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -190,7 +189,7 @@ pub(crate) enum SendAllError {
 #[derive(Debug)]
 pub(crate) struct FlowRx {
     h: Arc<StreamHandle>,
-    rx: mpsc::UnboundedReceiver<Inbound>,
+    rx: InboxRx,
     decoder: Decoder,
     items: VecDeque<Item>,
     unacked: u32,
@@ -200,7 +199,7 @@ pub(crate) struct FlowRx {
 }
 
 impl FlowRx {
-    pub(crate) fn new(h: Arc<StreamHandle>, rx: mpsc::UnboundedReceiver<Inbound>) -> Self {
+    pub(crate) fn new(h: Arc<StreamHandle>, rx: InboxRx) -> Self {
         FlowRx {
             h,
             rx,
@@ -241,9 +240,8 @@ impl FlowRx {
     fn take_ready(&mut self) {
         while !self.done && self.failed.is_none() {
             match self.rx.try_recv() {
-                Ok(ev) => self.on_event(Some(ev)),
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => self.on_event(None),
+                Some(ev) => self.on_event(Some(ev)),
+                None => break,
             }
         }
     }
