@@ -612,6 +612,15 @@ async fn request_and_response_bodies_stream_chunk_by_chunk() {
     }
 }
 
+/// A gRPC channel to west's listener.
+async fn grpc_channel(net: &Net) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", net.west.listener_addr("web")))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
 /// gRPC health servers: east says SERVING for "who", south says NOT_SERVING.
 async fn grpc_server(serving: bool) -> SocketAddr {
     use tonic_health::ServingStatus;
@@ -642,14 +651,7 @@ async fn grpc_calls_on_one_channel_are_spread_and_statuses_arrive_intact() {
     let east = grpc_server(true).await;
     let south = grpc_server(false).await;
     let net = three_sites("health", Protocol::Http2, east, south).await;
-    let ch = tonic::transport::Endpoint::from_shared(format!(
-        "http://{}",
-        net.west.listener_addr("web")
-    ))
-    .unwrap()
-    .connect()
-    .await
-    .unwrap();
+    let ch = grpc_channel(&net).await;
     let mut client = HealthClient::new(ch);
     let mut by: HashMap<i32, usize> = HashMap::new();
     for _ in 0..60 {
@@ -1174,4 +1176,75 @@ async fn a_slow_response_gets_504_and_a_host_override_reaches_the_server() {
     .await;
     let l = van_router::admin::listeners(a.router());
     assert_eq!(l.listeners[0].request_errors, 1, "{l:?}");
+}
+
+/// A gRPC reflection server that knows one file descriptor set.
+async fn reflection_server(fds: &'static [u8]) -> SocketAddr {
+    let svc = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(fds)
+        .build_v1()
+        .unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
+    );
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidirectional_grpc_streams_cross_sites_and_each_stays_with_one_server() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    // East knows the health service, south the reflection service: an answer says who.
+    let east = reflection_server(tonic_health::pb::FILE_DESCRIPTOR_SET).await;
+    let south = reflection_server(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET).await;
+    let net = three_sites("reflect", Protocol::Http2, east, south).await;
+    let ch = grpc_channel(&net).await;
+    let mut client = ServerReflectionClient::new(ch);
+    let list = || ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(list()).await.unwrap();
+        let mut answers = client
+            .server_reflection_info(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        // Each answer comes back before the next question is asked, on one stream.
+        let mut names = Vec::new();
+        for i in 0..3 {
+            let a = tokio::time::timeout(Duration::from_secs(5), answers.message())
+                .await
+                .expect("an answer while the stream is open")
+                .unwrap()
+                .unwrap();
+            let Some(MessageResponse::ListServicesResponse(l)) = a.message_response else {
+                panic!("not a service list: {a:?}");
+            };
+            names.push(l.service.iter().map(|s| s.name.clone()).collect::<Vec<_>>());
+            if i < 2 {
+                tx.send(list()).await.unwrap();
+            }
+        }
+        drop(tx);
+        assert!(
+            answers.message().await.unwrap().is_none(),
+            "the stream ends"
+        );
+        assert!(
+            names.windows(2).all(|w| w[0] == w[1]),
+            "one server per stream: {names:?}"
+        );
+        seen.insert(names[0].join(","));
+    }
+    assert_eq!(seen.len(), 2, "streams went to both servers: {seen:?}");
 }
