@@ -1248,3 +1248,36 @@ async fn bidirectional_grpc_streams_cross_sites_and_each_stays_with_one_server()
     }
     assert_eq!(seen.len(), 2, "streams went to both servers: {seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_server_behind_an_edge_gets_one_502_not_endless_retries() {
+    let pki = Pki::new("ca");
+    let mut fb = base_config("B", pki.profile("B"));
+    edge_listener(&mut fb);
+    let b = start(fb).await;
+    let e = edge_router(&pki, "e", &[("up", &b, 1)]).await;
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    e.apply(vec![service_connector_op(
+        "web",
+        "web",
+        dead,
+        Protocol::Http,
+    )])
+    .await;
+    b.apply(vec![service_listener_op("web", "web", Protocol::Http)])
+        .await;
+    b.wait_reachable("web").await;
+    let mut c = h1_client(b.listener_addr("web")).await;
+    let r = tokio::time::timeout(Duration::from_secs(10), send(&mut c, get("/")))
+        .await
+        .expect("an answer, not a retry loop")
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    let text = body_string(r).await;
+    assert!(text.contains("refused"), "{text}");
+    // Tried once: the edge is not asked again for a request it could not deliver.
+    let failures = van_router::admin::connectors(e.router()).connectors[0].connect_failures;
+    assert_eq!(failures, 1);
+}

@@ -35,6 +35,8 @@ use crate::web::pool::SendError;
 use crate::web::stream::{FlowError, FlowRx, FlowTx, SendAllError, StreamHandle};
 use crate::web::{self, AnyBody, Counted, Dir, OnEnd, balance};
 
+/// Targets one request may be tried on before the client gets 502.
+pub(super) const MAX_ATTEMPTS: usize = 8;
 /// Largest request head hyper accepts from a client (HTTP/1.1 buffer, HTTP/2 header list).
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -219,7 +221,7 @@ impl Dispatch {
         let mut tried: Vec<String> = Vec::new();
         let mut tried_local: Vec<String> = Vec::new();
         let mut last = String::new();
-        loop {
+        for _ in 0..MAX_ATTEMPTS {
             let Some(route) = self.http_route(&key, &tried, &tried_local) else {
                 let r = if tried.is_empty() && tried_local.is_empty() {
                     (
@@ -293,6 +295,11 @@ impl Dispatch {
                 Err(Failed::Answer(status, e)) => return self.router_answer(listener, status, e),
             }
         }
+        self.router_answer(
+            listener,
+            StatusCode::BAD_GATEWAY,
+            format!("address {key:?}: {MAX_ATTEMPTS} targets tried: {last}"),
+        )
     }
 
     pub(super) fn router_answer(
@@ -363,11 +370,12 @@ impl Dispatch {
             if self.connectors.count(key) > 0 {
                 return Some(Route::Local);
             }
-            // Served by an attached edge on our behalf.
+            // Served by an attached edge on our behalf. The destination stays this router
+            // (as the table has it), so a failed attempt is not retried on the same edge.
             let e = self.edges.edge_for(key, "")?;
             return Some(Route::Remote {
                 dest_field: e.peer.clone(),
-                dest: e.peer.clone(),
+                dest: self.me.id.clone(),
                 conn: e.conn.clone(),
             });
         }

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use van_proto::wire::{HttpHead, ResetCode};
 
 use super::Dispatch;
-use super::http::{Failed, RequestGuard, Response, Route, request_span};
+use super::http::{Failed, MAX_ATTEMPTS, RequestGuard, Response, Route, request_span};
 use crate::flow::{FlowRecord, Outcome};
 use crate::tcp::{ConnectorRt, ListenerRt};
 use crate::web::codec::{self, Wire};
@@ -39,7 +39,7 @@ impl Dispatch {
         let label = format!("{} {} (upgrade)", head.method, head.path);
         let mut tried: Vec<String> = Vec::new();
         let mut tried_local: Vec<String> = Vec::new();
-        loop {
+        for _ in 0..MAX_ATTEMPTS {
             let Some(route) = self.http_route(&key, &tried, &tried_local) else {
                 let (status, msg) = if tried.is_empty() && tried_local.is_empty() {
                     (
@@ -114,6 +114,11 @@ impl Dispatch {
                 }
             }
         }
+        self.router_answer(
+            listener,
+            StatusCode::BAD_GATEWAY,
+            format!("address {key:?}: no server took the upgrade"),
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
