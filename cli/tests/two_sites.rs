@@ -248,25 +248,30 @@ async fn two_sites_link_expose_and_reach_a_service() {
     server.abort();
 }
 
-/// `skupper demo` runs the walkthrough end to end and cleans up after itself.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_runs_and_cleans_up() {
+/// Runs `skupper ARGS` (a demo) to success and returns what it printed.
+async fn run_demo(args: &[&str]) -> String {
     let home = temp_dir("skupper-demo");
     let o = tokio::process::Command::new(SKUPPER)
-        .arg("demo")
+        .args(args)
         // The demo makes its own temporary home; this one only keeps it off the user's.
         .env("SKUPPER_HOME", home.path())
         .stdin(std::process::Stdio::null())
         .output()
         .await
         .unwrap();
-    drop(home);
-    let out = String::from_utf8_lossy(&o.stdout);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(
         o.status.success(),
         "{out}{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    out
+}
+
+/// `skupper demo` runs the walkthrough end to end and cleans up after itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_and_cleans_up() {
+    let out = run_demo(&["demo"]).await;
     for needle in [
         "$ skupper -n west token create",
         "$ skupper -n east link create",
@@ -290,21 +295,7 @@ async fn demo_runs_and_cleans_up() {
 /// reviews version, and pages keep answering when one site's reviews stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_http_balances_bookinfo_per_request() {
-    let home = temp_dir("skupper-demo-http");
-    let o = tokio::process::Command::new(SKUPPER)
-        .args(["demo", "--http"])
-        .env("SKUPPER_HOME", home.path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    drop(home);
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out}{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let out = run_demo(&["demo", "--http"]).await;
     let (before, after) = out
         .split_once("(south's reviews v2 and v3 stop)")
         .unwrap_or_else(|| panic!("no second round:\n{out}"));

@@ -38,16 +38,25 @@ fn attr(span: &Span, key: &str) -> Option<String> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_flow_is_exported_as_one_span_with_key_path_bytes_and_outcome() {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+/// An OTLP trace collector on a port of its own; what it receives comes out of the channel.
+async fn collector() -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let collector: SocketAddr = l.local_addr().unwrap();
+    let addr = l.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(Collector(tx)))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
     );
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_flow_is_exported_as_one_span_with_key_path_bytes_and_outcome() {
+    let (collector, mut rx) = collector().await;
 
     let dir = van_testkit::temp_dir("otlp");
     let pki = Pki::new("ca");
@@ -120,14 +129,7 @@ async fn each_flow_is_exported_as_one_span_with_key_path_bytes_and_outcome() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_request_span_continues_the_callers_trace() {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let collector: SocketAddr = l.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(Collector(tx)))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l)),
-    );
+    let (collector, mut rx) = collector().await;
     // An origin that answers 200 with an empty body to anything.
     let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = origin.local_addr().unwrap();

@@ -223,15 +223,8 @@ impl Dispatch {
         let mut last = String::new();
         for _ in 0..MAX_ATTEMPTS {
             let Some(route) = self.http_route(&key, &tried, &tried_local) else {
-                let r = if tried.is_empty() && tried_local.is_empty() {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("no reachable server for address {key:?}"),
-                    )
-                } else {
-                    (StatusCode::BAD_GATEWAY, format!("address {key:?}: {last}"))
-                };
-                return self.router_answer(listener, r.0, r.1);
+                let tried_any = !(tried.is_empty() && tried_local.is_empty());
+                return self.no_route_answer(listener, tried_any, &last);
             };
             let id = self.rng.u64();
             let attempt = match route {
@@ -300,6 +293,24 @@ impl Dispatch {
             StatusCode::BAD_GATEWAY,
             format!("address {key:?}: {MAX_ATTEMPTS} targets tried: {last}"),
         )
+    }
+
+    /// The answer when no destination is left: 503 if none was reachable at all, else 502
+    /// saying why the last one failed.
+    pub(super) fn no_route_answer(
+        &self,
+        listener: &ListenerRt,
+        tried_any: bool,
+        last: &str,
+    ) -> Response {
+        let key = &listener.cfg.routing_key;
+        if tried_any {
+            let msg = format!("address {key:?}: {last}");
+            self.router_answer(listener, StatusCode::BAD_GATEWAY, msg)
+        } else {
+            let msg = format!("no reachable server for address {key:?}");
+            self.router_answer(listener, StatusCode::SERVICE_UNAVAILABLE, msg)
+        }
     }
 
     pub(super) fn router_answer(

@@ -41,18 +41,8 @@ impl Dispatch {
         let mut tried_local: Vec<String> = Vec::new();
         for _ in 0..MAX_ATTEMPTS {
             let Some(route) = self.http_route(&key, &tried, &tried_local) else {
-                let (status, msg) = if tried.is_empty() && tried_local.is_empty() {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("no reachable server for address {key:?}"),
-                    )
-                } else {
-                    (
-                        StatusCode::BAD_GATEWAY,
-                        format!("address {key:?}: no server took the upgrade"),
-                    )
-                };
-                return self.router_answer(listener, status, msg);
+                let tried_any = !(tried.is_empty() && tried_local.is_empty());
+                return self.no_route_answer(listener, tried_any, "no server took the upgrade");
             };
             let id = self.rng.u64();
             let r = match route {
