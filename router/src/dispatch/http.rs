@@ -140,6 +140,10 @@ pub(super) fn request_span(
     head: &HttpHead,
 ) -> tracing::Span {
     let span = flow_span(id, key, role, origin, dest);
+    // No exporter and no debug logs: nothing would carry the trace, so skip the lookup.
+    if span.is_disabled() {
+        return span;
+    }
     van_telemetry::continue_trace(&span, |name| {
         codec::block_get(&head.headers, name).and_then(|v| String::from_utf8(v.to_vec()).ok())
     });
