@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "van/admin/v1/router_admin.proto",
     "van/wire/v1/peer.proto",
     "van/controller/v1/controller.proto",
+    "van/records/v1/records.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,6 +32,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .type_attribute(".van.admin", "#[serde(rename_all = \"camelCase\")]")
         .message_attribute(".van.admin", "#[serde(default)]")
+        .type_attribute(
+            ".van.records",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
+        .type_attribute(".van.records", "#[serde(rename_all = \"camelCase\")]")
+        .message_attribute(".van.records", "#[serde(default)]")
         .type_attribute(
             ".van.controller",
             "#[derive(serde::Serialize, serde::Deserialize)]",

@@ -2,6 +2,7 @@
 //!
 //! - [`admin`]: the router's gRPC admin API (`van.admin.v1`).
 //! - [`controller`]: the site controller's gRPC API (`van.controller.v1`).
+//! - [`records`]: flow records for the network observer (`van.records.v1`).
 //! - [`wire`]: the protobuf bodies of inter-router control frames (`van.wire.v1`);
 //!   the framing itself is described in `docs/wire-protocol.md`.
 //! - [`grpc`]: serving these APIs (with health and reflection) and dialling them.
@@ -26,6 +27,11 @@ pub mod van {
             tonic::include_proto!("van.wire.v1");
         }
     }
+    pub mod records {
+        pub mod v1 {
+            tonic::include_proto!("van.records.v1");
+        }
+    }
 }
 
 /// Router admin API.
@@ -44,6 +50,22 @@ pub mod controller {
     /// The name the routers' server certificate holds for those links (the headless
     /// Service that finds the router pods).
     pub const PEER_SERVER_NAME: &str = "skupper-router-peers";
+}
+/// Flow records for the network observer (`van.records.v1`).
+pub mod records {
+    pub use crate::van::records::v1::*;
+
+    /// The routing key on which router `router_id` serves its records; every router
+    /// advertises its own, so the keys also list every router, edges included.
+    pub fn routing_key(router_id: &str) -> String {
+        format!("{KEY_PREFIX}{router_id}")
+    }
+
+    /// Prefix of the records routing keys; keys starting with `$` are the router's own.
+    pub const KEY_PREFIX: &str = "$van.records/";
+
+    /// Largest record batch a records flow may carry.
+    pub const MAX_BATCH: usize = 4 * 1024 * 1024;
 }
 /// Inter-router control message bodies.
 pub use van::wire::v1 as wire;

@@ -212,7 +212,9 @@ pub fn connectors(r: &Router) -> pb::ConnectorList {
 pub fn addresses(r: &Router) -> pb::AddressList {
     let t = r.table();
     let ls = r.listeners();
-    let mut keys: std::collections::BTreeSet<&String> = t.addresses.keys().collect();
+    // Keys starting with '$' are the routers' own (records), not services.
+    let mut keys: std::collections::BTreeSet<&String> =
+        t.addresses.keys().filter(|k| !k.starts_with('$')).collect();
     keys.extend(ls.iter().map(|l| &l.cfg.routing_key));
     pb::AddressList {
         addresses: keys
@@ -674,6 +676,32 @@ impl RouterAdmin for AdminService {
     }
 }
 
+/// The records API: every router's flow records, merged (docs/records.md).
+#[derive(Debug)]
+pub struct RecordsService {
+    router: Arc<Router>,
+}
+
+type RecordsStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<van_proto::records::RecordBatch, Status>> + Send>,
+>;
+
+#[tonic::async_trait]
+impl van_proto::records::records_server::Records for RecordsService {
+    type WatchStream = RecordsStream;
+
+    async fn watch(
+        &self,
+        _req: Request<van_proto::records::WatchRecordsRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        use tokio_stream::StreamExt;
+        let rx = self.router.watch_records();
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok),
+        )))
+    }
+}
+
 /// Serves the admin API, health and reflection until `shutdown` completes.
 pub async fn serve(
     router: Arc<Router>,
@@ -683,12 +711,17 @@ pub async fn serve(
     use van_proto::admin::router_admin_server::RouterAdminServer;
     use van_proto::grpc;
     let health = grpc::health_for::<RouterAdminServer<AdminService>>().await;
+    use van_proto::records::records_server::RecordsServer;
     let routes = tonic::service::Routes::new(health)
-        .add_service(RouterAdminServer::new(AdminService::new(router)));
+        .add_service(RouterAdminServer::new(AdminService::new(router.clone())))
+        .add_service(RecordsServer::new(RecordsService { router }));
     grpc::serve(
         grpc::with_reflection(
             routes,
-            &[<RouterAdminServer<AdminService> as tonic::server::NamedService>::NAME],
+            &[
+                <RouterAdminServer<AdminService> as tonic::server::NamedService>::NAME,
+                <RecordsServer<RecordsService> as tonic::server::NamedService>::NAME,
+            ],
         ),
         bind,
         shutdown,

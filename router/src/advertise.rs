@@ -49,7 +49,8 @@ impl Advertiser {
             published: Mutex::new(BTreeMap::new()),
             changes,
         };
-        a.recompute_edge_table();
+        // The records key is served from the start, with or without configuration.
+        a.publish_addresses();
         a
     }
 
@@ -57,11 +58,11 @@ impl Advertiser {
     pub(crate) fn publish_addresses(&self) {
         if self.me.mode == Mode::Edge {
             self.edges
-                .send_to_uplinks(&self.connectors.keys(), &self.own_values());
+                .send_to_uplinks(&self.served_keys(), &self.own_values());
             self.recompute_edge_table();
             return;
         }
-        let mut keys = self.connectors.keys();
+        let mut keys = self.served_keys();
         for (k, n) in self.edges.attached_keys(None) {
             *keys.entry(k).or_default() += n;
         }
@@ -93,6 +94,13 @@ impl Advertiser {
         Ok(())
     }
 
+    /// The keys of this router's connectors, and of its own records (docs/records.md).
+    fn served_keys(&self) -> BTreeMap<String, u32> {
+        let mut keys = self.connectors.keys();
+        keys.insert(van_proto::records::routing_key(&self.me.id), 1);
+        keys
+    }
+
     /// This router's values, with the origin left empty (meaning the sender).
     fn own_values(&self) -> Vec<wire::TopicValue> {
         self.published
@@ -112,7 +120,7 @@ impl Advertiser {
         let t = edge::edge_table(
             &self.me.id,
             self.me.instance,
-            self.connectors.keys(),
+            self.served_keys(),
             self.own_values(),
             self.edges.active_uplink().as_deref(),
         );
@@ -130,7 +138,7 @@ impl Advertiser {
 
     /// An uplink came up (edge routers).
     pub(crate) fn add_uplink(&self, e: Arc<EdgePeer>) {
-        e.send_keys(&self.connectors.keys(), self.own_values());
+        e.send_keys(&self.served_keys(), self.own_values());
         self.edges.add_uplink(e);
         self.recompute_edge_table();
     }
@@ -182,7 +190,7 @@ impl Advertiser {
                 &t,
                 &self.me.id,
                 &e,
-                &self.connectors.keys(),
+                &self.served_keys(),
                 &self.edges.attached_keys(Some(&e)),
             );
             if last.as_ref() != Some(&next) {

@@ -616,9 +616,15 @@ fn check_host(errs: &mut Errors, path: &str, host: &str) {
     }
 }
 
+/// A configured key (listener or connector); keys starting with '$' are the router's own.
 fn check_routing_key(errs: &mut Errors, path: &str, key: &str) {
     if let Some(m) = routing_key_problem(key) {
         errs.push(path, m);
+    } else if key.starts_with('$') {
+        errs.push(
+            path,
+            format!("{key:?}: keys starting with '$' are reserved for the router"),
+        );
     }
 }
 

@@ -20,12 +20,14 @@ use crate::config::{FlowSection, Mode};
 use crate::edge::Edges;
 use crate::flow::{self, FlowRecord, Outcome, Side};
 use crate::metrics::Metrics;
-use crate::mux::{DataConn, FlowInbound, OpenHandler};
+use crate::mux::{DataConn, FlowInbound, InboxRx, OpenHandler};
 use crate::neighbours::Neighbours;
+use crate::records::Recorder;
 use crate::routing::{self, RoutingTable, TableRx};
 use crate::shared::{Identity, Rng};
 use crate::tcp::{Accept, ConnectorRt, ConnectorTable, ListenerRt};
 use crate::web::balance::Latency;
+use crate::web::stream::{FlowTx, StreamHandle};
 
 mod http;
 mod upgrade;
@@ -85,6 +87,8 @@ pub(crate) struct Dispatch {
     metrics: Arc<Metrics>,
     rng: Arc<Rng>,
     pub(crate) flows: FlowTable,
+    /// Records of ended flows and requests, for observers.
+    pub(crate) recorder: Arc<Recorder>,
     /// Flows open toward each destination router (ingress and local), for balancing.
     /// An HTTP request is a flow, so for HTTP these are requests in flight.
     open_to: Mutex<HashMap<Arc<str>, u32>>,
@@ -168,6 +172,7 @@ impl Dispatch {
             metrics,
             rng,
             flows: FlowTable::default(),
+            recorder: Arc::default(),
             open_to: Mutex::new(HashMap::new()),
             latency: Latency::default(),
             rotate: AtomicUsize::new(0),
@@ -231,6 +236,7 @@ impl Dispatch {
         }
         self.metrics
             .flow_closed(rec.role, outcome.label(), bytes_out, bytes_in);
+        self.recorder.flow_ended(rec, &self.me.id, outcome);
         debug!(
             flow = rec.id,
             key = %rec.routing_key,
@@ -255,6 +261,9 @@ impl Dispatch {
             // Raced with a withdrawal: refuse this client the way a closed listener would.
             debug!(key = %key, "No destination for a new connection; refusing it");
             listener.refused.fetch_add(1, Ordering::Relaxed);
+            let why = format!("no reachable server for {key:?}");
+            self.recorder
+                .refused(self.rng.u64(), &key, &client_addr, &self.me.id, &why);
             flow::set_reset_on_close(&client);
             return;
         };
@@ -301,6 +310,9 @@ impl Dispatch {
         let Some(conn) = self.connectors.pick(key) else {
             debug!(key = %key, "No local connector; refusing");
             listener.refused.fetch_add(1, Ordering::Relaxed);
+            let why = format!("no local connector for {key:?}");
+            self.recorder
+                .refused(id, key, &client_addr, &self.me.id, &why);
             flow::set_reset_on_close(&client);
             return;
         };
@@ -350,6 +362,10 @@ impl Dispatch {
         let Some(conn) = next else {
             debug!(dest = %dest, "No open link toward the destination; refusing");
             listener.refused.fetch_add(1, Ordering::Relaxed);
+            let why = format!("no open link toward router {dest}");
+            let key = &listener.cfg.routing_key;
+            self.recorder
+                .refused(id, key, &client_addr, &self.me.id, &why);
             flow::set_reset_on_close(&client);
             return;
         };
@@ -513,6 +529,55 @@ impl Dispatch {
     }
 }
 
+// --- records ---
+
+impl Dispatch {
+    /// A records flow for this router (or, on an interior router, for an attached edge).
+    fn serve_records(self: &Arc<Self>, conn: &Arc<DataConn>, stream: u32, open: wire::FlowOpen) {
+        if open.routing_key != van_proto::records::routing_key(&self.me.id) {
+            self.no_connector(conn, stream, open);
+            return;
+        }
+        let (inbound, _rx) = FlowInbound::new();
+        if !conn.accept_local(stream, inbound.clone()) {
+            return;
+        }
+        let tx = FlowTx::new(StreamHandle::new(conn.clone(), stream, inbound));
+        let span = debug_span!("records", reader = %open.origin_router);
+        tokio::spawn(
+            crate::records::produce(self.recorder.clone(), crate::records::Sink::Flow(tx))
+                .instrument(span),
+        );
+    }
+
+    /// Opens a records flow toward router `id`; `None` when there is no path to it.
+    pub(crate) fn open_records(&self, id: &str) -> Option<(Arc<StreamHandle>, InboxRx)> {
+        let key = van_proto::records::routing_key(id);
+        let http::Route::Remote {
+            dest_field, conn, ..
+        } = self.http_route(&key, &[], &[])?
+        else {
+            return None;
+        };
+        let (inbound, rx) = FlowInbound::new();
+        let stream = conn.open_local(inbound.clone())?;
+        conn.send(crate::wire::Frame::Open {
+            stream,
+            open: wire::FlowOpen {
+                routing_key: key,
+                dest_router: dest_field,
+                origin_router: self.me.id.clone(),
+                flow_id: self.rng.u64(),
+                client_addr: String::new(),
+                ttl: FLOW_TTL,
+                path: vec![self.me.id.clone()],
+                protocol: wire::FlowProtocol::FlowRecords as i32,
+            },
+        });
+        Some((StreamHandle::new(conn, stream, inbound), rx))
+    }
+}
+
 impl Accept for Dispatch {
     fn accepted(&self, client: TcpStream, listener: Arc<ListenerRt>) {
         if let Some(me) = self.this.upgrade() {
@@ -547,7 +612,9 @@ impl OpenHandler for Dispatch {
             }
         }
         if open.dest_router == self.me.id {
-            if open.protocol == wire::FlowProtocol::FlowHttp as i32 {
+            if open.protocol == wire::FlowProtocol::FlowRecords as i32 {
+                me.serve_records(conn, stream, open);
+            } else if open.protocol == wire::FlowProtocol::FlowHttp as i32 {
                 me.egress_http(conn, stream, open);
             } else {
                 me.egress(conn, stream, open);

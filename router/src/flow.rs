@@ -45,6 +45,17 @@ pub struct FlowRecord {
     pub protocol: &'static str,
     /// HTTP flows: method and path, e.g. "GET /reviews/1".
     pub request: String,
+    /// Microseconds from the start to the first server -> client byte; 0 before it.
+    pub first_byte_us: AtomicU64,
+}
+
+/// A direction of a flow's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dir {
+    /// Client -> server.
+    Out,
+    /// Server -> client.
+    In,
 }
 
 impl FlowRecord {
@@ -70,6 +81,22 @@ impl FlowRecord {
             bytes_in: AtomicU64::new(0),
             protocol: "tcp",
             request: String::new(),
+            first_byte_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts `n` bytes moved in direction `dir`, noting when the first byte came back.
+    pub(crate) fn add(&self, dir: Dir, n: u64) {
+        match dir {
+            Dir::Out => {
+                self.bytes_out.fetch_add(n, Ordering::Relaxed);
+            }
+            Dir::In => {
+                if self.bytes_in.fetch_add(n, Ordering::Relaxed) == 0 && n > 0 {
+                    let us = self.started.elapsed().as_micros().max(1) as u64;
+                    self.first_byte_us.store(us, Ordering::Relaxed);
+                }
+            }
         }
     }
 
@@ -192,13 +219,13 @@ pub(crate) async fn run_endpoint(
         });
     }
     let (sent, received) = match side {
-        Side::Ingress => (&record.bytes_out, &record.bytes_in),
-        Side::Egress => (&record.bytes_in, &record.bytes_out),
+        Side::Ingress => (Dir::Out, Dir::In),
+        Side::Egress => (Dir::In, Dir::Out),
     };
     let (mut rd, mut wr) = sock.into_split();
     let abort = Abort::default();
     let up = async {
-        let r = up(&mut rd, &conn, stream, &inbound, sent, &abort).await;
+        let r = up(&mut rd, &conn, stream, &inbound, (&record, sent), &abort).await;
         if r.is_err() {
             abort.fire();
         }
@@ -206,7 +233,14 @@ pub(crate) async fn run_endpoint(
     };
     let down = async {
         let r = down(
-            &mut wr, &conn, stream, &inbound, &mut rx, received, window, &abort,
+            &mut wr,
+            &conn,
+            stream,
+            &inbound,
+            &mut rx,
+            (&record, received),
+            window,
+            &abort,
         )
         .await;
         if r.is_err() {
@@ -252,7 +286,7 @@ async fn up(
     conn: &DataConn,
     stream: u32,
     inbound: &FlowInbound,
-    sent: &AtomicU64,
+    (record, sent): (&FlowRecord, Dir),
     abort: &Abort,
 ) -> Result<(), Outcome> {
     let mut chunk = FIRST_CHUNK;
@@ -280,7 +314,7 @@ async fn up(
             }
             Ok(n) => {
                 inbound.credit.fetch_sub(n as i64, Ordering::AcqRel);
-                sent.fetch_add(n as u64, Ordering::Relaxed);
+                record.add(sent, n as u64);
                 if n == want && chunk < MAX_DATA {
                     chunk = (chunk * 2).min(MAX_DATA);
                 }
@@ -303,7 +337,7 @@ async fn down(
     stream: u32,
     inbound: &FlowInbound,
     rx: &mut InboxRx,
-    received: &AtomicU64,
+    (record, received): (&FlowRecord, Dir),
     window: u32,
     abort: &Abort,
 ) -> Result<(), Outcome> {
@@ -323,7 +357,7 @@ async fn down(
                     r = wr.write_all(&b) => r.map_err(Outcome::SocketError)?,
                     _ = abort.wait() => return Err(Outcome::Closed),
                 }
-                received.fetch_add(n, Ordering::Relaxed);
+                record.add(received, n);
                 consumed += n;
                 if consumed >= threshold {
                     inbound.budget.fetch_add(consumed as i64, Ordering::AcqRel);
@@ -363,7 +397,7 @@ pub(crate) async fn splice_local(
     async fn pump(
         r: &mut OwnedReadHalf,
         w: &mut OwnedWriteHalf,
-        n: &AtomicU64,
+        (rec, dir): (&FlowRecord, Dir),
         abort: &Abort,
     ) -> Result<(), Outcome> {
         let mut buf = vec![0u8; 64 * 1024];
@@ -382,21 +416,21 @@ pub(crate) async fn splice_local(
                         r = w.write_all(&buf[..k]) => r.map_err(Outcome::SocketError)?,
                         _ = abort.wait() => return Err(Outcome::Closed),
                     }
-                    n.fetch_add(k as u64, Ordering::Relaxed);
+                    rec.add(dir, k as u64);
                 }
                 Err(e) => return Err(Outcome::SocketError(e)),
             }
         }
     }
     let a = async {
-        let r = pump(&mut cr, &mut sw, &record.bytes_out, &abort).await;
+        let r = pump(&mut cr, &mut sw, (record, Dir::Out), &abort).await;
         if r.is_err() {
             abort.fire();
         }
         r
     };
     let b = async {
-        let r = pump(&mut sr, &mut cw, &record.bytes_in, &abort).await;
+        let r = pump(&mut sr, &mut cw, (record, Dir::In), &abort).await;
         if r.is_err() {
             abort.fire();
         }

@@ -19,6 +19,7 @@ pub mod link;
 pub mod metrics;
 pub mod mux;
 mod neighbours;
+mod records;
 pub mod router;
 pub mod routing;
 mod shared;

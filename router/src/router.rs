@@ -134,7 +134,7 @@ impl Router {
                 c.notify();
             }
         });
-        Arc::new(Router {
+        let router = Arc::new(Router {
             me,
             table,
             changes,
@@ -147,7 +147,9 @@ impl Router {
             connectors,
             metrics,
             stopping: watch::channel(false).0,
-        })
+        });
+        router.dispatch.recorder.attach(Arc::downgrade(&router));
+        router
     }
 
     // --- identity ---
@@ -171,6 +173,22 @@ impl Router {
 
     pub fn uptime(&self) -> std::time::Duration {
         self.me.started.elapsed()
+    }
+
+    pub(crate) fn started(&self) -> std::time::Instant {
+        self.me.started.into_std()
+    }
+
+    /// Every router's flow records, merged, until the receiver is dropped or the router
+    /// stops (docs/records.md).
+    pub fn watch_records(&self) -> mpsc::Receiver<van_proto::records::RecordBatch> {
+        crate::records::watch(
+            self.dispatch.clone(),
+            self.dispatch.recorder.clone(),
+            self.table.clone(),
+            self.me.id.clone(),
+            self.stopped(),
+        )
     }
 
     // --- start and stop ---

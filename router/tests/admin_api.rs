@@ -389,17 +389,16 @@ async fn serves_grpc_health_and_reflection() {
         .unwrap();
     let status = grpc::health(channel.clone(), "van.admin.v1.RouterAdmin").await;
     assert_eq!(status.unwrap(), ServingStatus::Serving);
-    grpc::assert_lists_exactly(channel, &["van.admin.v1.RouterAdmin"]).await;
+    grpc::assert_lists_exactly(
+        channel,
+        &["van.admin.v1.RouterAdmin", "van.records.v1.Records"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_metrics_and_healthz_over_http() {
-    let pki = Pki::new("ca");
-    let (a, b) = two_routers(&pki).await;
-    let echo = echo_server().await;
-    a.apply(vec![listener_op("echo", "echo")]).await;
-    b.apply(vec![connector_op("echo", "echo", echo)]).await;
-    a.wait_reachable("echo").await;
+    let (a, _b) = echo_pair().await;
     assert_eq!(echo_roundtrip(a.listener_addr("echo"), b"m").await, b"m");
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();

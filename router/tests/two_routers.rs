@@ -7,17 +7,6 @@ use tokio::net::TcpStream;
 use van_testkit::eventually;
 use van_testkit::router::*;
 
-/// Two linked routers with an echo service behind b and a listener for it on a.
-async fn echo_pair() -> (TestRouter, TestRouter) {
-    let pki = Pki::new("ca");
-    let (a, b) = two_routers(&pki).await;
-    let echo = echo_server().await;
-    a.apply(vec![listener_op("echo", "echo")]).await;
-    b.apply(vec![connector_op("echo", "echo", echo)]).await;
-    a.wait_reachable("echo").await;
-    (a, b)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn carries_byte_exact_payloads_from_1_byte_to_16_mib() {
     let (a, _b) = echo_pair().await;

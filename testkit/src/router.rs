@@ -388,6 +388,18 @@ pub fn payload(n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Two linked routers with an echo service (key "echo") behind b and a listener for it
+/// on a, reachable.
+pub async fn echo_pair() -> (TestRouter, TestRouter) {
+    let pki = Pki::new("ca");
+    let (a, b) = two_routers(&pki).await;
+    let echo = echo_server().await;
+    a.apply(vec![listener_op("echo", "echo")]).await;
+    b.apply(vec![connector_op("echo", "echo", echo)]).await;
+    a.wait_reachable("echo").await;
+    (a, b)
+}
+
 /// Two routers, A (dials) and B (listens), linked over mTLS.
 pub async fn two_routers(pki: &Pki) -> (TestRouter, TestRouter) {
     dial_with(pki, pki.profile("a")).await

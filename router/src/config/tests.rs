@@ -910,3 +910,18 @@ fn link_role_parse() {
         assert_eq!(LinkRole::parse(r.as_str()), Some(r));
     }
 }
+
+#[test]
+fn keys_starting_with_a_dollar_are_the_routers_own() {
+    let e = errors(Config::from_yaml(&minimal(
+        "tcp_listeners:\n  - {name: l, host: 127.0.0.1, port: 1, routing_key: $van.records/x}\ntcp_connectors:\n  - {name: c, host: h, port: 1, routing_key: $x}\n",
+    )));
+    assert_only(
+        &e,
+        &[
+            "tcp_listeners[l].routing_key",
+            "tcp_connectors[c].routing_key",
+        ],
+    );
+    assert!(e.to_string().contains("reserved for the router"), "{e}");
+}

@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug};
+use van_proto::records;
 use van_proto::wire::{self, FlowProtocol, HttpHead, ResetCode};
 
 use super::{Dispatch, FLOW_TTL, OpenGuard, flow_span};
@@ -81,12 +82,20 @@ pub(super) struct RequestGuard {
     connector: Option<Arc<ConnectorRt>>,
     open: Option<OpenGuard>,
     /// Set once a response arrived: what the request metrics count.
-    pub(super) request: Option<(RequestKey, Duration)>,
+    request: Option<(RequestKey, Duration)>,
+    /// The response's status, once it arrived.
+    status: u16,
     span: tracing::Span,
     done: bool,
 }
 
 impl RequestGuard {
+    /// The response head arrived after `latency`.
+    pub(super) fn answered(&mut self, key: RequestKey, latency: Duration, status: StatusCode) {
+        self.request = Some((key, latency));
+        self.status = status.as_u16();
+    }
+
     /// The response body ended (`Ok`) or was abandoned.
     pub(super) fn ended(self, r: Result<(), String>) {
         self.finish(match r {
@@ -96,17 +105,30 @@ impl RequestGuard {
     }
 
     pub(super) fn finish(mut self, outcome: Outcome) {
-        self.finish_mut(outcome);
+        self.finish_mut(outcome, false);
     }
 
-    fn finish_mut(&mut self, outcome: Outcome) {
+    /// Finishes the flow; `abandoned` when the client went away before the response.
+    fn finish_mut(&mut self, outcome: Outcome, abandoned: bool) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
-        self.open.take();
+        let dest = self.open.take().map(|o| o.dest.clone());
         let _e = self.span.enter();
         if let Some(c) = &self.connector {
             c.finish(&self.rec);
+        }
+        // One record per request: the attempt that was answered, or the one the client
+        // abandoned (attempts that failed before a response are retried or answered by
+        // the router, which records that).
+        if self.dispatch.recorder.active() && (self.request.is_some() || abandoned) {
+            self.dispatch.recorder.request(request_record(
+                &self.rec,
+                self.status,
+                self.request.as_ref().map(|r| r.1),
+                dest.as_deref().unwrap_or_default(),
+                &outcome,
+            ));
         }
         if let Some((key, latency)) = self.request.take() {
             self.dispatch.metrics.request(RequestDone {
@@ -122,12 +144,50 @@ impl RequestGuard {
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.finish_mut(Outcome::ResetByPeer(
-            ResetCode::Aborted,
-            "the client went away before the response".into(),
-        ));
+        self.finish_mut(
+            Outcome::ResetByPeer(
+                ResetCode::Aborted,
+                "the client went away before the response".into(),
+            ),
+            true,
+        );
     }
 }
+
+/// The record of a request whose flow `rec` ended with `outcome`.
+fn request_record(
+    rec: &FlowRecord,
+    status: u16,
+    latency: Option<Duration>,
+    dest: &str,
+    outcome: &Outcome,
+) -> records::RequestRecord {
+    let (method, target) = rec.request.split_once(' ').unwrap_or(("", &rec.request));
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    records::RequestRecord {
+        flow_id: rec.id,
+        routing_key: rec.routing_key.clone(),
+        method: method.into(),
+        path: path.into(),
+        status: u32::from(status),
+        client_addr: rec.client_addr.clone(),
+        dest_router: dest.into(),
+        start_us: crate::records::unix_us(rec.started),
+        latency_us: latency.map_or(0, |l| l.as_micros() as u64),
+        duration_us: rec.started.elapsed().as_micros() as u64,
+        bytes_out: rec.bytes_out.load(Ordering::Relaxed),
+        bytes_in: rec.bytes_in.load(Ordering::Relaxed),
+        error: match outcome {
+            Outcome::Closed => String::new(),
+            o => o.to_string(),
+        },
+        version: String::new(),
+    }
+}
+
+/// Marks a response the router made itself, with why, for the request's record.
+#[derive(Debug, Clone)]
+pub(super) struct RouterAnswer(pub(super) String);
 
 /// The span of one request at its ingress router: a flow span that continues the trace of
 /// the request's `traceparent`, if it has one.
@@ -202,9 +262,46 @@ impl Dispatch {
         listener.closed.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Serves one request; one the router answers by itself is recorded here (those a
+    /// server answered are recorded when their flow ends).
+    async fn request(
+        self: &Arc<Self>,
+        req: http::Request<Incoming>,
+        listener: &Arc<ListenerRt>,
+        client_addr: String,
+    ) -> Response {
+        let seen = self.recorder.active().then(|| {
+            (
+                req.method().to_string(),
+                req.uri().path().to_string(),
+                client_addr.clone(),
+                Instant::now(),
+            )
+        });
+        let resp = self.route_request(req, listener, client_addr).await;
+        if let Some((method, path, client_addr, started)) = seen
+            && let Some(RouterAnswer(why)) = resp.extensions().get::<RouterAnswer>()
+        {
+            self.recorder.request(records::RequestRecord {
+                flow_id: self.rng.u64(),
+                routing_key: listener.cfg.routing_key.clone(),
+                method,
+                path,
+                status: u32::from(resp.status().as_u16()),
+                client_addr,
+                start_us: crate::records::unix_us(started),
+                latency_us: started.elapsed().as_micros() as u64,
+                duration_us: started.elapsed().as_micros() as u64,
+                error: why.clone(),
+                ..Default::default()
+            });
+        }
+        resp
+    }
+
     /// Routes one request, trying another target when the first got nothing and a retry
     /// is safe.
-    async fn request(
+    async fn route_request(
         self: &Arc<Self>,
         req: http::Request<Incoming>,
         listener: &Arc<ListenerRt>,
@@ -332,6 +429,11 @@ impl Dispatch {
         };
         self.metrics.request_error(&listener.cfg.routing_key, kind);
         debug!(status = status.as_u16(), error = %msg, "Answering a request with an error");
+        if self.recorder.active() {
+            let mut r = web::error_response(status, msg.clone());
+            r.extensions_mut().insert(RouterAnswer(msg));
+            return r;
+        }
         web::error_response(status, msg)
     }
 
@@ -485,10 +587,8 @@ impl Dispatch {
                 connector.requests.fetch_add(1, Ordering::Relaxed);
                 let (mut parts, rbody) = resp.into_parts();
                 codec::strip_hop_by_hop(&mut parts.headers);
-                guard.request = Some((
-                    self.request_key(key, head, parts.status, self.me.site.clone()),
-                    took,
-                ));
+                let rk = self.request_key(key, head, parts.status, self.me.site.clone());
+                guard.answered(rk, took, parts.status);
                 let end = OnEnd::new(move |r| guard.ended(r));
                 Ok(http::Response::from_parts(
                     parts,
@@ -518,6 +618,7 @@ impl Dispatch {
             rec,
             connector,
             request: None,
+            status: 0,
             span: tracing::Span::current(),
             done: false,
         }
@@ -700,7 +801,8 @@ impl Dispatch {
             .get(dest)
             .map(|n| n.site.clone())
             .unwrap_or_default();
-        guard.request = Some((self.request_key(key, head, resp.status(), dest_site), took));
+        let rk = self.request_key(key, head, resp.status(), dest_site);
+        guard.answered(rk, took, resp.status());
         let end = OnEnd::new(move |r| guard.ended(r));
         Ok(resp.map(|b| web::boxed(Counted::new(b, rec, Dir::In, Some(end)))))
     }

@@ -221,19 +221,15 @@ impl Dispatch {
             };
             let resp = codec::to_response(rhead, body)
                 .map_err(|e| Failed::Answer(StatusCode::BAD_GATEWAY, e.to_string()))?;
-            guard.request = Some((
-                self.request_key(key, head, resp.status(), dest_site),
-                started.elapsed(),
-            ));
+            let rk = self.request_key(key, head, resp.status(), dest_site);
+            guard.answered(rk, started.elapsed(), resp.status());
             let end = OnEnd::new(move |r| guard.ended(r));
             return Ok(resp.map(|b| web::boxed(Counted::new(b, rec, Dir::In, Some(end)))));
         }
         let resp = codec::to_response(rhead, web::empty())
             .map_err(|e| Failed::Answer(StatusCode::BAD_GATEWAY, e.to_string()))?;
-        guard.request = Some((
-            self.request_key(key, head, resp.status(), dest_site),
-            started.elapsed(),
-        ));
+        let rk = self.request_key(key, head, resp.status(), dest_site);
+        guard.answered(rk, started.elapsed(), resp.status());
         let client = client.take();
         tokio::spawn(
             async move { guard.finish(tunnel_after(client, tx, rx).await) }.in_current_span(),
@@ -359,10 +355,8 @@ impl Dispatch {
     ) -> Response {
         let (mut parts, body) = resp.into_parts();
         codec::strip_hop_by_hop(&mut parts.headers);
-        guard.request = Some((
-            self.request_key(key, head, parts.status, dest_site),
-            std::time::Duration::ZERO,
-        ));
+        let rk = self.request_key(key, head, parts.status, dest_site);
+        guard.answered(rk, std::time::Duration::ZERO, parts.status);
         let end = OnEnd::new(move |r| guard.ended(r));
         http::Response::from_parts(
             parts,

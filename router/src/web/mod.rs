@@ -15,7 +15,6 @@ pub(crate) mod stream;
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -23,6 +22,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 
+pub(crate) use crate::flow::Dir;
 use crate::flow::FlowRecord;
 pub(crate) use stream::BoxError;
 
@@ -77,15 +77,6 @@ impl Drop for OnEnd {
     }
 }
 
-/// Which byte counter of a flow record a body adds to.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Dir {
-    /// Client to server.
-    Out,
-    /// Server to client.
-    In,
-}
-
 /// A body that counts its bytes into a flow record and runs `OnEnd` when it ends.
 pub(crate) struct Counted<B> {
     inner: B,
@@ -127,11 +118,7 @@ where
         let end = match &r {
             Some(Ok(f)) => {
                 if let Some(d) = f.data_ref() {
-                    let n = d.len() as u64;
-                    match self.dir {
-                        Dir::Out => self.rec.bytes_out.fetch_add(n, Ordering::Relaxed),
-                        Dir::In => self.rec.bytes_in.fetch_add(n, Ordering::Relaxed),
-                    };
+                    self.rec.add(self.dir, d.len() as u64);
                 }
                 self.inner.is_end_stream().then_some(Ok(()))
             }
