@@ -150,6 +150,25 @@ fn flow_span(id: u64, key: &str, role: &str, origin: &str, dest: &str) -> tracin
     )
 }
 
+/// The trace context of the current flow span, for the OPEN that carries the flow on: the
+/// next routers' spans join its trace. Empty when spans are not exported.
+fn current_traceparent() -> String {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return String::new();
+    }
+    van_telemetry::traceparent(&span).unwrap_or_default()
+}
+
+/// Makes `span` (an egress flow span) continue the trace the flow's OPEN carried.
+fn continue_flow_trace(span: &tracing::Span, open: &wire::FlowOpen) {
+    if !span.is_disabled() && !open.traceparent.is_empty() {
+        van_telemetry::continue_trace(span, |name| {
+            (name == "traceparent").then(|| open.traceparent.clone())
+        });
+    }
+}
+
 impl Dispatch {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
@@ -391,6 +410,7 @@ impl Dispatch {
                 ttl: FLOW_TTL,
                 path: vec![self.me.id.clone()],
                 protocol: wire::FlowProtocol::FlowTcp as i32,
+                traceparent: current_traceparent(),
             },
         });
         let rec = self.flows.register(FlowRecord::new(
@@ -495,6 +515,7 @@ impl Dispatch {
             &open.origin_router,
             &self.me.id,
         );
+        continue_flow_trace(&span, &open);
         tokio::spawn(
             async move {
                 let outcome = match connector.connect(dispatch.connect_timeout()).await {
@@ -572,6 +593,7 @@ impl Dispatch {
                 ttl: FLOW_TTL,
                 path: vec![self.me.id.clone()],
                 protocol: wire::FlowProtocol::FlowRecords as i32,
+                traceparent: String::new(),
             },
         });
         Some((StreamHandle::new(conn, stream, inbound), rx))

@@ -125,6 +125,9 @@ async fn each_flow_is_exported_as_one_span_with_key_path_bytes_and_outcome() {
     assert_eq!(attr(ingress, "role").as_deref(), Some("ingress"));
     assert_eq!(attr(egress, "path").as_deref(), Some("a > b"));
     assert_eq!(attr(ingress, "flow_id"), attr(egress, "flow_id"));
+    // One trace: the egress span is a child of the ingress span.
+    assert_eq!(ingress.trace_id, egress.trace_id);
+    assert_eq!(egress.parent_span_id, ingress.span_id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,6 +128,29 @@ pub fn init(
 /// Makes `span` continue the trace an incoming request names in its W3C `traceparent` (and
 /// `tracestate`) headers, read with `header`. Without a valid `traceparent`, or without an
 /// OTLP exporter, nothing changes.
+/// The W3C `traceparent` of `span`, for the next router of a flow to continue; `None` when
+/// the span is not exported (no OpenTelemetry layer, or disabled).
+pub fn traceparent(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    struct One(Option<String>);
+    impl opentelemetry::propagation::Injector for One {
+        fn set(&mut self, key: &str, value: String) {
+            if key == "traceparent" {
+                self.0 = Some(value);
+            }
+        }
+    }
+    let cx = span.context();
+    if !cx.span().span_context().is_valid() {
+        return None;
+    }
+    let mut out = One(None);
+    opentelemetry_sdk::propagation::TraceContextPropagator::new().inject_context(&cx, &mut out);
+    out.0
+}
+
 pub fn continue_trace(span: &tracing::Span, header: impl Fn(&str) -> Option<String>) {
     use opentelemetry::propagation::TextMapPropagator;
     use tracing_opentelemetry::OpenTelemetrySpanExt;

@@ -673,6 +673,7 @@ impl Dispatch {
                 ttl: FLOW_TTL,
                 path: vec![self.me.id.clone()],
                 protocol: FlowProtocol::FlowHttp as i32,
+                traceparent: super::current_traceparent(),
             },
         });
         let rec = self.flows.register(
@@ -843,6 +844,7 @@ impl Dispatch {
             &open.origin_router,
             &self.me.id,
         );
+        super::continue_flow_trace(&span, &open);
         let h = StreamHandle::new(conn.clone(), stream, inbound);
         let me = self.clone();
         tokio::spawn(

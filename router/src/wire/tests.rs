@@ -87,6 +87,7 @@ fn one_of_each() -> Vec<Frame> {
                 ttl: 16,
                 path: vec!["west-1".into(), "mid".into()],
                 protocol: pb::FlowProtocol::FlowHttp as i32,
+                traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
             },
         },
         Frame::Data {
@@ -564,6 +565,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                         ttl,
                         path,
                         protocol: 0,
+                        traceparent: String::new(),
                     },
                 }
             }),
