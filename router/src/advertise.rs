@@ -101,6 +101,12 @@ impl Advertiser {
         keys
     }
 
+    /// This router's own values on network-wide topics, topic by topic.
+    pub(crate) fn published(&self) -> Vec<(String, Vec<u8>)> {
+        let p = self.published.lock().expect("published");
+        p.iter().map(|(t, v)| (t.clone(), v.clone())).collect()
+    }
+
     /// This router's values, with the origin left empty (meaning the sender).
     fn own_values(&self) -> Vec<wire::TopicValue> {
         self.published

@@ -177,6 +177,11 @@ impl Recorder {
             connectors: crate::admin::connectors(&router).connectors,
             started_us: unix_us(router.started()),
             hostname: hostname(),
+            published: if full {
+                router.published_values()
+            } else {
+                Vec::new()
+            },
         };
         let mut open = Vec::new();
         let mut seen = HashMap::with_capacity(sent.len());

@@ -175,6 +175,15 @@ impl Router {
         self.me.started.elapsed()
     }
 
+    /// The values this router published on network-wide topics.
+    pub(crate) fn published_values(&self) -> Vec<van_proto::records::Published> {
+        self.advertiser
+            .published()
+            .into_iter()
+            .map(|(topic, payload)| van_proto::records::Published { topic, payload })
+            .collect()
+    }
+
     pub(crate) fn started(&self) -> std::time::Instant {
         self.me.started.into_std()
     }

@@ -83,6 +83,9 @@ async fn both_halves_of_a_connection_carry_the_bytes_the_applications_moved() {
     let (a, b) = echo_pair().await;
     let c = &van_router::admin::connectors(b.router()).connectors[0];
     let echo = format!("{}:{}", c.host, c.port);
+    b.router()
+        .publish("van.site.v1", Some(br#"{"name":"east"}"#.to_vec()))
+        .unwrap();
     let seen = observe(&a).await;
 
     // Both routers report their state: listeners, connectors and the link between them.
@@ -101,6 +104,10 @@ async fn both_halves_of_a_connection_carry_the_bytes_the_applications_moved() {
         }) && has("b", &|st| {
             st.connectors.iter().any(|c| c.routing_key == "echo")
                 && st.status.as_ref().is_some_and(|x| x.router_id == "b")
+                // What the site's controller published: the site's name, for one.
+                && st.published.iter().any(|p| {
+                    p.topic == "van.site.v1" && p.payload == br#"{"name":"east"}"#
+                })
         }))
         .then_some(())
     })
