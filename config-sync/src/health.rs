@@ -17,10 +17,12 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 /// Serves the health service on `listener` until `shutdown`, following `ready`. Once the
-/// sender of `ready` is gone (config-sync stopped), it reports NOT_SERVING.
+/// sender of `ready` is gone (config-sync stopped), it reports NOT_SERVING. With `records`,
+/// the router's flow records are served beside it (to callers with the API token).
 pub async fn serve(
     listener: TcpListener,
     ready: watch::Receiver<bool>,
+    records: Option<crate::records::RecordsProxyService>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let (reporter, service) = tonic_health::server::health_reporter();
@@ -30,6 +32,7 @@ pub async fn serve(
     let follow = tokio::spawn(follow(reporter, ready));
     let r = tonic::transport::Server::builder()
         .add_service(service)
+        .add_optional_service(records)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await;
     follow.abort();

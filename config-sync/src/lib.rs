@@ -23,6 +23,7 @@ pub mod forward;
 pub mod health;
 pub mod k8s;
 pub mod peers;
+pub mod records;
 pub mod tls;
 
 use std::sync::Arc;

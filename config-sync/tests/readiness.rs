@@ -211,6 +211,7 @@ async fn ready_only_while_the_router_holds_the_desired_configuration() {
     tokio::spawn(van_config_sync::health::serve(
         health,
         ready_rx,
+        None,
         std::future::pending(),
     ));
     let (stop_sync, sync_stopped) = tokio::sync::oneshot::channel::<()>();

@@ -37,6 +37,15 @@ struct Args {
     /// controller's desired configuration: kubelet's readiness probe.
     #[arg(long, env = "VAN_HEALTH_LISTEN")]
     health_listen: Option<String>,
+    /// Also serve the router's flow records (`van.records.v1.Records`) on the health port,
+    /// to callers sending the controller API token: the console in the controller pod.
+    #[arg(
+        long,
+        env = "VAN_SERVE_RECORDS",
+        requires = "health_listen",
+        requires = "controller_token_file"
+    )]
+    serve_records: bool,
 }
 
 fn main() -> ExitCode {
@@ -98,9 +107,17 @@ fn main() -> ExitCode {
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|e| anyhow::anyhow!("--health-listen: cannot listen on {addr}: {e}"))?;
+            let records = match (&controller_token, args.serve_records) {
+                (Some(token), true) => Some(van_config_sync::records::RecordsProxy::service(
+                    args.router.clone(),
+                    token,
+                )),
+                _ => None,
+            };
             tokio::spawn(async move {
                 if let Err(e) =
-                    van_config_sync::health::serve(l, ready_rx, std::future::pending()).await
+                    van_config_sync::health::serve(l, ready_rx, records, std::future::pending())
+                        .await
                 {
                     tracing::error!(error = %Report(&e), "Health service failed");
                 }
