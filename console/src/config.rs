@@ -1,0 +1,338 @@
+//! The console's flags, and checking them all (reading the users and TLS files too) before
+//! anything is bound, so one run reports every problem.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::auth::{AuthMode, Users};
+use crate::store::Limits;
+
+/// Where the console listens when not told.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// `--auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthKind {
+    /// Users from `--users-file` log in.
+    Internal,
+    /// No login: anyone who reaches the console sees everything.
+    Unsecured,
+}
+
+/// The command-line options of `van-console` (and their environment variables).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// The router's admin gRPC API: host:port, http://host:port or unix:/path.
+    #[arg(long, env = "VAN_CONSOLE_ROUTER")]
+    pub router: String,
+    /// Address and port to serve on.
+    #[arg(long, env = "VAN_CONSOLE_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Who may look.
+    #[arg(long, env = "VAN_CONSOLE_AUTH", value_enum, default_value_t = AuthKind::Internal)]
+    pub auth: AuthKind,
+    /// Users for `--auth internal`: lines of `name:$argon2id$…` (see `hash-password`).
+    #[arg(long, env = "VAN_CONSOLE_USERS_FILE")]
+    pub users_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "VAN_CONSOLE_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "VAN_CONSOLE_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// A file holding a bearer token to send with every call to --router (on Kubernetes:
+    /// the site's API token, which config-sync asks for before it passes the records on).
+    #[arg(long, env = "VAN_CONSOLE_ROUTER_TOKEN_FILE")]
+    pub router_token_file: Option<PathBuf>,
+    /// How long ended connections and requests are kept, e.g. 90s, 15m, 1h.
+    #[arg(long, env = "VAN_CONSOLE_RETENTION", default_value = "15m")]
+    pub retention: String,
+    /// Log filter, e.g. info or van_console=debug.
+    #[arg(long, env = "VAN_CONSOLE_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Options {
+    /// The defaults, attached to `router`, with `--auth unsecured`.
+    pub fn unsecured(router: &str) -> Options {
+        Options {
+            router: router.into(),
+            listen: DEFAULT_LISTEN.into(),
+            auth: AuthKind::Unsecured,
+            users_file: None,
+            tls_cert: None,
+            tls_key: None,
+            router_token_file: None,
+            retention: "15m".into(),
+            log: "info".into(),
+        }
+    }
+}
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub router: String,
+    /// Sent as `authorization: Bearer <token>` to the router.
+    pub router_token: Option<String>,
+    pub listen: SocketAddr,
+    pub auth: AuthMode,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub limits: Limits,
+    pub log: String,
+}
+
+/// Everything wrong with the options, one problem per line.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+fn check_router(target: &str) -> Result<(), String> {
+    if let Some(path) = target.strip_prefix("unix:") {
+        return if path.is_empty() {
+            Err("--router unix: needs a socket path".into())
+        } else {
+            Ok(())
+        };
+    }
+    let uri = if target.contains("://") {
+        target.to_string()
+    } else {
+        format!("http://{target}")
+    };
+    let parsed: axum::http::Uri = uri.parse().map_err(|e| {
+        format!("--router {target:?} is not host:port, http://host:port or unix:/path: {e}")
+    })?;
+    if parsed.scheme_str() != Some("http") {
+        return Err(format!(
+            "--router {target:?}: only http:// (or unix:) is supported"
+        ));
+    }
+    if parsed.host().is_none_or(str::is_empty) || parsed.port_u16().is_none() {
+        return Err(format!("--router {target:?} needs a host and a port"));
+    }
+    Ok(())
+}
+
+fn read(what: &str, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Vec<String>> {
+    let mut problems = Vec::new();
+    let chain = read("--tls-cert", cert).and_then(|pem| {
+        let chain = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+        if chain.is_empty() {
+            return Err(format!(
+                "--tls-cert {}: no certificate in it",
+                cert.display()
+            ));
+        }
+        Ok(chain)
+    });
+    let key = read("--tls-key", key).and_then(|pem| {
+        PrivateKeyDer::from_pem_slice(&pem).map_err(|e| format!("--tls-key {}: {e}", key.display()))
+    });
+    let (chain, key) = match (chain, key) {
+        (Ok(c), Ok(k)) => (c, k),
+        (c, k) => {
+            problems.extend(c.err());
+            problems.extend(k.err());
+            return Err(problems);
+        }
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| vec![format!("TLS: {e}")])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| vec![format!("--tls-cert and --tls-key do not go together: {e}")])?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+impl Config {
+    /// Checks every option, reading the files they name.
+    pub fn from_options(o: Options) -> Result<Config, ConfigError> {
+        let Options {
+            router,
+            listen,
+            auth,
+            users_file,
+            tls_cert,
+            tls_key,
+            router_token_file,
+            retention,
+            log,
+        } = o;
+        let mut problems = Vec::new();
+        if let Err(p) = check_router(&router) {
+            problems.push(p);
+        }
+        let router_token = router_token_file.and_then(|path| {
+            let token = read("--router-token-file", &path)
+                .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+                .and_then(|t| {
+                    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                        Err(format!(
+                            "--router-token-file {}: not a token (empty, or not printable ASCII)",
+                            path.display()
+                        ))
+                    } else {
+                        Ok(t)
+                    }
+                });
+            token.map_err(|p| problems.push(p)).ok()
+        });
+        let listen = listen
+            .parse::<SocketAddr>()
+            .map_err(|e| problems.push(format!("--listen {listen:?}: {e} (expected address:port)")))
+            .ok();
+        let retention = match humantime::parse_duration(&retention) {
+            Ok(d) if d < Duration::from_secs(1) => {
+                problems.push(format!("--retention {retention:?}: at least 1s"));
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                problems.push(format!(
+                    "--retention {retention:?}: {e} (expected a duration like 90s, 15m, 1h)"
+                ));
+                None
+            }
+        };
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+            problems.push(format!("--log {log:?}: {e}"));
+        }
+        let auth = match (auth, users_file) {
+            (AuthKind::Unsecured, None) => Some(AuthMode::Unsecured),
+            (AuthKind::Unsecured, Some(_)) => {
+                problems.push("--users-file is for --auth internal".into());
+                None
+            }
+            (AuthKind::Internal, None) => {
+                problems.push("--auth internal needs --users-file".into());
+                None
+            }
+            (AuthKind::Internal, Some(path)) => match read("--users-file", &path) {
+                Err(p) => {
+                    problems.push(p);
+                    None
+                }
+                Ok(bytes) => match Users::parse(&String::from_utf8_lossy(&bytes)) {
+                    Ok(users) if users.is_empty() => {
+                        problems.push(format!("--users-file {}: no users in it", path.display()));
+                        None
+                    }
+                    Ok(users) => Some(AuthMode::Internal(users)),
+                    Err(errors) => {
+                        problems.extend(
+                            errors
+                                .into_iter()
+                                .map(|e| format!("--users-file {}: {e}", path.display())),
+                        );
+                        None
+                    }
+                },
+            },
+        };
+        let tls = match (tls_cert, tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => match tls_config(&cert, &key) {
+                Ok(c) => Some(Arc::new(c)),
+                Err(p) => {
+                    problems.extend(p);
+                    None
+                }
+            },
+            _ => {
+                problems.push("--tls-cert and --tls-key go together".into());
+                None
+            }
+        };
+        match (listen, retention, auth) {
+            (Some(listen), Some(retention), Some(auth)) if problems.is_empty() => Ok(Config {
+                router,
+                router_token,
+                listen,
+                auth,
+                tls,
+                limits: Limits {
+                    retention,
+                    ..Limits::default()
+                },
+                log,
+            }),
+            _ => Err(ConfigError { problems }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> Options {
+        Options::unsecured("127.0.0.1:9000")
+    }
+
+    #[test]
+    fn good_options_make_a_config() {
+        let c = Config::from_options(options()).unwrap();
+        assert_eq!(c.limits.retention, Duration::from_secs(900));
+        assert!(matches!(c.auth, AuthMode::Unsecured));
+        for router in ["http://r:1", "unix:/run/r.sock", "[::1]:5"] {
+            assert_eq!(check_router(router), Ok(()), "{router}");
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let dir = std::env::temp_dir().join(format!("van-console-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let users = dir.join("users");
+        std::fs::write(&users, "admin:$argon2id$nope\n# fine\nbob\n").unwrap();
+        let e = Config::from_options(Options {
+            router: "nohost".into(),
+            listen: "localhost".into(),
+            auth: AuthKind::Internal,
+            users_file: Some(users.clone()),
+            tls_cert: Some(dir.join("missing.pem")),
+            tls_key: None,
+            router_token_file: Some(users.clone()),
+            retention: "soon".into(),
+            log: "info,[=".into(),
+        })
+        .unwrap_err();
+        let text = e.to_string();
+        for want in [
+            "--router",
+            "--listen",
+            "--retention",
+            "--log",
+            "line 1",
+            "line 3",
+            "--tls-cert and --tls-key go together",
+            "--router-token-file",
+        ] {
+            assert!(text.contains(want), "{want} missing from:\n{text}");
+        }
+        let e = Config::from_options(Options {
+            auth: AuthKind::Internal,
+            ..options()
+        })
+        .unwrap_err();
+        assert_eq!(e.problems, ["--auth internal needs --users-file"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
