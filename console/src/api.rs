@@ -8,7 +8,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -96,8 +97,46 @@ fn json_body(v: &impl serde::Serialize) -> Response {
     }
 }
 
-type Params = Query<Vec<(String, String)>>;
 type ApiResult = Result<Response, ApiError>;
+
+/// The query parameters in order; a query that does not decode is a 400 like any other.
+struct Params(Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map(|Query(p)| Params(p))
+            .map_err(|e| bad_param("query", e.body_text()))
+    }
+}
+
+impl Params {
+    /// The last value of `name`.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The path's one parameter; one that does not decode is a 400 like any other.
+struct Id(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| Id(p))
+            .map_err(|e| bad_param("path", e.body_text()))
+    }
+}
 
 /// The whole HTTP application.
 pub(crate) fn app(console: Console) -> Router {
@@ -421,7 +460,7 @@ fn small_list<T: serde::Serialize>(
     Ok(json_body(&list_json(items, &q)))
 }
 
-async fn sites(State(c): State<Console>, Query(p): Params) -> ApiResult {
+async fn sites(State(c): State<Console>, Params(p): Params) -> ApiResult {
     small_list(&c, &p, fields::SITE, ("name", false), |s, _, _| {
         s.site_items()
     })
@@ -441,11 +480,11 @@ fn one<T: serde::Serialize>(
         .ok_or_else(|| ApiError::NotFound(format!("no {what} {id:?}")))
 }
 
-async fn site(State(c): State<Console>, Path(id): Path<String>) -> ApiResult {
+async fn site(State(c): State<Console>, Id(id): Id) -> ApiResult {
     one(c.read().site_items(), |s| s.id == id, "site", &id)
 }
 
-async fn routers(State(c): State<Console>, Query(p): Params) -> ApiResult {
+async fn routers(State(c): State<Console>, Params(p): Params) -> ApiResult {
     small_list(&c, &p, fields::ROUTER, ("id", false), |s, q, _| {
         let mut items = s.router_items();
         items.retain(|r| q.range.overlaps(r.start_time * 1000, u64::MAX));
@@ -453,23 +492,23 @@ async fn routers(State(c): State<Console>, Query(p): Params) -> ApiResult {
     })
 }
 
-async fn router(State(c): State<Console>, Path(id): Path<String>) -> ApiResult {
+async fn router(State(c): State<Console>, Id(id): Id) -> ApiResult {
     one(c.read().router_items(), |r| r.id == id, "router", &id)
 }
 
-async fn links(State(c): State<Console>, Query(p): Params) -> ApiResult {
+async fn links(State(c): State<Console>, Params(p): Params) -> ApiResult {
     small_list(&c, &p, fields::LINK, ("id", false), |s, _, _| {
         s.link_items()
     })
 }
 
-async fn services(State(c): State<Console>, Query(p): Params) -> ApiResult {
+async fn services(State(c): State<Console>, Params(p): Params) -> ApiResult {
     small_list(&c, &p, fields::SERVICE, ("address", false), |s, q, now| {
         s.service_items(q.range, now)
     })
 }
 
-async fn service(State(c): State<Console>, Path(address): Path<String>) -> ApiResult {
+async fn service(State(c): State<Console>, Id(address): Id) -> ApiResult {
     let store = c.read();
     let items = if store.has_address(&address) {
         store.service_items(Range::ALL, crate::now_us())
@@ -479,25 +518,11 @@ async fn service(State(c): State<Console>, Path(address): Path<String>) -> ApiRe
     one(items, |s| s.address == address, "service", &address)
 }
 
-#[derive(Deserialize)]
-struct SeriesParams {
-    window: Option<String>,
-    step: Option<String>,
-}
-
-async fn series(
-    State(c): State<Console>,
-    Path(address): Path<String>,
-    Query(p): Query<SeriesParams>,
-) -> ApiResult {
-    let num = |name: &str, v: Option<&String>, default: u64| match v {
-        None => Ok(default),
-        Some(v) => v
-            .parse::<u64>()
-            .map_err(|_| bad_param(name, format!("{v:?} is not a whole number of seconds"))),
-    };
-    let window = num("window", p.window.as_ref(), 300)?;
-    let step = num("step", p.step.as_ref(), SLOT_SECS)?;
+async fn series(State(c): State<Console>, Id(address): Id, p: Params) -> ApiResult {
+    let num =
+        |name: &str, default: u64| p.get(name).map_or(Ok(default), |v| query::number(name, v));
+    let window = num("window", 300)?;
+    let step = num("step", SLOT_SECS)?;
     if !(300..=86_400).contains(&window) {
         return Err(bad_param("window", "between 300 and 86400 seconds"));
     }
@@ -522,13 +547,13 @@ async fn series(
     ))
 }
 
-async fn listeners(State(c): State<Console>, Query(p): Params) -> ApiResult {
+async fn listeners(State(c): State<Console>, Params(p): Params) -> ApiResult {
     small_list(&c, &p, fields::PORT, ("id", false), |s, _, _| {
         s.listener_items()
     })
 }
 
-async fn connectors(State(c): State<Console>, Query(p): Params) -> ApiResult {
+async fn connectors(State(c): State<Console>, Params(p): Params) -> ApiResult {
     small_list(&c, &p, fields::PORT, ("id", false), |s, _, _| {
         s.connector_items()
     })
@@ -633,7 +658,7 @@ fn keyed_query(params: &[(String, String)], fields: &[&str]) -> Result<ListQuery
     Ok(q)
 }
 
-async fn processes(State(c): State<Console>, Query(p): Params) -> ApiResult {
+async fn processes(State(c): State<Console>, Params(p): Params) -> ApiResult {
     let q = keyed_query(&p, fields::PROCESS)?;
     let store = c.read();
     keyed_list(&store.processes(q.range, crate::now_us()), &q)
@@ -650,7 +675,8 @@ fn pairs(c: &Console, p: &[(String, String)], processes: bool) -> ApiResult {
         .iter()
         .rev()
         .find(|(k, _)| k == "address")
-        .map(|(_, v)| v.clone());
+        .map(|(_, v)| v.clone())
+        .filter(|v| !v.is_empty());
     let rest: Vec<(String, String)> = p.iter().filter(|(k, _)| k != "address").cloned().collect();
     let q = keyed_query(&rest, fields)?;
     let store = c.read();
@@ -660,24 +686,18 @@ fn pairs(c: &Console, p: &[(String, String)], processes: bool) -> ApiResult {
     )
 }
 
-async fn sitepairs(State(c): State<Console>, Query(p): Params) -> ApiResult {
+async fn sitepairs(State(c): State<Console>, Params(p): Params) -> ApiResult {
     pairs(&c, &p, false)
 }
 
-async fn processpairs(State(c): State<Console>, Query(p): Params) -> ApiResult {
+async fn processpairs(State(c): State<Console>, Params(p): Params) -> ApiResult {
     pairs(&c, &p, true)
 }
 
-#[derive(Deserialize)]
-struct TopologyParams {
-    address: Option<String>,
-}
-
-async fn topology(State(c): State<Console>, Query(p): Query<TopologyParams>) -> ApiResult {
+async fn topology(State(c): State<Console>, p: Params) -> ApiResult {
     let store = c.read();
-    Ok(json_body(
-        &store.topology(crate::now_us(), p.address.as_deref()),
-    ))
+    let address = p.get("address").filter(|a| !a.is_empty());
+    Ok(json_body(&store.topology(crate::now_us(), address)))
 }
 
 // === connections and requests ===
@@ -736,7 +756,7 @@ fn conn_getter<'a>(s: &'a Store, field: &str, now: u64) -> Getter<'a, Conn> {
     }
 }
 
-async fn connections(State(c): State<Console>, Query(p): Params) -> ApiResult {
+async fn connections(State(c): State<Console>, Params(p): Params) -> ApiResult {
     let q = query::parse(&p, fields::CONNECTION, true)?;
     let now = crate::now_us();
     let store = c.read();
@@ -803,7 +823,7 @@ fn request_getter<'a>(s: &'a Store, field: &str) -> Getter<'a, HttpRequest> {
     }
 }
 
-async fn requests(State(c): State<Console>, Query(p): Params) -> ApiResult {
+async fn requests(State(c): State<Console>, Params(p): Params) -> ApiResult {
     let q = query::parse(&p, fields::REQUEST, true)?;
     let store = c.read();
     let newest_first = q.sort.is_none() || q.sort == Some(("startTime".into(), true));

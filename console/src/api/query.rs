@@ -77,9 +77,13 @@ fn bad(param: &str, reason: impl std::fmt::Display) -> ApiError {
     }
 }
 
-fn number(param: &str, v: &str) -> Result<u64, ApiError> {
-    v.parse::<u64>()
-        .map_err(|_| bad(param, format!("{v:?} is not a non-negative integer")))
+/// A non-negative integer; one too large for 64 bits counts as the largest.
+pub(crate) fn number(param: &str, v: &str) -> Result<u64, ApiError> {
+    let digits = v.strip_prefix('+').unwrap_or(v);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(param, format!("{v:?} is not a non-negative integer")));
+    }
+    Ok(digits.parse::<u64>().unwrap_or(u64::MAX))
 }
 
 /// Checks the parameters of a list whose items have `fields`; `lives` for the lists of things
@@ -423,6 +427,12 @@ mod tests {
                 raw: "x".into()
             }]
         );
+        let huge = parse(
+            &params(&[("offset", "99999999999999999999999")]),
+            FIELDS,
+            false,
+        );
+        assert_eq!(huge.unwrap().offset as u64, u64::MAX);
         // Elsewhere `state` is a field like any other.
         let q = parse(&params(&[("state", "up")]), FIELDS, false).unwrap();
         assert_eq!(q.filters[0].raw, "up");
@@ -438,6 +448,8 @@ mod tests {
             ("sortBy", "size.up"),
             ("sortBy", "nope.asc"),
             ("start", "1.5"),
+            ("start", ""),
+            ("end", "-0"),
             ("state", "open"),
         ] {
             let e = parse(&params(&[(k, v)]), FIELDS, true).unwrap_err();

@@ -453,6 +453,7 @@ async fn bad_parameters_answer_400_naming_them() {
             "/api/v1/services/backend/series?window=300&step=600",
             "step",
         ),
+        ("/api/v1/sites/%FF", "path"),
     ] {
         let a = get(&app, uri).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{uri}");
@@ -463,11 +464,31 @@ async fn bad_parameters_answer_400_naming_them() {
         );
         let template = if uri.contains("/series") {
             "/api/v1/services/{address}/series"
+        } else if uri.contains('%') {
+            "/api/v1/sites/{id}"
         } else {
             uri.split('?').next().unwrap()
         };
         conforms(&doc, template, "get", &a);
     }
+}
+
+#[tokio::test]
+async fn repeated_and_empty_parameters_are_not_errors() {
+    let app = unsecured();
+    let p = ok_json(
+        &app,
+        "/api/v1/services/reviews/series?window=600&window=300&step=60",
+    )
+    .await;
+    assert_eq!(p["points"].as_array().unwrap().len(), 5);
+    let t = ok_json(&app, "/api/v1/topology?address=").await;
+    assert_eq!(t["traffic"].as_array().unwrap().len(), 1);
+    let p = ok_json(&app, "/api/v1/connections?offset=99999999999999999999999").await;
+    assert_eq!(
+        (p["count"].as_u64(), p["total"].as_u64()),
+        (Some(0), Some(3))
+    );
 }
 
 #[tokio::test]
