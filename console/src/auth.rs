@@ -43,6 +43,8 @@ pub enum UsersError {
     Line { line: usize, reason: String },
     #[error("user name {0:?} is empty or holds ':' or white space")]
     BadName(String),
+    #[error("{path}: {reason}")]
+    Read { path: String, reason: String },
 }
 
 fn name_ok(name: &str) -> bool {
@@ -97,6 +99,54 @@ impl Users {
         } else {
             Err(errors)
         }
+    }
+
+    /// Reads a directory with one file per user, named after the user, holding the password
+    /// or its argon2id hash (as a Kubernetes Secret mounted as a volume). Hidden entries (the
+    /// volume's own `..data` links) are skipped; plain passwords are hashed here, so the
+    /// files' contents are not kept.
+    pub fn from_dir(dir: &std::path::Path) -> Result<Users, UsersError> {
+        let read_err = |path: &std::path::Path, e: std::io::Error| UsersError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let mut users = Users::default();
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| read_err(dir, e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| read_err(dir, e))?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            // Following links: a mounted Secret's files are links into `..data`.
+            if name.starts_with('.') || !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+                continue;
+            }
+            if !name_ok(&name) {
+                return Err(UsersError::BadName(name));
+            }
+            let text = std::fs::read_to_string(&path).map_err(|e| read_err(&path, e))?;
+            let secret = text.trim_end_matches(['\n', '\r']);
+            let hash = match PasswordHash::new(secret) {
+                Ok(h) if h.algorithm.as_str() == "argon2id" && h.hash.is_some() => secret.into(),
+                _ if secret.is_empty() => {
+                    return Err(UsersError::Read {
+                        path: path.display().to_string(),
+                        reason: "no password in it".into(),
+                    });
+                }
+                _ => hash_password(secret),
+            };
+            users.hashes.insert(name, hash);
+        }
+        if users.is_empty() {
+            return Err(UsersError::Read {
+                path: dir.display().to_string(),
+                reason: "no users in it".into(),
+            });
+        }
+        Ok(users)
     }
 
     pub fn len(&self) -> usize {
@@ -292,7 +342,7 @@ mod tests {
             .iter()
             .map(|e| match e {
                 UsersError::Line { line, .. } => *line,
-                UsersError::BadName(_) => 0,
+                _ => 0,
             })
             .collect();
         assert_eq!(lines, [4, 5, 6, 7], "{errors:?}");
@@ -302,6 +352,26 @@ mod tests {
         assert!(!verify(&users.hashes["admin"], "Secret"));
         assert!(users_file_line("a b", "x").is_err());
         assert!(users_file_line("a:b", "x").is_err());
+    }
+
+    #[test]
+    fn a_users_directory_holds_passwords_or_hashes() {
+        let dir = std::env::temp_dir().join(format!("van-console-users-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("..data")).unwrap();
+        std::fs::write(dir.join("admin"), "plain-pass\n").unwrap();
+        std::fs::write(dir.join("ops"), hash_password("hashed-pass")).unwrap();
+        std::fs::write(dir.join(".hidden"), "x").unwrap();
+        let users = Users::from_dir(&dir).unwrap();
+        assert_eq!(users.len(), 2);
+        assert!(verify(&users.hashes["admin"], "plain-pass"));
+        assert!(verify(&users.hashes["ops"], "hashed-pass"));
+        std::fs::write(dir.join("bad name"), "x").unwrap();
+        assert!(matches!(Users::from_dir(&dir), Err(UsersError::BadName(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(matches!(
+            Users::from_dir(&dir),
+            Err(UsersError::Read { .. })
+        ));
     }
 
     #[test]

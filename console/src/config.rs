@@ -37,8 +37,12 @@ pub struct Options {
     #[arg(long, env = "VAN_CONSOLE_AUTH", value_enum, default_value_t = AuthKind::Internal)]
     pub auth: AuthKind,
     /// Users for `--auth internal`: lines of `name:$argon2id$…` (see `hash-password`).
-    #[arg(long, env = "VAN_CONSOLE_USERS_FILE")]
+    #[arg(long, env = "VAN_CONSOLE_USERS_FILE", conflicts_with = "users_dir")]
     pub users_file: Option<PathBuf>,
+    /// Users for `--auth internal` as a directory: one file per user, named after the user,
+    /// holding the password or its argon2id hash (a mounted Secret).
+    #[arg(long, env = "VAN_CONSOLE_USERS_DIR")]
+    pub users_dir: Option<PathBuf>,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, env = "VAN_CONSOLE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -65,6 +69,7 @@ impl Options {
             listen: DEFAULT_LISTEN.into(),
             auth: AuthKind::Unsecured,
             users_file: None,
+            users_dir: None,
             tls_cert: None,
             tls_key: None,
             router_token_file: None,
@@ -72,6 +77,40 @@ impl Options {
             log: "info".into(),
         }
     }
+}
+
+/// Why TLS material cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("certificate: {0}")]
+    Certificate(String),
+    #[error("private key: {0}")]
+    Key(String),
+    #[error("the certificate and key do not go together: {0}")]
+    Mismatch(String),
+}
+
+/// A TLS server configuration (HTTP/2 and HTTP/1.1) from a PEM certificate chain and key.
+pub fn tls_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Certificate(e.to_string()))?;
+    if chain.is_empty() {
+        return Err(TlsError::Certificate("no certificate in it".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Key(e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Mismatch(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Mismatch(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
 }
 
 /// A checked configuration.
@@ -125,40 +164,17 @@ fn read(what: &str, path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
 }
 
-fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, Vec<String>> {
-    let mut problems = Vec::new();
-    let chain = read("--tls-cert", cert).and_then(|pem| {
-        let chain = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
-        if chain.is_empty() {
-            return Err(format!(
-                "--tls-cert {}: no certificate in it",
-                cert.display()
-            ));
-        }
-        Ok(chain)
-    });
-    let key = read("--tls-key", key).and_then(|pem| {
-        PrivateKeyDer::from_pem_slice(&pem).map_err(|e| format!("--tls-key {}: {e}", key.display()))
-    });
-    let (chain, key) = match (chain, key) {
-        (Ok(c), Ok(k)) => (c, k),
-        (c, k) => {
-            problems.extend(c.err());
-            problems.extend(k.err());
-            return Err(problems);
-        }
-    };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| vec![format!("TLS: {e}")])?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| vec![format!("--tls-cert and --tls-key do not go together: {e}")])?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(cfg)
+fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Vec<String>> {
+    match (read("--tls-cert", cert), read("--tls-key", key)) {
+        (Ok(c), Ok(k)) => tls_from_pem(&c, &k).map_err(|e| {
+            vec![format!(
+                "--tls-cert {} and --tls-key {}: {e}",
+                cert.display(),
+                key.display()
+            )]
+        }),
+        (c, k) => Err(c.err().into_iter().chain(k.err()).collect()),
+    }
 }
 
 impl Config {
@@ -169,6 +185,7 @@ impl Config {
             listen,
             auth,
             users_file,
+            users_dir,
             tls_cert,
             tls_key,
             router_token_file,
@@ -214,17 +231,21 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
             problems.push(format!("--log {log:?}: {e}"));
         }
-        let auth = match (auth, users_file) {
-            (AuthKind::Unsecured, None) => Some(AuthMode::Unsecured),
-            (AuthKind::Unsecured, Some(_)) => {
-                problems.push("--users-file is for --auth internal".into());
+        let auth = match (auth, users_file, users_dir) {
+            (AuthKind::Unsecured, None, None) => Some(AuthMode::Unsecured),
+            (AuthKind::Unsecured, _, _) => {
+                problems.push("--users-file and --users-dir are for --auth internal".into());
                 None
             }
-            (AuthKind::Internal, None) => {
-                problems.push("--auth internal needs --users-file".into());
+            (AuthKind::Internal, None, None) => {
+                problems.push("--auth internal needs --users-file or --users-dir".into());
                 None
             }
-            (AuthKind::Internal, Some(path)) => match read("--users-file", &path) {
+            (AuthKind::Internal, _, Some(dir)) => Users::from_dir(&dir)
+                .map(AuthMode::Internal)
+                .map_err(|e| problems.push(format!("--users-dir: {e}")))
+                .ok(),
+            (AuthKind::Internal, Some(path), None) => match read("--users-file", &path) {
                 Err(p) => {
                     problems.push(p);
                     None
@@ -249,7 +270,7 @@ impl Config {
         let tls = match (tls_cert, tls_key) {
             (None, None) => None,
             (Some(cert), Some(key)) => match tls_config(&cert, &key) {
-                Ok(c) => Some(Arc::new(c)),
+                Ok(c) => Some(c),
                 Err(p) => {
                     problems.extend(p);
                     None
@@ -307,6 +328,7 @@ mod tests {
             listen: "localhost".into(),
             auth: AuthKind::Internal,
             users_file: Some(users.clone()),
+            users_dir: None,
             tls_cert: Some(dir.join("missing.pem")),
             tls_key: None,
             router_token_file: Some(users.clone()),
@@ -332,7 +354,10 @@ mod tests {
             ..options()
         })
         .unwrap_err();
-        assert_eq!(e.problems, ["--auth internal needs --users-file"]);
+        assert_eq!(
+            e.problems,
+            ["--auth internal needs --users-file or --users-dir"]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

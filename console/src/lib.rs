@@ -24,7 +24,7 @@ mod store;
 mod views;
 
 pub use auth::{AuthMode, Users, UsersError, hash_password, users_file_line};
-pub use config::{AuthKind, Config, ConfigError, DEFAULT_LISTEN, Options};
+pub use config::{AuthKind, Config, ConfigError, DEFAULT_LISTEN, Options, TlsError, tls_from_pem};
 pub use store::{Limits, Store};
 
 /// How often ended connections and requests past the retention are dropped.
