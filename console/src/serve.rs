@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -17,6 +17,8 @@ use tower::Service as _;
 
 /// A client has this long to finish its TLS handshake.
 const HANDSHAKE: Duration = Duration::from_secs(10);
+/// Time to send a request head.
+const HEADER_READ: Duration = Duration::from_secs(30);
 /// Event streams never end by themselves, so the drain at shutdown is bounded.
 const DRAIN: Duration = Duration::from_secs(1);
 
@@ -50,7 +52,12 @@ pub(crate) async fn serve(
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 app.clone().call(req)
             });
-            let builder = auto::Builder::new(TokioExecutor::new());
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            // A client that never finishes its request head does not hold a task forever.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ);
             let result = match acceptor {
                 None => {
                     let conn = builder
