@@ -9,7 +9,9 @@
   Kubernetes 1.30 OpenAPI schemas (kubernetes-validate, strict: unknown fields are errors);
   the OpenShift Route is checked against a strict schema of its own (below);
 - checks the structure of what was rendered (deployments, containers, ports, probes, security
-  contexts, resources, services per ingress, RBAC, the console Secret, network policies);
+  contexts, resources, services per ingress, RBAC, network policies; with console.enabled the
+  console container, its Secret and TLS volumes, config-sync's --serve-records, Service
+  skupper-router-local and the console's Ingress or Route);
 - checks that values.schema.json refuses bad values;
 - checks that the console password survives an upgrade (Helm's `lookup`, answered by a fake
   API server on 127.0.0.1 that serves only what `lookup` asks for).
@@ -398,12 +400,15 @@ def check_deployments(objects: list[dict[str, Any]], values: dict[str, Any]) -> 
     sync = containers["config-sync"]
     check(sync["image"] == expected_image(values, values["configSync"]["image"]["repository"]),
           f"config-sync image {sync['image']}")
+    # With the console, config-sync also passes the router's records on (health port, API
+    # token); never without it.
     check(sync["command"] == [
         "van-config-sync", "--controller", "skupper:8080",
         "--controller-token-file", "/var/run/secrets/skupper/api/token", "--router",
         "unix:/var/run/van/router.sock", "--claims-forward", "0.0.0.0:8081=skupper:8081",
         "--health-listen", "0.0.0.0:9091",
-    ], f"config-sync command {sync['command']}")
+    ] + (["--serve-records"] if values["console"]["enabled"] else []),
+        f"config-sync command {sync['command']}")
     check(ports_of(sync) == {"claims": 8081, "health": 9091}, f"config-sync ports {ports_of(sync)}")
     # Ready once the router holds the desired configuration: gRPC health on --health-listen.
     ready = sync.get("readinessProbe", {})
@@ -438,7 +443,9 @@ def check_deployments(objects: list[dict[str, Any]], values: dict[str, Any]) -> 
     pod = ctl_dep["spec"]["template"]["spec"]
     check(pod.get("serviceAccountName") == "skupper-service-controller",
           "controller serviceAccountName")
-    check([c["name"] for c in pod["containers"]] == ["controller"], "controller containers")
+    want_containers = ["controller", "console"] if values["console"]["enabled"] else ["controller"]
+    check([c["name"] for c in pod["containers"]] == want_containers,
+          f"controller pod containers {[c['name'] for c in pod['containers']]}")
     check_pod_security("skupper-service-controller", pod, values)
     check_scheduling("skupper-service-controller", pod, values["controller"])
     ctl = pod["containers"][0]
@@ -458,10 +465,8 @@ def check_deployments(objects: list[dict[str, Any]], values: dict[str, Any]) -> 
         "SKUPPER_INGRESS": values["ingress"],
         "SKUPPER_INGRESS_HOST": values["ingressHost"],
     }, f"controller env {env}")
-    want_ports = {"api": 8080, "claims": 8081}
-    if values["console"]["enabled"]:
-        want_ports["console"] = 8010
-    check(ports_of(ctl) == want_ports, f"controller ports {ports_of(ctl)}")
+    # The console's port belongs to the console container (check_console_container).
+    check(ports_of(ctl) == {"api": 8080, "claims": 8081}, f"controller ports {ports_of(ctl)}")
     startup = ctl.get("startupProbe", {})
     # The controller may wait 120 s for a load balancer's address before it serves.
     check(startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3) > 120,
@@ -511,8 +516,11 @@ def pod_ports(objects: list[dict[str, Any]], selector: dict[str, str]) -> dict[s
 
 
 def check_services(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
-    check(sorted(s["metadata"]["name"] for s in find(objects, "Service"))
-          == ["skupper", "skupper-router", "skupper-router-peers"], "services")
+    want_services = ["skupper", "skupper-router", "skupper-router-peers"]
+    if values["console"]["enabled"]:
+        want_services.append("skupper-router-local")
+    check(sorted(s["metadata"]["name"] for s in find(objects, "Service")) == sorted(want_services),
+          f"services {[s['metadata']['name'] for s in find(objects, 'Service')]}")
     peers = one(objects, "Service", "skupper-router-peers")
     check(peers["spec"].get("clusterIP") == "None" and peers["spec"].get("publishNotReadyAddresses"),
           f"skupper-router-peers is headless and lists pods before they are ready: {peers['spec']}")
@@ -524,7 +532,10 @@ def check_services(objects: list[dict[str, Any]], values: dict[str, Any]) -> Non
     check(svc["spec"]["type"] == SERVICE_TYPE[ingress],
           f"skupper-router type {svc['spec']['type']} for ingress {ingress}")
     ports = {p["name"]: p["port"] for p in svc["spec"]["ports"]}
+    # Only what other sites need: never the records (9091), which only the console may read.
     check(ports == ROUTER_EXPOSED, f"skupper-router ports {ports}")
+    check(all(p["targetPort"] != "health" and p["port"] != 9091 for p in svc["spec"]["ports"]),
+          "skupper-router exposes config-sync's health port")
     check(svc["spec"]["selector"].get("skupper.io/component") == "router", "router selector")
     targets = pod_ports(objects, svc["spec"]["selector"])
     for port in svc["spec"]["ports"]:
@@ -544,11 +555,28 @@ def check_services(objects: list[dict[str, Any]], values: dict[str, Any]) -> Non
         check(targets.get(port["targetPort"]) == port["port"],
               f"skupper port {port['name']}: target {port['targetPort']} not in its pod")
 
+    if values["console"]["enabled"]:
+        local = one(objects, "Service", "skupper-router-local")
+        spec = local["spec"]
+        check(spec.get("type", "ClusterIP") == "ClusterIP" and "clusterIP" not in spec,
+              f"skupper-router-local is a plain ClusterIP Service: {spec}")
+        check(local["metadata"]["labels"].get("skupper.io/component") == "router",
+              "skupper-router-local labels")
+        check(spec["selector"] == one(objects, "Service", "skupper-router")["spec"]["selector"],
+              f"skupper-router-local selects the router pods: {spec['selector']}")
+        check(spec["ports"] == [{"name": "records", "port": 9091, "targetPort": "health",
+                                 "protocol": "TCP", "appProtocol": "grpc"}],
+              f"skupper-router-local ports {spec['ports']}")
+        # The target is config-sync's --health-listen port, where --serve-records answers.
+        check(pod_ports(objects, spec["selector"]).get("health") == 9091,
+              "skupper-router-local: target health not in the router pods")
+
 
 def check_ingress_objects(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    """The router's Routes/Ingress for other sites (the console's are check_console_exposure's)."""
     ingress = values["ingress"]
-    routes = find(objects, "Route")
-    ingresses = find(objects, "Ingress")
+    routes = [r for r in find(objects, "Route") if r["metadata"]["name"] != "skupper-console"]
+    ingresses = [i for i in find(objects, "Ingress") if i["metadata"]["name"] != "skupper-console"]
     if ingress == "route":
         check(len(routes) == len(ROUTER_EXPOSED), f"{len(routes)} Routes")
         targets = set()
@@ -665,6 +693,143 @@ def check_console(objects: list[dict[str, Any]], values: dict[str, Any]) -> None
         check(re.fullmatch(r"[A-Za-z0-9]{24}", password) is not None, "console password")
     else:
         check(not secrets, f"Secret rendered without internal console auth: {secrets}")
+    check_console_container(objects, values)
+    check_console_exposure(objects, values)
+
+
+CONSOLE_USERS_DIR = "/etc/skupper/console-users"
+CONSOLE_TLS_DIR = "/etc/skupper/console-tls"
+
+
+def check_console_container(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    """Container `console` of the controller pod, its volumes, and what it calls."""
+    console = values["console"]
+    pod = one(objects, "Deployment", "skupper-service-controller")["spec"]["template"]["spec"]
+    volumes = by_name(pod["volumes"])
+    containers = by_name(pod["containers"])
+    if not console["enabled"]:
+        check("console" not in containers, "console container without console.enabled")
+        check(set(volumes) == {"api-token"}, f"controller pod volumes {set(volumes)}")
+        return
+    internal = console["auth"] == "internal"
+    c = containers["console"]
+    check(c["image"] == expected_image(values, console["image"]["repository"]),
+          f"console image {c['image']}")
+    want = ["van-console",
+            "--router", "skupper-router-local:9091",
+            "--router-token-file", "/var/run/secrets/skupper/api/token",
+            "--listen", "0.0.0.0:8010",
+            "--auth", console["auth"]]
+    if internal:
+        want += ["--users-dir", CONSOLE_USERS_DIR]
+    want += ["--tls-cert", f"{CONSOLE_TLS_DIR}/tls.crt", "--tls-key", f"{CONSOLE_TLS_DIR}/tls.key",
+             "--retention", console["retention"]]
+    check(c["command"] == want, f"console command {c['command']}")
+    check("args" not in c and "env" not in c, "console: flags in command only")
+    check(ports_of(c) == {"console": 8010}, f"console ports {ports_of(c)}")
+    check(all(p.get("protocol") == "TCP" for p in c["ports"]), "console port protocol")
+    # The router's records come from the Service the chart renders, on config-sync's port.
+    local = one(objects, "Service", "skupper-router-local")
+    check([p["port"] for p in local["spec"]["ports"]] == [9091], "console --router port")
+    for probe in ("readinessProbe", "livenessProbe"):
+        got = c.get(probe, {})
+        check(got.get("tcpSocket") == {"port": "console"},
+              f"console {probe} is not a TCP probe of port console: {got}")
+        check(not {"httpGet", "grpc", "exec"} & set(got), f"console {probe}: {got}")
+    check("startupProbe" not in c, "console startupProbe")
+    check_resources("skupper-service-controller/console", c, console["resources"])
+
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    want_mounts = {"/var/run/secrets/skupper/api", CONSOLE_TLS_DIR}
+    if internal:
+        want_mounts.add(CONSOLE_USERS_DIR)
+    check(set(mounts) == want_mounts, f"console mounts {set(mounts)}")
+    check(all(m.get("readOnly") is True for m in mounts.values()), "console mounts read-only")
+    check(not any("subPath" in m for m in mounts.values()),
+          "console mounts with subPath (kubelet would never update them)")
+    check_api_token_mount("skupper-service-controller/console", pod, mounts)
+    for other in pod["containers"]:
+        if other["name"] != "console":
+            paths = {m["mountPath"] for m in other.get("volumeMounts", [])}
+            check(not paths & {CONSOLE_USERS_DIR, CONSOLE_TLS_DIR},
+                  f"{other['name']} mounts the console's users or TLS")
+
+    # Users: the whole Secret, one file per user whose content is the password.
+    if internal:
+        users = volumes[mounts[CONSOLE_USERS_DIR]["name"]]
+        check(users.get("secret") == {"secretName": "skupper-console-users", "defaultMode": 0o440},
+              f"console users volume {users}")
+        check(set(one(objects, "Secret", "skupper-console-users")["data"]) == {"admin"},
+              "console users file")
+    else:
+        check(not any(v.get("secret", {}).get("secretName") == "skupper-console-users"
+                      for v in volumes.values()), "console users volume with auth unsecured")
+
+    # TLS: the user's kubernetes.io/tls Secret, or the site server certificate that the
+    # controller writes (optional: the pod starts before the Secret exists).
+    tls = volumes[mounts[CONSOLE_TLS_DIR]["name"]].get("secret", {})
+    own = console["tls"]["secretName"]
+    if own:
+        want_tls = {"secretName": own, "defaultMode": 0o440, "items": [
+            {"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}]}
+    else:
+        want_tls = {"secretName": "skupper-router-tls", "optional": True, "defaultMode": 0o440,
+                    "items": [{"key": "site-server.tls.crt", "path": "tls.crt"},
+                              {"key": "site-server.tls.key", "path": "tls.key"}]}
+    check(tls == want_tls, f"console TLS volume {tls}")
+    check(not find(objects, "Secret", "skupper-router-tls"),
+          "the chart renders skupper-router-tls, which the controller owns")
+
+
+def check_console_exposure(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
+    """Ingress / Route skupper-console: to port console of Service skupper, HTTPS kept to the end."""
+    console = values["console"]
+    ingresses = find(objects, "Ingress", "skupper-console")
+    routes = find(objects, "Route", "skupper-console")
+    if console["enabled"] and console["ingress"]["enabled"]:
+        check(len(ingresses) == 1, f"{len(ingresses)} console Ingresses")
+        ing = ingresses[0]
+        check(ing["apiVersion"] == "networking.k8s.io/v1", "console Ingress apiVersion")
+        check(ing["metadata"]["labels"].get("skupper.io/component") == "controller",
+              "console Ingress labels")
+        want_annotations = {k: v for k, v in console["ingress"]["annotations"].items()
+                            if v is not None}
+        check(ing["metadata"].get("annotations", {}) == want_annotations,
+              f"console Ingress annotations {ing['metadata'].get('annotations')}")
+        spec = ing["spec"]
+        if console["ingress"]["className"]:
+            check(spec.get("ingressClassName") == console["ingress"]["className"],
+                  "console Ingress class")
+        else:
+            check("ingressClassName" not in spec, "console Ingress class without className")
+        check("tls" not in spec and "defaultBackend" not in spec, f"console Ingress spec {spec}")
+        check(spec["rules"] == [{"host": console["ingress"]["host"], "http": {"paths": [{
+            "path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "skupper", "port": {"name": "console"}}}}]}}],
+            f"console Ingress rules {spec['rules']}")
+    else:
+        check(not ingresses, "console Ingress rendered")
+    if console["enabled"] and console["route"]["enabled"]:
+        check(len(routes) == 1, f"{len(routes)} console Routes")
+        spec = routes[0]["spec"]
+        check(routes[0]["metadata"]["labels"].get("skupper.io/component") == "controller",
+              "console Route labels")
+        check(spec["to"] == {"kind": "Service", "name": "skupper", "weight": 100},
+              f"console Route to {spec['to']}")
+        check(spec["port"] == {"targetPort": "console"}, f"console Route port {spec['port']}")
+        # The console terminates TLS itself: the router passes it through.
+        check(spec["tls"] == {"termination": "passthrough", "insecureEdgeTerminationPolicy": "None"},
+              f"console Route TLS {spec['tls']}")
+        if console["route"]["host"]:
+            check(spec.get("host") == console["route"]["host"], f"console Route host {spec}")
+        else:
+            check("host" not in spec, "console Route host without console.route.host")
+    else:
+        check(not routes, "console Route rendered")
+    # Both lead to a port the skupper Service has.
+    for obj in ingresses + routes:
+        ports = {p["name"] for p in one(objects, "Service", "skupper")["spec"]["ports"]}
+        check("console" in ports, f"{obj['kind']} skupper-console: Service skupper has no console port")
 
 
 def check_network_policy(objects: list[dict[str, Any]], values: dict[str, Any]) -> None:
@@ -685,10 +850,24 @@ def check_network_policy(objects: list[dict[str, Any]], values: dict[str, Any]) 
     check(len(open_rules) == 1, "one rule open to every source")
     ports = sorted(p["port"] for p in open_rules[0]["ports"])
     check(ports == sorted(ROUTER_EXPOSED.values()), f"router open ports {ports}")
-    for rule in router["ingress"]:
-        if "from" in rule:
-            # Applications of this namespace reach the service listeners (any port).
-            check(rule["from"] == [{"podSelector": {}}], f"router rule from {rule['from']}")
+    from_rules = [r for r in router["ingress"] if "from" in r]
+    # Applications of this namespace reach the service listeners (any port).
+    check(from_rules[0] == {"from": [{"podSelector": {}}]}, f"router rule {from_rules[0]}")
+    if values["console"]["enabled"]:
+        # The console (this release's controller pod) reads the records on config-sync's port.
+        check(len(from_rules) == 2, f"router policy rules {from_rules}")
+        selector = from_rules[1]["from"][0]["podSelector"]["matchLabels"]
+        check(len(from_rules[1]["from"]) == 1 and selector == {
+            "application": "skupper-service-controller", "skupper.io/component": "controller",
+            "app.kubernetes.io/instance": RELEASE}, f"records rule from {from_rules[1]['from']}")
+        check(selector.items() <= ctl_dep["spec"]["template"]["metadata"]["labels"].items(),
+              "records rule does not select the controller pod")
+        check(not selector.items() <= router_dep["spec"]["template"]["metadata"]["labels"].items(),
+              "records rule selects the router pods")
+        check(from_rules[1]["ports"] == [{"port": 9091, "protocol": "TCP"}],
+              f"records rule ports {from_rules[1]['ports']}")
+    else:
+        check(len(from_rules) == 1, f"router policy rules {from_rules}")
 
     ctl = policies["skupper-service-controller"]["spec"]
     check(ctl["podSelector"]["matchLabels"].items()
@@ -713,6 +892,14 @@ def check_notes(notes: str, values: dict[str, Any]) -> None:
     else:
         check("edge site" in notes, "NOTES: edge")
     check("link create" in notes, "NOTES: link create")
+    console = values["console"]
+    if console["enabled"]:
+        check("port-forward service/skupper 8010" in notes and "https://127.0.0.1:8010" in notes,
+              "NOTES: console port-forward")
+        if console["ingress"]["enabled"]:
+            check(f"https://{console['ingress']['host']}" in notes, "NOTES: console Ingress host")
+    else:
+        check("Console" not in notes, "NOTES: console though disabled")
 
 
 def check_all(objects: list[dict[str, Any]], notes: str, values: dict[str, Any]) -> None:
@@ -744,6 +931,28 @@ MATRIX: list[tuple[str, dict[str, Any]]] = [
     ("console enabled (internal auth)", {"console": {"enabled": True}}),
     ("console.auth=unsecured", {"console": {"enabled": True, "auth": "unsecured"}}),
     ("console.auth=unsecured, console disabled", {"console": {"auth": "unsecured"}}),
+    ("console with its own TLS Secret, retention, image, resources", {"console": {
+        "enabled": True, "tls": {"secretName": "console-cert"}, "retention": "2h",
+        "image": {"repository": "mirror/van-console"},
+        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
+                      "limits": {"memory": "256Mi"}}}}),
+    ("console unsecured with its own TLS Secret", {"console": {
+        "enabled": True, "auth": "unsecured", "tls": {"secretName": "console.example.com"}}}),
+    ("console Ingress", {"console": {"enabled": True, "ingress": {
+        "enabled": True, "host": "console.west.example.com", "className": "nginx"}}}),
+    ("console Ingress, other annotations", {"console": {"enabled": True, "ingress": {
+        "enabled": True, "host": "console.west.example.com", "annotations": {
+            "nginx.ingress.kubernetes.io/backend-protocol": None,
+            "traefik.ingress.kubernetes.io/service.serversscheme": "https"}}}}),
+    ("console Route", {"console": {"enabled": True, "auth": "unsecured",
+                                   "route": {"enabled": True}}}),
+    ("console Route with host, and the router's Routes", {
+        "ingress": "route", "ingressHost": "west.apps.example.com",
+        "console": {"enabled": True, "route": {"enabled": True,
+                                               "host": "console.apps.example.com"}}}),
+    ("console Ingress and Route without console.enabled", {"console": {
+        "ingress": {"enabled": True, "host": "console.west.example.com"},
+        "route": {"enabled": True}, "tls": {"secretName": "console-cert"}}}),
     ("networkPolicy.enabled", {"networkPolicy": {"enabled": True}, "console": {"enabled": True}}),
     ("custom image registry/tag", {"image": {"registry": "registry.example.com:5000/van/",
                                              "tag": "1.2.3-rc.1", "pullPolicy": "Always",
@@ -775,7 +984,10 @@ MATRIX: list[tuple[str, dict[str, Any]]] = [
                        "nodeSelector": {"kubernetes.io/os": "linux"}},
     }),
     ("everything on", {"router": {"mode": "edge", "replicas": 2}, "ingress": "ingress",
-                       "ingressHost": "west.example.com", "console": {"enabled": True},
+                       "ingressHost": "west.example.com",
+                       "console": {"enabled": True, "tls": {"secretName": "console-cert"},
+                                   "ingress": {"enabled": True, "host": "console.example.com"},
+                                   "route": {"enabled": True}},
                        "networkPolicy": {"enabled": True}}),
 ]
 
@@ -796,13 +1008,42 @@ REJECTED: list[tuple[str, dict[str, Any], str]] = [
     ("bad memory request", {"router": {"resources": {"requests": {"memory": "lots"}}}},
      "/router/resources/requests/memory"),
     ("networkPolicy.enabled=yes", {"networkPolicy": {"enabled": "yes"}}, "/networkPolicy/enabled"),
+    ("unknown key under console", {"console": {"enable": True}}, "'enable' not allowed"),
+    ("unknown key under console.ingress", {"console": {"ingress": {"tls": True}}},
+     "'tls' not allowed"),
+    ("unknown key under console.route", {"console": {"route": {"termination": "edge"}}},
+     "'termination' not allowed"),
+    ("console.retention=15 minutes", {"console": {"retention": "15 minutes"}}, "/console/retention"),
+    ("console.retention=0s", {"console": {"retention": "0s"}}, "/console/retention"),
+    ("console.retention=500ms (under 1s)", {"console": {"retention": "500ms"}},
+     "/console/retention"),
+    ("console.retention=15 (number)", {"console": {"retention": 15}}, "/console/retention"),
+    ("console.ingress.enabled without host", {"console": {"enabled": True,
+                                                         "ingress": {"enabled": True}}},
+     "/console/ingress/host"),
+    ("console.ingress.host not a DNS name", {"console": {"ingress": {
+        "enabled": True, "host": "https://console.example.com"}}}, "/console/ingress/host"),
+    ("console.ingress.annotations value not a string", {"console": {"ingress": {
+        "annotations": {"example.com/weight": 1}}}}, "/console/ingress/annotations"),
+    ("console.route.host not a DNS name", {"console": {"route": {"host": "Console_Host"}}},
+     "/console/route/host"),
+    ("console.tls.secretName not an object name", {"console": {"tls": {"secretName": "My_Cert"}}},
+     "/console/tls/secretName"),
+    ("console.image.repository empty", {"console": {"image": {"repository": ""}}},
+     "/console/image/repository"),
+    ("console.resources without requests", {"console": {"resources": {"requests": None}}},
+     "/console/resources"),
 ]
 
 
 def test_lint() -> None:
     for values in ({}, {"ingress": "ingress", "ingressHost": "west.example.com"},
                    {"ingress": "route", "console": {"enabled": True},
-                    "networkPolicy": {"enabled": True}}):
+                    "networkPolicy": {"enabled": True}},
+                   {"console": {"enabled": True, "auth": "unsecured",
+                                "tls": {"secretName": "console-cert"},
+                                "ingress": {"enabled": True, "host": "console.example.com"},
+                                "route": {"enabled": True}}}):
         report = helm.lint(CHART, values, strict=True, namespace=NAMESPACE,
                            kube_version=f"v{KUBE_VERSION}.0")
         check(report["total_charts_linted"] == 1, f"lint: {report}")
@@ -833,8 +1074,8 @@ def test_values_documented() -> None:
         defaults = chart.values
 
     def leaves(node: Any, prefix: str) -> list[str]:
-        """Dotted paths of the values; a `resources` map counts as one value."""
-        if not isinstance(node, dict) or not node or prefix.endswith("resources"):
+        """Dotted paths of the values; a `resources` or `annotations` map counts as one value."""
+        if not isinstance(node, dict) or not node or prefix.endswith(("resources", "annotations")):
             return [prefix]
         out = []
         for key, value in node.items():
@@ -941,6 +1182,26 @@ def render_against(secret: dict[str, Any] | None,
     return one(objects, "Secret", name), fake.requests
 
 
+def test_console_values_inert_when_disabled() -> None:
+    """Without console.enabled the console's other values change nothing (`skupper init`'s
+    manifests are the default render: cli/manifests/). console.auth is left out: the site
+    ConfigMap carries it (`console-authentication`) in any case."""
+    def comparable(values: dict[str, Any]) -> list[dict[str, Any]]:
+        objects, _ = render(values)
+        for obj in objects:
+            if obj["kind"] == "Secret":
+                obj["data"] = sorted(obj["data"])  # random values: compare the keys only
+        return objects
+
+    defaults = comparable({})
+    check(defaults == comparable({"console": {
+        "retention": "1h", "image": {"repository": "other"},
+        "resources": {"requests": {"cpu": "1"}}, "tls": {"secretName": "console-cert"},
+        "ingress": {"enabled": True, "host": "console.example.com", "className": "nginx"},
+        "route": {"enabled": True, "host": "console.apps.example.com"}}}),
+        "console values change the render though console.enabled is false")
+
+
 def test_password_kept_on_upgrade() -> None:
     existing = base64.b64encode(b"Kept0nUpgradeKept0nUpgrd").decode()
     secret, requests = render_against({
@@ -977,6 +1238,7 @@ def main() -> int:
         ("chart metadata and schema", test_chart_metadata),
         ("helm lint (strict)", test_lint),
         ("values documented", test_values_documented),
+        ("console values inert without console.enabled", test_console_values_inert_when_disabled),
     ]
     tests += [(f"render: {name}", make_case(values)) for name, values in MATRIX]
     tests += [(f"schema rejects: {name}", make_rejected(values, expected))

@@ -125,3 +125,23 @@ inter-router: 55671
 edge: 45671
 claims: 8081
 {{- end -}}
+
+{{/*
+spec of an OpenShift Route that passes TLS through to a port of a Service (whatever is behind
+it terminates TLS itself). Argument: dict "service" NAME "port" PORT-NAME "host" HOST-OR-EMPTY.
+*/}}
+{{- define "skupper.passthroughRouteSpec" -}}
+{{- with .host }}
+host: {{ . }}
+{{- end }}
+to:
+  kind: Service
+  name: {{ .service }}
+  weight: 100
+port:
+  targetPort: {{ .port }}
+tls:
+  termination: passthrough
+  insecureEdgeTerminationPolicy: None
+wildcardPolicy: None
+{{- end -}}
