@@ -722,8 +722,11 @@ def check_console_container(objects: list[dict[str, Any]], values: dict[str, Any
             "--auth", console["auth"]]
     if internal:
         want += ["--users-dir", CONSOLE_USERS_DIR]
-    want += ["--tls-cert", f"{CONSOLE_TLS_DIR}/tls.crt", "--tls-key", f"{CONSOLE_TLS_DIR}/tls.key",
-             "--retention", console["retention"]]
+    want += ["--tls-cert", f"{CONSOLE_TLS_DIR}/tls.crt", "--tls-key", f"{CONSOLE_TLS_DIR}/tls.key"]
+    # The site's certificate is written after the pod starts: the console waits for it.
+    if not console["tls"]["secretName"]:
+        want += ["--tls-wait"]
+    want += ["--retention", console["retention"]]
     check(c["command"] == want, f"console command {c['command']}")
     check("args" not in c and "env" not in c, "console: flags in command only")
     check(ports_of(c) == {"console": 8010}, f"console ports {ports_of(c)}")

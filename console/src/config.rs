@@ -49,6 +49,11 @@ pub struct Options {
     /// The private key of --tls-cert (PEM).
     #[arg(long, env = "VAN_CONSOLE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// Wait for --tls-cert and --tls-key to appear instead of failing when they are missing:
+    /// on Kubernetes they come from a Secret that the controller in the same pod writes
+    /// after the pod started. The port is held meanwhile; HTTPS is served once they are read.
+    #[arg(long, env = "VAN_CONSOLE_TLS_WAIT", requires = "tls_cert")]
+    pub tls_wait: bool,
     /// A file holding a bearer token to send with every call to --router (on Kubernetes:
     /// the site's API token, which config-sync asks for before it passes the records on).
     #[arg(long, env = "VAN_CONSOLE_ROUTER_TOKEN_FILE")]
@@ -72,6 +77,7 @@ impl Options {
             users_dir: None,
             tls_cert: None,
             tls_key: None,
+            tls_wait: false,
             router_token_file: None,
             retention: "15m".into(),
             log: "info".into(),
@@ -122,6 +128,9 @@ pub struct Config {
     pub listen: SocketAddr,
     pub auth: AuthMode,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Certificate and key files still to appear (`--tls-wait`): HTTPS is served once they
+    /// are there.
+    pub tls_pending: Option<(PathBuf, PathBuf)>,
     pub limits: Limits,
     pub log: String,
 }
@@ -164,7 +173,10 @@ fn read(what: &str, path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
 }
 
-fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, Vec<String>> {
+pub(crate) fn tls_config(
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, Vec<String>> {
     match (read("--tls-cert", cert), read("--tls-key", key)) {
         (Ok(c), Ok(k)) => tls_from_pem(&c, &k).map_err(|e| {
             vec![format!(
@@ -188,6 +200,7 @@ impl Config {
             users_dir,
             tls_cert,
             tls_key,
+            tls_wait,
             router_token_file,
             retention,
             log,
@@ -267,8 +280,13 @@ impl Config {
                 },
             },
         };
+        let mut tls_pending = None;
         let tls = match (tls_cert, tls_key) {
             (None, None) => None,
+            (Some(cert), Some(key)) if tls_wait && !(cert.exists() && key.exists()) => {
+                tls_pending = Some((cert, key));
+                None
+            }
             (Some(cert), Some(key)) => match tls_config(&cert, &key) {
                 Ok(c) => Some(c),
                 Err(p) => {
@@ -288,6 +306,7 @@ impl Config {
                 listen,
                 auth,
                 tls,
+                tls_pending,
                 limits: Limits {
                     retention,
                     ..Limits::default()
@@ -331,6 +350,7 @@ mod tests {
             users_dir: None,
             tls_cert: Some(dir.join("missing.pem")),
             tls_key: None,
+            tls_wait: false,
             router_token_file: Some(users.clone()),
             retention: "soon".into(),
             log: "info,[=".into(),

@@ -107,6 +107,25 @@ impl Console {
     }
 }
 
+/// Reads the certificate and key once both files exist and go together (`--tls-wait`),
+/// looking again every two seconds.
+async fn wait_for_tls(cert: &std::path::Path, key: &std::path::Path) -> Arc<rustls::ServerConfig> {
+    let mut said = String::new();
+    loop {
+        match config::tls_config(cert, key) {
+            Ok(t) => return t,
+            Err(problems) => {
+                let now = problems.join("; ");
+                if now != said {
+                    tracing::info!(problem = %now, "Waiting for the TLS certificate and key");
+                    said = now;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 /// Why the console could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -127,6 +146,7 @@ pub async fn run(
         listen: _,
         auth,
         tls,
+        tls_pending,
         limits,
         log: _,
     } = config;
@@ -135,7 +155,7 @@ pub async fn run(
             "Authentication is off (--auth unsecured): anyone who reaches the console sees the whole network"
         );
     }
-    let console = Console::new(limits, auth, tls.is_some());
+    let console = Console::new(limits, auth, tls.is_some() || tls_pending.is_some());
     let channel = van_proto::grpc::lazy_channel(&router)?;
     let bearer = ingest::Bearer::new(router_token.as_deref());
     let tasks = [
@@ -156,11 +176,22 @@ pub async fn run(
             }
         }),
     ];
-    if let Ok(addr) = listener.local_addr() {
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        tracing::info!(%router, "Console serving on {scheme}://{addr}");
+    let mut shutdown = std::pin::pin!(shutdown);
+    let tls = match (tls, tls_pending) {
+        (None, Some((cert, key))) => tokio::select! {
+            t = wait_for_tls(&cert, &key) => Some(Some(t)),
+            _ = &mut shutdown => None,
+        },
+        (tls, _) => Some(tls),
+    };
+    // `None`: asked to stop while waiting for the TLS files.
+    if let Some(tls) = tls {
+        if let Ok(addr) = listener.local_addr() {
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            tracing::info!(%router, "Console serving on {scheme}://{addr}");
+        }
+        serve::serve(listener, console.app(), tls, shutdown).await;
     }
-    serve::serve(listener, console.app(), tls, shutdown).await;
     for t in tasks {
         t.abort();
     }

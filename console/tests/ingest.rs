@@ -437,13 +437,11 @@ async fn the_api_reflects_what_the_router_streams() {
 }
 
 #[tokio::test]
-async fn https_with_login() {
+async fn https_with_login_once_the_certificate_appears() {
     let fake = fake_router().await;
     let dir = std::env::temp_dir().join(format!("van-console-https-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
     let users = format!(
         "# test users\n{}\n",
         van_console::users_file_line("admin", "pw").unwrap()
@@ -453,8 +451,12 @@ async fn https_with_login() {
         o.users_file = Some(dir.join("users"));
         o.tls_cert = Some(dir.join("cert.pem"));
         o.tls_key = Some(dir.join("key.pem"));
+        // The files come later, as a Secret projected after the pod started.
+        o.tls_wait = true;
     })
     .await;
+    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ck.cert.der().clone()).unwrap();
