@@ -96,6 +96,8 @@ pub enum Command {
     /// The network of linked sites.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Where the site's web console is and how to log in.
+    Console(ConsoleArgs),
     /// Collect information to debug a site.
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -111,6 +113,13 @@ pub struct OutputArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Text)]
     pub output: Format,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ConsoleArgs {
+    /// Also open the console in a web browser (xdg-open).
+    #[arg(long)]
+    pub open: bool,
 }
 
 /// Flags of `init`, taken as text so every problem is reported at once.
@@ -160,6 +169,17 @@ pub struct InitArgs {
     /// Kubernetes: return once the objects are applied.
     #[arg(long, overrides_with = "wait")]
     pub no_wait: bool,
+    /// Run the site's web console (network observer): topology, services, connections and
+    /// requests of the whole network.
+    #[arg(long)]
+    pub enable_console: bool,
+    /// Who may use the console: internal (user admin with a generated password) or
+    /// unsecured (anyone who reaches it) [default: internal].
+    #[arg(long, value_name = "internal|unsecured")]
+    pub console_auth: Option<String>,
+    /// Port of the console [default: 8010 if free, else any free port].
+    #[arg(long, value_name = "PORT")]
+    pub console_port: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -359,9 +379,11 @@ pub enum Component {
     Router,
     Controller,
     ConfigSync,
+    Console,
 }
 
 impl Component {
+    /// What every site runs; the console runs too when the site enables it.
     pub const ALL: [Component; 3] = [
         Component::Router,
         Component::Controller,
@@ -373,6 +395,7 @@ impl Component {
             Component::Router => "router",
             Component::Controller => "controller",
             Component::ConfigSync => "config-sync",
+            Component::Console => "console",
         }
     }
 }

@@ -256,6 +256,7 @@ pub async fn run(
             site::network_status(client, namespace, a.output, out).await
         }
         Command::Debug(DebugCommand::Dump(a)) => debug::dump(client, namespace, &a.file, out).await,
+        Command::Console(_) => site::console(client, namespace, out).await,
         Command::Demo(_) | Command::System(_) => {
             Err(usage("this command runs on the local platform only"))
         }

@@ -230,6 +230,7 @@ async fn run_local(cli: Cli) -> anyhow::Result<()> {
             network::status(&ctx, a.output, out).await
         }
         Command::Debug(args::DebugCommand::Dump(a)) => debug::dump(&ctx, &a.file, out).await,
+        Command::Console(a) => site::console(&ctx, a.open, out),
         Command::Demo(a) => demo::run(&ctx, &a, out).await,
         Command::System(_) => unreachable!("handled above"),
     }

@@ -84,6 +84,8 @@ pub fn plan(ctx: &Ctx, a: &InitArgs) -> anyhow::Result<Plan> {
             vsite::DEFAULT_CLAIMS_PORT,
         ),
     ];
+    let console_port = port("console-port", &a.console_port);
+    let console_port_bad = a.console_port.is_some() && console_port.is_none();
     let ingress_bind = a.ingress_bind.clone().unwrap_or_else(|| "0.0.0.0".into());
     let listener_host = a
         .listener_host
@@ -102,11 +104,38 @@ pub fn plan(ctx: &Ctx, a: &InitArgs) -> anyhow::Result<Plan> {
         claims_port: given[2].1.unwrap_or(given[2].2),
         advertised_ports: None,
         advertised_hosts: None,
+        console: None,
     };
+    if a.enable_console {
+        let auth = a.console_auth.clone().unwrap_or_else(|| "internal".into());
+        // Without a login the console stays on this host; with one it listens where the
+        // site's other endpoints do.
+        let host = if auth == "unsecured" {
+            "127.0.0.1".to_string()
+        } else {
+            config.ingress_bind.clone()
+        };
+        config.console = Some(vsite::ConsoleSettings {
+            auth,
+            host,
+            port: console_port.unwrap_or(vsite::DEFAULT_CONSOLE_PORT),
+        });
+    } else {
+        for (flag, given) in [
+            ("console-auth", a.console_auth.is_some()),
+            ("console-port", a.console_port.is_some()),
+        ] {
+            if given {
+                problems.push(format!("--{flag} needs --enable-console"));
+            }
+        }
+    }
     if let Err(invalid) = config.validate() {
         for (field, m) in invalid.errors {
             let flag = match field.as_str() {
                 "name" => "site-name",
+                "console.auth" => "console-auth",
+                "console.port" => "console-port",
                 f => f,
             };
             problems.push(format!("--{flag}: {m}"));
@@ -139,31 +168,24 @@ pub fn plan(ctx: &Ctx, a: &InitArgs) -> anyhow::Result<Plan> {
     let bind = config.ingress_bind.clone();
     let mut chosen = [0u16; 3];
     for (i, (flag, want, default)) in given.iter().enumerate() {
-        match want {
-            Some(p) => match TcpListener::bind((bind.as_str(), *p)) {
-                Ok(l) => {
-                    held.push(l);
-                    chosen[i] = *p;
-                }
-                Err(e) => problems.push(format!("--{flag}: cannot listen on {bind}:{p}: {e}")),
-            },
-            None => {
-                // The default, else the next free port above it (as Skupper's system sites
-                // allocate), so several sites on a host get predictable ports.
-                let l = (0..200u16)
-                    .filter_map(|i| default.checked_add(i))
-                    .find_map(|p| TcpListener::bind((bind.as_str(), p)).ok())
-                    .map_or_else(|| TcpListener::bind((bind.as_str(), 0)), Ok);
-                match l.and_then(|l| Ok((l.local_addr()?.port(), l))) {
-                    Ok((p, l)) => {
-                        held.push(l);
-                        chosen[i] = p;
-                    }
-                    Err(e) => problems.push(format!(
-                        "--ingress-bind: cannot listen on {bind} for the {flag}: {e}"
-                    )),
-                }
+        match choose_port(&bind, *want, *default, flag) {
+            Ok((p, l)) => {
+                held.push(l);
+                chosen[i] = p;
             }
+            Err(e) => problems.push(e),
+        }
+    }
+    if let Some(c) = &mut config.console
+        && !console_port_bad
+    {
+        let given = console_port.map(|_| c.port);
+        match choose_port(&c.host, given, c.port, "console-port") {
+            Ok((p, l)) => {
+                held.push(l);
+                c.port = p;
+            }
+            Err(e) => problems.push(e),
         }
     }
     if !problems.is_empty() {
@@ -174,6 +196,28 @@ pub fn plan(ctx: &Ctx, a: &InitArgs) -> anyhow::Result<Plan> {
     config.edge_port = chosen[1];
     config.claims_port = chosen[2];
     Ok(Plan { config, timeout })
+}
+
+/// The port `want` if given and free on `bind`, else `default` or the next free port above
+/// it (as Skupper's system sites allocate, so several sites on a host get predictable
+/// ports), else one the OS picks; held open until the plan is made.
+fn choose_port(
+    bind: &str,
+    want: Option<u16>,
+    default: u16,
+    flag: &str,
+) -> Result<(u16, TcpListener), String> {
+    match want {
+        Some(p) => TcpListener::bind((bind, p))
+            .map(|l| (p, l))
+            .map_err(|e| format!("--{flag}: cannot listen on {bind}:{p}: {e}")),
+        None => (0..200u16)
+            .filter_map(|i| default.checked_add(i))
+            .find_map(|p| TcpListener::bind((bind, p)).ok())
+            .map_or_else(|| TcpListener::bind((bind, 0)), Ok)
+            .and_then(|l| Ok((l.local_addr()?.port(), l)))
+            .map_err(|e| format!("cannot listen on {bind} for the {flag}: {e}")),
+    }
 }
 
 /// This machine's host name if it resolves, else 127.0.0.1.
@@ -217,7 +261,10 @@ pub async fn init(ctx: &Ctx, a: &InitArgs, out: &mut (dyn Write + Send)) -> anyh
 /// Writes the site, starts its supervisor and waits for the controller; on failure shows
 /// the logs and removes what it made.
 pub async fn create(ctx: &Ctx, dir: &SiteDir, plan: &Plan) -> anyhow::Result<()> {
-    if let Err(e) = dir.create(&plan.config) {
+    if let Err(e) = dir
+        .create(&plan.config)
+        .and_then(|()| console_users(dir, &plan.config))
+    {
         let _ = std::fs::remove_dir_all(&dir.root);
         anyhow::bail!("cannot create the site in {}: {e}", dir.root.display());
     }
@@ -257,6 +304,22 @@ pub async fn create(ctx: &Ctx, dir: &SiteDir, plan: &Plan) -> anyhow::Result<()>
     anyhow::bail!(
         "Skupper could not be started in namespace {:?}: {failure}; the site was removed",
         ctx.namespace
+    )
+}
+
+/// The console's user `admin` with a generated password, readable by this user only (as
+/// Skupper kept it in Secret skupper-console-users).
+fn console_users(dir: &SiteDir, cfg: &SiteConfig) -> std::io::Result<()> {
+    if cfg.console.as_ref().is_none_or(|c| c.auth != "internal") {
+        return Ok(());
+    }
+    let users = dir.console_users_dir();
+    std::fs::create_dir_all(&users)?;
+    std::fs::set_permissions(&users, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    van_controller::local::write_atomic(
+        &users.join("admin"),
+        vsite::random_hex(12).as_bytes(),
+        0o600,
     )
 }
 
@@ -347,6 +410,71 @@ pub async fn status(ctx: &Ctx, format: Format, out: &mut (dyn Write + Send)) -> 
             "Its router is not ready yet (config-sync has not reported); logs: {}",
             dir.logs_dir().display()
         )?;
+    }
+    if let Ok(cfg) = dir.read_config() {
+        console_lines(&dir, &cfg, out)?;
+    }
+    Ok(())
+}
+
+/// The console's address, as a browser on this host or another reaches it.
+pub fn console_url(cfg: &SiteConfig) -> Option<String> {
+    let c = cfg.console.as_ref()?;
+    let host = match c.host.as_str() {
+        "0.0.0.0" | "::" => cfg.ingress_host.as_str(),
+        h => h,
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    Some(format!("https://{host}:{}/", c.port))
+}
+
+/// Skupper's closing lines of `status` about the console, when the site has one.
+fn console_lines(
+    dir: &SiteDir,
+    cfg: &SiteConfig,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let (Some(url), Some(c)) = (console_url(cfg), &cfg.console) else {
+        return Ok(());
+    };
+    writeln!(out, "The site console url is: {url}")?;
+    if c.auth == "internal" {
+        writeln!(
+            out,
+            "The credentials for internal console-auth mode are held in file: '{}' (user admin)",
+            dir.console_users_dir().join("admin").display()
+        )?;
+    }
+    Ok(())
+}
+
+/// `skupper console`: where the console is and how to log in; `open` starts a browser.
+pub fn console(ctx: &Ctx, open: bool, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+    let dir = ctx.site_dir();
+    if !dir.exists() {
+        return Err(client::not_enabled(ctx));
+    }
+    let cfg = dir.read_config()?;
+    let Some(url) = console_url(&cfg) else {
+        anyhow::bail!(
+            "the site in namespace {:?} has no console; create the site with \
+             `skupper init --enable-console`",
+            ctx.namespace
+        );
+    };
+    console_lines(&dir, &cfg, out)?;
+    if open {
+        std::process::Command::new("xdg-open")
+            .arg(&url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot open a browser (xdg-open): {e}; open {url}"))?;
     }
     Ok(())
 }

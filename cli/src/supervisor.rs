@@ -68,11 +68,13 @@ pub struct Options {
 }
 
 impl Options {
-    /// The supervisor of a site: router, controller and config-sync, each run as
-    /// `<exe> system run <name> --site-dir <dir>`.
+    /// The supervisor of a site: router, controller, config-sync and, when the site
+    /// enables it, the console, each run as `<exe> system run <name> --site-dir <dir>`.
     pub fn for_site(dir: &SiteDir, exe: &Path) -> Options {
+        let console = dir.read_config().is_ok_and(|c| c.console.is_some());
         let children = Component::ALL
             .iter()
+            .chain(console.then_some(&Component::Console))
             .map(|c| ChildSpec {
                 name: c.as_str().to_string(),
                 program: exe.to_path_buf(),

@@ -64,7 +64,57 @@ pub async fn run_component(c: Component, dir: SiteDir) -> anyhow::Result<()> {
             };
             van_config_sync::run(opts, shutdown).await?;
         }
+        Component::Console => {
+            init_logs("console");
+            run_console(dir, shutdown).await?;
+        }
     }
+    Ok(())
+}
+
+/// The site's console: the network through this site's router, served over TLS with the
+/// site's server certificate (issued by the site CA for the site's host names).
+async fn run_console(
+    dir: SiteDir,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use van_controller::site::SiteStore;
+    let site = dir.read_config()?;
+    let Some(c) = site.console else {
+        anyhow::bail!("the site does not enable the console (skupper init --enable-console)");
+    };
+    let auth = match c.auth.as_str() {
+        "unsecured" => van_console::AuthMode::Unsecured,
+        _ => van_console::AuthMode::Internal(
+            van_console::Users::from_dir(&dir.console_users_dir())
+                .map_err(|e| anyhow::anyhow!("console users: {e}"))?,
+        ),
+    };
+    // The controller makes the site's certificates when it first starts.
+    let store = van_controller::local::LocalStore::new(&dir);
+    let certs = loop {
+        if let Some(certs) = store.load().await?.certs {
+            break certs;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let tls = van_console::tls_from_pem(certs.server_cert.as_bytes(), certs.server_key.as_bytes())
+        .map_err(|e| anyhow::anyhow!("console TLS: {e}"))?;
+    let listen = (c.host.as_str(), c.port);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("console: cannot listen on {}:{}: {e}", c.host, c.port))?;
+    let config = van_console::Config {
+        router: dir.router_target(),
+        router_token: None,
+        listen: listener.local_addr()?,
+        auth,
+        tls: Some(tls),
+        tls_pending: None,
+        limits: van_console::Limits::default(),
+        log: "info".into(),
+    };
+    van_console::run(config, listener, shutdown).await?;
     Ok(())
 }
 

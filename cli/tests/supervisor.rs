@@ -220,6 +220,7 @@ async fn site_processes_follow_a_killed_supervisor() {
         claims_port: c,
         advertised_ports: None,
         advertised_hosts: None,
+        console: None,
     })
     .unwrap();
     let log = std::fs::File::create(dir.logs_dir().join("supervisor.log")).unwrap();

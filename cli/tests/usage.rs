@@ -116,6 +116,38 @@ fn init_reports_every_bad_flag_at_once_and_creates_nothing() {
 }
 
 #[test]
+fn init_console_flags_are_checked_together() {
+    let h = Home::new("init-console");
+    let o = h.skupper(&["init", "--console-auth", "internal", "--console-port", "9"]);
+    fails(
+        &o,
+        2,
+        &[
+            "--console-auth needs --enable-console",
+            "--console-port needs --enable-console",
+        ],
+    );
+    let o = h.skupper(&[
+        "init",
+        "--enable-console",
+        "--console-auth",
+        "open",
+        "--console-port",
+        "http",
+    ]);
+    fails(
+        &o,
+        2,
+        &[
+            "--console-auth: \"open\" is not internal or unsecured",
+            "--console-port: \"http\" is not a port number",
+        ],
+    );
+    one_line(&o);
+    assert!(h.namespaces().is_empty(), "created {:?}", h.namespaces());
+}
+
+#[test]
 fn init_rejects_zero_timeout_and_repeated_ports() {
     let h = Home::new("init2");
     let o = h.skupper(&["init", "--timeout", "0"]);
@@ -424,6 +456,7 @@ fn write_site(home: &Path, ns: &str) -> van_controller::local::SiteDir {
         claims_port: 3,
         advertised_ports: None,
         advertised_hosts: None,
+        console: None,
     })
     .unwrap();
     dir

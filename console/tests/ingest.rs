@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -17,6 +16,7 @@ use van_proto::admin::router_admin_server::{RouterAdmin, RouterAdminServer};
 use van_proto::admin::*;
 use van_proto::records::records_server::{Records, RecordsServer};
 use van_proto::records::{ConnectionRecord, RecordBatch, RouterState, WatchRecordsRequest};
+use van_testkit::http::exchange;
 
 type Sender<T> = mpsc::Sender<Result<T, Status>>;
 
@@ -201,32 +201,6 @@ async fn console(
         let _ = stopped.await;
     }));
     (addr, stop)
-}
-
-/// One HTTP/1.1 exchange on `io`; the status, the headers' text and the body.
-async fn exchange(
-    mut io: impl AsyncRead + AsyncWrite + Unpin,
-    method: &str,
-    path: &str,
-    headers: &str,
-    body: &str,
-) -> (u16, String, String) {
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: console\r\nConnection: close\r\n{headers}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    io.write_all(req.as_bytes()).await.unwrap();
-    let mut resp = Vec::new();
-    // A TLS peer may close without close_notify; what was read is the answer.
-    let _ = io.read_to_end(&mut resp).await;
-    let text = String::from_utf8(resp).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head.to_string(), body.to_string())
 }
 
 async fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
@@ -481,7 +455,7 @@ async fn https_with_login_once_the_certificate_appears() {
     let (status, head, body) = https(
         "POST",
         "/api/v1/login",
-        "Content-Type: application/json\r\n".into(),
+        String::new(),
         r#"{"username":"admin","password":"pw"}"#,
     )
     .await;

@@ -67,6 +67,12 @@ impl SiteDir {
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
     }
+    /// Console users: one file per user, named after it, holding its password (the layout
+    /// of the Kubernetes Secret skupper-console-users mounted as a volume).
+    pub fn console_users_dir(&self) -> PathBuf {
+        self.root.join("console-users")
+    }
+
     pub fn pid_file(&self) -> PathBuf {
         self.root.join("supervisor.pid")
     }

@@ -40,7 +40,27 @@ pub struct SiteConfig {
     /// else all are `ingress_host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub advertised_hosts: Option<Hosts>,
+    /// The site's web console (local platform; on Kubernetes the chart runs it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<ConsoleSettings>,
 }
+
+/// Where the console serves and who may look.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConsoleSettings {
+    /// `internal` (users in the site's console-users directory) or `unsecured`.
+    pub auth: String,
+    /// Address it listens on.
+    pub host: String,
+    pub port: u16,
+}
+
+/// The console's port unless told otherwise (Skupper 1.x used 8010).
+pub const DEFAULT_CONSOLE_PORT: u16 = 8010;
+
+/// The console authentication modes.
+pub const CONSOLE_AUTH: &[&str] = &["internal", "unsecured"];
 
 /// The inter-router, edge and claims host names, as other sites see them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -128,6 +148,7 @@ impl SiteConfig {
             claims_port: 8081,
             advertised_ports: None,
             advertised_hosts: None,
+            console: None,
         }
     }
 
@@ -160,6 +181,20 @@ impl SiteConfig {
         ] {
             if port == 0 {
                 errs.push(field, "must be a port number from 1 to 65535");
+            }
+        }
+        if let Some(c) = &self.console {
+            if !CONSOLE_AUTH.contains(&c.auth.as_str()) {
+                errs.push(
+                    "console.auth",
+                    format!("{:?} is not internal or unsecured", c.auth),
+                );
+            }
+            if let Some(m) = host_problem(&c.host) {
+                errs.push("console.host", m);
+            }
+            if c.port == 0 {
+                errs.push("console.port", "must be a port number from 1 to 65535");
             }
         }
         errs.into_result()

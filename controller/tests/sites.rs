@@ -150,6 +150,7 @@ async fn site(name: &str, listener_host: &str, mode: RouterMode) -> Site {
         claims_port: ports[2].port(),
         advertised_ports: None,
         advertised_hosts: None,
+        console: None,
     };
     // The router starts empty, with only its identity, as on a real site.
     let router_yaml = format!(

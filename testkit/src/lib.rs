@@ -3,7 +3,8 @@
 //!
 //! - [`eventually`] and [`eventually_ok`]: wait for a condition that nothing announces;
 //! - [`temp_dir`]: a directory removed on drop, however the test ends;
-//! - [`ReservedPort`]: a port no other process can take between choosing it and binding it.
+//! - [`ReservedPort`]: a port no other process can take between choosing it and binding it;
+//! - [`http::exchange`]: one raw HTTP/1.1 request and its answer.
 //!
 //! Behind features of the same names (so a crate's tests build only what they use), the parts
 //! tests start: `router` (in-process routers and router processes), `site` (the controller's
@@ -14,6 +15,7 @@
 
 mod dir;
 mod eventually;
+pub mod http;
 mod port;
 
 #[cfg(feature = "grpc")]

@@ -43,6 +43,7 @@ pub fn kube_site(name: &str, id: &str) -> SiteConfig {
         claims_port: 8081,
         advertised_ports: None,
         advertised_hosts: None,
+        console: None,
     }
 }
 
@@ -108,30 +109,79 @@ impl LocalSites {
     /// `skupper -n NS init` with loopback ingress, `listener_host` for services, reserved
     /// ports and router mode `mode`; returns what it printed.
     pub async fn init(&mut self, ns: &str, listener_host: &str, mode: &str) -> String {
+        self.init_with(ns, listener_host, mode, &[]).await
+    }
+
+    /// As [`LocalSites::init`], with the site's console on a reserved port (`auth`:
+    /// internal or unsecured); returns the port.
+    pub async fn init_with_console(&mut self, ns: &str, listener_host: &str, auth: &str) -> u16 {
+        let port = reserved_ports(1).remove(0);
+        let p = port.port();
+        self.ports.push(port);
+        let ps = p.to_string();
+        let extra = [
+            "--enable-console",
+            "--console-auth",
+            auth,
+            "--console-port",
+            &ps,
+        ];
+        self.init_with(ns, listener_host, "interior", &extra).await;
+        p
+    }
+
+    /// Exposes `127.0.0.1:target_port` from site `ns` as `address`, on a port held free on
+    /// every local address (so every site's listener host can offer it); returns that port.
+    pub async fn expose_host(&mut self, ns: &str, address: &str, target_port: u16) -> u16 {
+        let held = ReservedPort::on(std::net::Ipv4Addr::UNSPECIFIED);
+        let port = held.port();
+        self.ports.push(held);
+        let (p, t) = (port.to_string(), target_port.to_string());
+        let args = [
+            "expose",
+            "host",
+            "127.0.0.1",
+            "--port",
+            &p,
+            "--target-port",
+            &t,
+            "--address",
+            address,
+        ];
+        self.ok(ns, &args).await;
+        port
+    }
+
+    /// As [`LocalSites::init`], with `extra` flags.
+    pub async fn init_with(
+        &mut self,
+        ns: &str,
+        listener_host: &str,
+        mode: &str,
+        extra: &[&str],
+    ) -> String {
         let ports = reserved_ports(3);
         let p: Vec<String> = ports.iter().map(|p| p.port().to_string()).collect();
         self.ports.extend(ports);
-        self.ok(
-            ns,
-            &[
-                "init",
-                "--router-mode",
-                mode,
-                "--ingress-host",
-                "127.0.0.1",
-                "--ingress-bind",
-                "127.0.0.1",
-                "--listener-host",
-                listener_host,
-                "--inter-router-port",
-                &p[0],
-                "--edge-port",
-                &p[1],
-                "--claims-port",
-                &p[2],
-            ],
-        )
-        .await
+        let mut args = vec![
+            "init",
+            "--router-mode",
+            mode,
+            "--ingress-host",
+            "127.0.0.1",
+            "--ingress-bind",
+            "127.0.0.1",
+            "--listener-host",
+            listener_host,
+            "--inter-router-port",
+            &p[0],
+            "--edge-port",
+            &p[1],
+            "--claims-port",
+            &p[2],
+        ];
+        args.extend_from_slice(extra);
+        self.ok(ns, &args).await
     }
 }
 

@@ -46,6 +46,13 @@ pub fn plan(namespace: &str, a: &InitArgs) -> anyhow::Result<Plan> {
             ));
         }
     }
+    if a.enable_console || a.console_auth.is_some() || a.console_port.is_some() {
+        problems.push(
+            "--enable-console: on kubernetes the console comes with the Helm chart \
+             (helm install ... --set console.enabled=true); `skupper init` does not add it yet"
+                .into(),
+        );
+    }
     let site_name = a.site_name.clone().unwrap_or_else(|| namespace.to_string());
     if let Some(p) = van_controller::site::dns_label_problem(&site_name, 63) {
         problems.push(format!("--site-name: {p}"));
@@ -398,6 +405,50 @@ pub async fn status(
     }
     if !r.updated.is_empty() {
         writeln!(out, "(reported by the controller at {})", r.updated)?;
+    }
+    let cm = super::site_configmap(client, namespace).await?;
+    console_lines(namespace, &cm, out)?;
+    Ok(())
+}
+
+/// Skupper's lines about the console, when the chart runs one (`console.enabled`).
+fn console_lines(
+    namespace: &str,
+    cm: &ConfigMap,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<bool> {
+    let data = cm.data.as_ref();
+    let get = |k: &str| data.and_then(|d| d.get(k)).map(String::as_str);
+    if get("console") != Some("true") {
+        return Ok(false);
+    }
+    writeln!(
+        out,
+        "The site console url is: https://skupper.{namespace}.svc:8010/ \
+         (from outside the cluster: kubectl -n {namespace} port-forward service/skupper 8010, \
+         then https://127.0.0.1:8010/)"
+    )?;
+    if get("console-authentication") != Some("unsecured") {
+        writeln!(
+            out,
+            "The credentials for internal console-auth mode are held in secret: 'skupper-console-users'"
+        )?;
+    }
+    Ok(true)
+}
+
+/// `skupper console` on kubernetes.
+pub async fn console(
+    client: &kube::Client,
+    namespace: &str,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let cm = super::site_configmap(client, namespace).await?;
+    if !console_lines(namespace, &cm, out)? {
+        anyhow::bail!(
+            "the site in namespace {namespace:?} has no console; install the chart with \
+             console.enabled=true"
+        );
     }
     Ok(())
 }

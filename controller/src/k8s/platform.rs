@@ -86,6 +86,7 @@ pub fn site_config(cm: &ConfigMap, namespace: &str) -> Result<SiteConfig, crate:
         claims_port: crate::site::DEFAULT_CLAIMS_PORT,
         advertised_ports: None,
         advertised_hosts: None,
+        console: None,
     };
     cfg.validate()?;
     Ok(cfg)
