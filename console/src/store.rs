@@ -272,6 +272,8 @@ pub struct Store {
     pub(crate) site_names: HashMap<Str, Str>,
     /// Protocol of each address, from site records, listeners and connectors.
     protocols: HashMap<Str, Str>,
+    /// The routing keys (`address:port`) of the services the sites' records define.
+    pub(crate) defined: BTreeSet<Str>,
     pub(crate) conns: HashMap<u64, Conn>,
     /// Connections ordered by start time.
     pub(crate) by_start: BTreeSet<(u64, u64)>,
@@ -550,23 +552,27 @@ impl Store {
             sites.entry(rec.id.clone()).or_insert_with(|| rec.clone());
         }
         let mut merged = BTreeMap::new();
+        let mut defined = BTreeSet::new();
         for (id, rec) in sites {
             let id = self.intern(&id);
             if !rec.name.is_empty() {
                 let name = self.intern(&rec.name);
                 self.site_names.insert(id.clone(), name);
             }
-            for s in &rec.services {
-                if !s.address.is_empty() && !s.protocol.is_empty() {
-                    let (a, p) = (
-                        self.intern(&s.address),
-                        self.intern(norm_protocol(&s.protocol)),
-                    );
-                    self.protocols.insert(a, p);
+            // A record names a service; routers and flows use one key per port.
+            for s in rec.services.iter().filter(|s| !s.address.is_empty()) {
+                let protocol = self.intern(norm_protocol(&s.protocol));
+                for port in &s.ports {
+                    let key = self.intern(&format!("{}:{port}", s.address));
+                    if !s.protocol.is_empty() {
+                        self.protocols.insert(key.clone(), protocol.clone());
+                    }
+                    defined.insert(key);
                 }
             }
             merged.insert(id, rec);
         }
+        self.defined = defined;
         self.sites = merged;
     }
 

@@ -512,11 +512,12 @@ impl Store {
                 .count() as u32;
         }
         if let Some(r) = record {
+            // Routers and records name a service by its routing key, `address:port`.
             offered.extend(
                 r.services
                     .iter()
                     .filter(|s| s.targets > 0)
-                    .map(|s| s.address.clone()),
+                    .flat_map(|s| s.ports.iter().map(|p| format!("{}:{p}", s.address))),
             );
             if routers.is_empty() {
                 links = r.links.len() as u32;
@@ -656,13 +657,11 @@ impl Store {
         self.port_items(true)
     }
 
-    /// Every address the network defines, listens or connects for, or carried traffic for
-    /// in the last day.
+    /// Every address (routing key) the network defines, listens or connects for, or carried
+    /// traffic for in the last day.
     fn addresses(&self) -> BTreeSet<&str> {
         let mut out: BTreeSet<&str> = self.series.keys().map(|a| &**a).collect();
-        for r in self.sites.values() {
-            out.extend(r.services.iter().map(|s| s.address.as_str()));
-        }
+        out.extend(self.defined.iter().map(|k| &**k));
         for (_, s) in self.up_routers() {
             out.extend(s.listeners.iter().map(|l| l.routing_key.as_str()));
             out.extend(s.connectors.iter().map(|c| c.routing_key.as_str()));

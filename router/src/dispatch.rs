@@ -220,6 +220,13 @@ impl Dispatch {
         .map(|d| d.router.clone())
     }
 
+    /// Registers a flow starting now in the flow table, telling observers of TCP flows.
+    fn register(&self, rec: FlowRecord) -> Arc<FlowRecord> {
+        let rec = self.flows.register(rec);
+        self.recorder.flow_opened(&rec);
+        rec
+    }
+
     /// Counts a flow open toward `dest` until the returned guard drops.
     fn count_open(self: &Arc<Self>, dest: &str) -> OpenGuard {
         let mut open = self.open_to.lock().expect("open_to lock");
@@ -335,7 +342,7 @@ impl Dispatch {
             flow::set_reset_on_close(&client);
             return;
         };
-        let rec = self.flows.register(FlowRecord::new(
+        let rec = self.register(FlowRecord::new(
             id,
             key.clone(),
             "local",
@@ -413,7 +420,7 @@ impl Dispatch {
                 traceparent: current_traceparent(),
             },
         });
-        let rec = self.flows.register(FlowRecord::new(
+        let rec = self.register(FlowRecord::new(
             id,
             key,
             "ingress",
@@ -493,7 +500,7 @@ impl Dispatch {
         if http {
             rec = rec.http(String::new());
         }
-        Some((inbound, rx, self.flows.register(rec)))
+        Some((inbound, rx, self.register(rec)))
     }
 
     /// A flow for one of our connectors arrived on `conn`.

@@ -45,6 +45,8 @@ const RETRY: Duration = Duration::from_secs(1);
 /// Something that ended, as the readers get it.
 #[derive(Debug, Clone)]
 pub(crate) enum Event {
+    /// A TCP flow started (listed as open within a flush, not at the next state).
+    Opened(Arc<FlowRecord>),
     Connection(Arc<pb::ConnectionRecord>),
     Request(Arc<pb::RequestRecord>),
 }
@@ -129,6 +131,13 @@ impl Recorder {
     /// Whether anyone reads the records now.
     pub(crate) fn active(&self) -> bool {
         self.tx.receiver_count() > 0
+    }
+
+    /// A TCP flow started.
+    pub(crate) fn flow_opened(&self, rec: &Arc<FlowRecord>) {
+        if self.active() && rec.protocol == "tcp" {
+            let _ = self.tx.send(Event::Opened(rec.clone()));
+        }
     }
 
     /// A TCP flow ended. HTTP flows are reported as requests instead.
@@ -278,16 +287,24 @@ pub(crate) async fn produce(recorder: Arc<Recorder>, mut sink: Sink) {
                 true
             }
             _ = flush_tick.tick() => {
-                !(batch.ended.is_empty() && batch.requests.is_empty() && batch.dropped == 0)
+                !(batch.ended.is_empty()
+                    && batch.open.is_empty()
+                    && batch.requests.is_empty()
+                    && batch.dropped == 0)
             }
             ev = rx.recv() => {
                 match ev {
+                    Ok(Event::Opened(f)) => {
+                        let me = recorder.router.get().and_then(Weak::upgrade);
+                        let me = me.as_ref().map_or("", |r| r.id());
+                        batch.open.push(connection(&f, me, None));
+                    }
                     Ok(Event::Connection(r)) => batch.ended.push((*r).clone()),
                     Ok(Event::Request(r)) => batch.requests.push((*r).clone()),
                     Err(broadcast::error::RecvError::Lagged(n)) => batch.dropped += n,
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
-                batch.ended.len() + batch.requests.len() >= MAX_RECORDS
+                batch.ended.len() + batch.open.len() + batch.requests.len() >= MAX_RECORDS
             }
             _ = sink.closed() => return,
         };

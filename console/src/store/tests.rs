@@ -493,15 +493,17 @@ fn site_records_name_sites_and_define_services() {
     );
     let far = &sites[1];
     assert_eq!((far.version.as_str(), far.links), ("9.9", 1));
-    assert_eq!(far.services_offered, ["reviews"]);
-    assert_eq!(s.protocol_of("reviews").map(|p| &**p), Some("http"));
+    // Records name services; the console, as the routers, names them by routing key.
+    assert_eq!(far.services_offered, ["reviews:9080"]);
+    assert_eq!(s.protocol_of("reviews:9080").map(|p| &**p), Some("http"));
+    assert!(!s.has_address("reviews"), "no service without its port");
     let west = &sites[2];
     assert_eq!(west.services_consumed, ["backend"]);
     assert_eq!(west.links, 1);
-    assert!(s.has_address("reviews"));
+    assert!(s.has_address("reviews:9080"));
     let services = s.service_items(Range::ALL, T0);
     let addrs: Vec<&str> = services.iter().map(|s| s.address.as_str()).collect();
-    assert_eq!(addrs, ["backend", "reviews"]);
+    assert_eq!(addrs, ["backend", "reviews:9080"]);
     assert_eq!(services[0].served_by.len(), 1);
     assert_eq!(services[0].reached_from.len(), 1);
     // The next snapshot replaces the last.
