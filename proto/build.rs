@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "van/wire/v1/peer.proto",
     "van/controller/v1/controller.proto",
     "van/records/v1/records.proto",
+    "van/console/v1/console.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,6 +33,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .type_attribute(".van.admin", "#[serde(rename_all = \"camelCase\")]")
         .message_attribute(".van.admin", "#[serde(default)]")
+        // The console's gRPC views are its REST items, read from their JSON.
+        .type_attribute(
+            ".van.console",
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        )
+        .type_attribute(".van.console", "#[serde(rename_all = \"camelCase\")]")
+        .message_attribute(".van.console", "#[serde(default)]")
         .type_attribute(
             ".van.records",
             "#[derive(serde::Serialize, serde::Deserialize)]",

@@ -139,7 +139,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
 }
 
 /// The whole HTTP application.
+/// The REST API, metrics and page, and the same views over gRPC behind the same login.
 pub(crate) fn app(console: Console) -> Router {
+    let rest = rest_app(console.clone());
+    let grpc = crate::grpc::routes(rest.clone())
+        .route_layer(middleware::from_fn_with_state(console, require_session_grpc));
+    rest.merge(grpc)
+}
+
+fn rest_app(console: Console) -> Router {
     let protected = Router::new()
         .route("/api/v1/user", get(user))
         .route("/api/v1/sites", get(sites))
@@ -222,6 +230,22 @@ async fn require_session(
         return Err(ApiError::NotLoggedIn);
     }
     Ok(next.run(req).await)
+}
+
+/// As `require_session`, answering as gRPC does (status in the trailers-only response).
+async fn require_session_grpc(
+    State(console): State<Console>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if current_user(&console, req.headers()).is_none() {
+        return tonic::Status::unauthenticated(
+            "log in first (POST /api/v1/login) and send its session cookie as `cookie` metadata",
+        )
+        .into_http::<axum::body::Body>()
+        .into_response();
+    }
+    next.run(req).await
 }
 
 // === login ===

@@ -17,6 +17,7 @@ use van_proto::records::RecordBatch;
 mod api;
 mod auth;
 mod config;
+mod grpc;
 mod ingest;
 mod metrics;
 mod serve;

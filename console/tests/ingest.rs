@@ -365,6 +365,56 @@ async fn the_api_reflects_what_the_router_streams() {
     assert_eq!(status, 200);
     assert_eq!(topo["links"].as_array().unwrap().len(), 2, "{topo}");
 
+    // The same views over gRPC, with the same filters and errors.
+    let ch = van_proto::grpc::channel(&addr.to_string(), None)
+        .await
+        .unwrap();
+    let mut views = van_proto::console::console_client::ConsoleClient::new(ch);
+    let query = |sort: &str, filters: &[(&str, &str)]| van_proto::console::ListQuery {
+        sort_by: sort.into(),
+        filters: filters
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    };
+    let sites = views
+        .list_sites(query("id.asc", &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = sites.items.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, ["east", "west"]);
+    assert_eq!((sites.total, sites.items[1].name.as_str()), (2, "West"));
+    let conns = views
+        .list_connections(query("", &[("destSiteId", "east")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(conns.total, 1);
+    let c = &conns.items[0];
+    assert_eq!(
+        (
+            c.id.as_str(),
+            c.server_addr.as_str(),
+            c.bytes_out,
+            c.path.len()
+        ),
+        ("0000000000000abc", "10.1.0.9:8080", 42, 2)
+    );
+    let none = views
+        .list_connections(query("", &[("destSiteId", "nowhere")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((none.total, none.items.len()), (0, 0));
+    let e = views
+        .list_services(query("nosuchfield.asc", &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("sortBy"), "{e}");
+
     // A site that leaves is gone from the topology at once.
     records
         .send(Ok(RecordBatch {
@@ -499,5 +549,49 @@ async fn records_alone_behind_a_token_are_enough() {
         v["items"][0]["name"] == "West Site"
     })
     .await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn grpc_views_need_the_same_login() {
+    let fake = fake_router().await;
+    let dir = std::env::temp_dir().join(format!("van-console-grpc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let users = van_console::users_file_line("admin", "pw").unwrap();
+    std::fs::write(dir.join("users"), format!("{users}\n")).unwrap();
+    let (addr, _stop) = console(fake.addr, van_console::AuthKind::Internal, |o| {
+        o.users_file = Some(dir.join("users"));
+    })
+    .await;
+    let ch = van_proto::grpc::channel(&addr.to_string(), None)
+        .await
+        .unwrap();
+    let mut views = van_proto::console::console_client::ConsoleClient::new(ch);
+    let e = views
+        .list_sites(van_proto::console::ListQuery::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (status, head, _) = exchange(
+        tcp,
+        "POST",
+        "/api/v1/login",
+        "",
+        r#"{"username":"admin","password":"pw"}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .unwrap()
+        .to_string();
+    let mut req = tonic::Request::new(van_proto::console::ListQuery::default());
+    req.metadata_mut().insert("cookie", cookie.parse().unwrap());
+    let sites = views.list_sites(req).await.unwrap().into_inner();
+    assert_eq!(sites.count, sites.items.len() as u64);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`admin`]: the router's gRPC admin API (`van.admin.v1`).
 //! - [`controller`]: the site controller's gRPC API (`van.controller.v1`).
+//! - [`console`]: the console's views (`van.console.v1`).
 //! - [`records`]: flow records for the network observer (`van.records.v1`).
 //! - [`wire`]: the protobuf bodies of inter-router control frames (`van.wire.v1`);
 //!   the framing itself is described in `docs/wire-protocol.md`.
@@ -30,6 +31,11 @@ pub mod van {
     pub mod records {
         pub mod v1 {
             tonic::include_proto!("van.records.v1");
+        }
+    }
+    pub mod console {
+        pub mod v1 {
+            tonic::include_proto!("van.console.v1");
         }
     }
 }
@@ -67,6 +73,8 @@ pub mod records {
     /// Largest record batch a records flow may carry.
     pub const MAX_BATCH: usize = 4 * 1024 * 1024;
 }
+/// The console's views over gRPC (`van.console.v1`).
+pub use van::console::v1 as console;
 /// Inter-router control message bodies.
 pub use van::wire::v1 as wire;
 

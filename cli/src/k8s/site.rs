@@ -342,11 +342,13 @@ pub struct Reported {
     pub network: pb::Network,
     /// RFC 3339 time of the report.
     pub updated: String,
+    /// The site's options (ConfigMap `skupper-site`), read first to tell "no site" apart.
+    pub site_config: ConfigMap,
 }
 
 /// Reads the status ConfigMap; errors say whether the site or only its report is missing.
 pub async fn reported(client: &kube::Client, namespace: &str) -> anyhow::Result<Reported> {
-    super::site_configmap(client, namespace).await?;
+    let site_config = super::site_configmap(client, namespace).await?;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let cm = match api.get(STATUS_CONFIGMAP).await {
         Ok(cm) => cm,
@@ -382,6 +384,7 @@ pub async fn reported(client: &kube::Client, namespace: &str) -> anyhow::Result<
         services: field(&data, "services")?,
         network: field(&data, "network")?,
         updated: data.get("updated").cloned().unwrap_or_default(),
+        site_config,
     })
 }
 
@@ -406,8 +409,7 @@ pub async fn status(
     if !r.updated.is_empty() {
         writeln!(out, "(reported by the controller at {})", r.updated)?;
     }
-    let cm = super::site_configmap(client, namespace).await?;
-    console_lines(namespace, &cm, out)?;
+    console_lines(namespace, &r.site_config, out)?;
     Ok(())
 }
 
