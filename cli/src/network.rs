@@ -1,6 +1,8 @@
 //! `skupper network status`.
 
+use std::collections::HashMap;
 use std::io::Write;
+use std::time::Duration;
 
 use van_proto::controller as pb;
 
@@ -23,8 +25,78 @@ pub async fn status(ctx: &Ctx, format: Format, out: &mut (dyn Write + Send)) -> 
     if output::structured(format, &net, out)? {
         return Ok(());
     }
-    write!(out, "{}", text(&net))?;
+    let routers: Vec<String> = net.sites.iter().map(|s| s.router_id.clone()).collect();
+    let traffic = traffic(&ctx.site_dir().router_target(), &routers, TRAFFIC_WAIT).await;
+    write!(out, "{}", text_with_traffic(&net, &traffic))?;
     Ok(())
+}
+
+/// How long `network status` waits for the routers' states.
+const TRAFFIC_WAIT: Duration = Duration::from_millis(1500);
+
+/// What the clients of one site's listeners moved since its router started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub connections: u64,
+    pub requests: u64,
+    /// Client -> server bytes, and back.
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+}
+
+/// Each of `routers`' traffic, from the first state it reports on the local router's
+/// records stream; routers not heard from within `wait` are left out (no figures is better
+/// than a slow status).
+pub async fn traffic(router: &str, routers: &[String], wait: Duration) -> HashMap<String, Traffic> {
+    use van_proto::records::{WatchRecordsRequest, records_client::RecordsClient};
+    let mut out = HashMap::new();
+    let collect = async {
+        let ch = van_proto::grpc::channel(router, Some(wait)).await.ok()?;
+        let mut stream = RecordsClient::new(ch)
+            .watch(WatchRecordsRequest {})
+            .await
+            .ok()?
+            .into_inner();
+        while out.len() < routers.len() {
+            let Ok(Some(b)) = stream.message().await else {
+                break;
+            };
+            let Some(state) = b.state else { continue };
+            let t = state
+                .listeners
+                .iter()
+                .fold(Traffic::default(), |t, l| Traffic {
+                    connections: t.connections + l.connections_opened,
+                    requests: t.requests + l.requests,
+                    bytes_out: t.bytes_out + l.bytes_in,
+                    bytes_in: t.bytes_in + l.bytes_out,
+                });
+            out.insert(b.router_id, t);
+        }
+        Some(())
+    };
+    let _ = tokio::time::timeout(wait, collect).await;
+    out
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// The network as a tree, with each site's traffic where its router reported it.
+pub fn text_with_traffic(net: &pb::Network, traffic: &HashMap<String, Traffic>) -> String {
+    text_inner(net, traffic)
 }
 
 /// The other end of a link: its site's name, else where it connects, else the link's name.
@@ -48,6 +120,10 @@ fn short(id: &str) -> &str {
 
 /// The network as a tree: the local site first, then the others by name.
 pub fn text(net: &pb::Network) -> String {
+    text_inner(net, &HashMap::new())
+}
+
+fn text_inner(net: &pb::Network, traffic: &HashMap<String, Traffic>) -> String {
     if net.sites.is_empty() {
         return "No sites are known yet\n".into();
     }
@@ -71,6 +147,20 @@ pub fn text(net: &pb::Network) -> String {
                 "mode: {}, version: {}, router: {}",
                 s.mode, s.version, s.router_id
             ))];
+            if let Some(t) = traffic.get(&s.router_id) {
+                let requests = if t.requests > 0 {
+                    format!(" ({} requests)", t.requests)
+                } else {
+                    String::new()
+                };
+                let plural = if t.connections == 1 { "" } else { "s" };
+                kids.push(Tree::leaf(format!(
+                    "traffic from its clients: {} connection{plural}{requests}, {} sent, {} received",
+                    t.connections,
+                    bytes(t.bytes_out),
+                    bytes(t.bytes_in)
+                )));
+            }
             if !s.links.is_empty() {
                 kids.push(Tree::node(
                     "links:",

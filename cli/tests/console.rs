@@ -209,6 +209,12 @@ async fn the_console_shows_the_network_and_its_connections_byte_for_byte() {
         let site = console.get(&format!("/api/v1/sites/{id}")).await;
         assert_eq!(site["name"], want, "{field}: {site}");
     }
+    // `network status` shows what each site's clients moved, from the same records.
+    let net = sites.ok("west", &["network", "status"]).await;
+    assert!(
+        net.contains("traffic from its clients: 1 connection, 120.6 KiB sent, 120.6 KiB received"),
+        "{net}"
+    );
     let services = console.get("/api/v1/services").await;
     assert!(
         services["items"]
