@@ -142,8 +142,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
 /// The REST API, metrics and page, and the same views over gRPC behind the same login.
 pub(crate) fn app(console: Console) -> Router {
     let rest = rest_app(console.clone());
-    let grpc = crate::grpc::routes(rest.clone())
-        .route_layer(middleware::from_fn_with_state(console, require_session_grpc));
+    let grpc = crate::grpc::routes(rest.clone()).route_layer(middleware::from_fn_with_state(
+        console,
+        require_session_grpc,
+    ));
     rest.merge(grpc)
 }
 
