@@ -373,4 +373,14 @@ fn main() {
         ms(percentile(&all, 0.99)),
         ms(all[all.len() - 1]),
     );
+    // BENCH_SERVE=127.0.0.1:PORT: then serve the page and API over what was loaded (no
+    // login) until killed, for a browser to time (console/benches/page_load.py).
+    if let Ok(addr) = std::env::var("BENCH_SERVE") {
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind(&addr).await.expect("BENCH_SERVE");
+            println!("serving on http://{addr}/");
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(l, app).await.expect("serve");
+        });
+    }
 }
