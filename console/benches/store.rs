@@ -377,7 +377,9 @@ fn main() {
     // login) until killed, for a browser to time (console/benches/page_load.py).
     if let Ok(addr) = std::env::var("BENCH_SERVE") {
         rt.block_on(async {
-            let l = tokio::net::TcpListener::bind(&addr).await.expect("BENCH_SERVE");
+            let l = tokio::net::TcpListener::bind(&addr)
+                .await
+                .expect("BENCH_SERVE");
             println!("serving on http://{addr}/");
             let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(l, app).await.expect("serve");
