@@ -100,6 +100,19 @@ impl Options {
     }
 }
 
+/// The process id of the site's running child `name` (router, controller, …), from the
+/// supervisor's status.
+pub async fn child_pid(socket: &Path, name: &str) -> Option<u32> {
+    let status = request(socket, "status", Duration::from_secs(5))
+        .await
+        .ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} running")))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("pid=")))
+        .and_then(|p| p.parse().ok())
+}
+
 /// What `status` reports about one child.
 #[derive(Debug, Clone, Default)]
 struct ChildState {

@@ -180,6 +180,7 @@ async fn the_console_shows_the_network_and_its_connections_byte_for_byte() {
     // client sent and received.
     let echo = van_testkit::router::echo_server().await;
     let svc = sites.expose_host("east", "echo", echo.port()).await;
+    let svc_echo = svc;
     let data = van_testkit::router::payload(123_457);
     let mut s = connect_west(svc).await;
     s.write_all(&data).await.unwrap();
@@ -259,6 +260,58 @@ async fn the_console_shows_the_network_and_its_connections_byte_for_byte() {
                 && l.contains(&format!("routing_key=\"{key}\""))),
         "{metrics}"
     );
+
+    // East's router is killed and restarted by its supervisor: its records resume, nothing
+    // counted twice, and new connections are recorded.
+    let total = |v: Value| v["total"].as_u64().unwrap();
+    let before = total(console.get("/api/v1/connections?limit=1").await);
+    let sock = sites.site_dir("east").join("run/supervisor.sock");
+    let old = skupper::supervisor::child_pid(&sock, "router")
+        .await
+        .unwrap();
+    van_testkit::site::kill9(old);
+    let data = van_testkit::router::payload(1000);
+    eventually_ok("an echo through the restarted router", async || {
+        let mut s = connect_west(svc_echo).await;
+        let mut back = Vec::new();
+        let r = async {
+            s.write_all(&data).await?;
+            s.shutdown().await?;
+            s.read_to_end(&mut back).await
+        };
+        match tokio::time::timeout(Duration::from_secs(3), r).await {
+            Ok(Ok(_)) if back == data => Ok(()),
+            r => Err(format!("{r:?}, {} bytes back", back.len())),
+        }
+    })
+    .await;
+    assert_ne!(
+        skupper::supervisor::child_pid(&sock, "router").await,
+        Some(old),
+        "restarted"
+    );
+    eventually_ok("the new connection, once", async || {
+        let v = console
+            .get(&format!(
+                "/api/v1/connections?address={key}&state=terminated&bytesIn=1000"
+            ))
+            .await;
+        let ended = v["items"].as_array().map_or(0, Vec::len);
+        if ended >= 1 && v["items"][0]["serverAddr"] != "" {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await;
+    let after = total(console.get("/api/v1/connections?limit=1").await);
+    // The echo that worked, and any attempts before it that reached the router; never the
+    // old connections again.
+    assert!(after > before, "{before} -> {after}");
+    let echo_conns = console
+        .get(&format!("/api/v1/connections?address={key}&bytesIn=123457"))
+        .await;
+    assert_eq!(total(echo_conns), 1, "the first echo is listed once");
 
     // A site that leaves disappears within seconds.
     sites.ok("east", &["delete"]).await;

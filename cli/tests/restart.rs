@@ -11,19 +11,9 @@ use van_testkit::site::{LocalSites, kill9};
 use van_testkit::{ReservedPort, eventually, eventually_ok};
 
 async fn pid_of(site_dir: &Path, child: &str) -> u32 {
-    let status = skupper::supervisor::request(
-        &site_dir.join("run/supervisor.sock"),
-        "status",
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("supervisor status");
-    status
-        .lines()
-        .find(|l| l.starts_with(&format!("{child} running")))
-        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("pid=")))
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no running {child} in {status:?}"))
+    skupper::supervisor::child_pid(&site_dir.join("run/supervisor.sock"), child)
+        .await
+        .unwrap_or_else(|| panic!("no running {child} in {}", site_dir.display()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
