@@ -528,15 +528,35 @@ function chart(o) {
 }
 
 // ---------- topology graph ----------
+// Up to a dozen sites sit on an ellipse; more go on a grid that grows downwards, with
+// smaller nodes and shortened names (the full name is in each node's title and label).
+const MANY_SITES = 12;
 function layout(sites) {
-  const W = 1100, H = 540, ids = sites.map(x => x.id).sort(), n = ids.length, pos = {};
-  const rx = W / 2 - 170, ry = H / 2 - 120, cy = H / 2 + 15, start = -Math.PI / 2 - (n === 2 ? Math.PI / 2 : 0);
-  ids.forEach((id, i) => {
-    const a = start + (2 * Math.PI * i) / n;
-    pos[id] = n === 1 ? { x: W / 2, y: cy } : { x: W / 2 + rx * Math.cos(a), y: cy + ry * Math.sin(a) };
-  });
+  // By name (numbers in names in numeric order), so neighbours on the page are neighbours
+  // in the list; the id breaks ties.
+  const key = x => `${x.name || x.id}\u0000${x.id}`;
+  const W = 1100, n = sites.length, pos = {};
+  const ids = sites.slice().sort((a, b) => key(a).localeCompare(key(b), undefined, { numeric: true })).map(x => x.id);
+  let H = 540;
+  if (n <= MANY_SITES) {
+    const rx = W / 2 - 170, ry = H / 2 - 120, cy = H / 2 + 15, start = -Math.PI / 2 - (n === 2 ? Math.PI / 2 : 0);
+    ids.forEach((id, i) => {
+      const a = start + (2 * Math.PI * i) / n;
+      pos[id] = n === 1 ? { x: W / 2, y: cy } : { x: W / 2 + rx * Math.cos(a), y: cy + ry * Math.sin(a) };
+    });
+  } else {
+    const cols = Math.min(8, Math.ceil(Math.sqrt(n * 2))), rows = Math.ceil(n / cols), m = 70, cw = (W - 2 * m) / cols, ch = 120;
+    H = rows * ch + 20;
+    ids.forEach((id, i) => {
+      // Odd rows are shifted by half a cell, so links between rows do not run through nodes.
+      const row = Math.floor(i / cols), col = i % cols;
+      pos[id] = { x: m + cw * (col + 0.5 + (row % 2 ? 0.25 : -0.25)), y: 50 + row * ch };
+    });
+  }
+  Object.defineProperty(pos, 'frame', { value: { w: W, h: H, compact: n > MANY_SITES } });
   return pos;
 }
+const shorten = (t, max) => (t.length > max ? t.slice(0, max - 1) + '…' : t);
 const toward = (p, q, r) => {
   const dx = q.x - p.x, dy = q.y - p.y, l = Math.hypot(dx, dy) || 1;
   return { x: p.x + (dx / l) * r, y: p.y + (dy / l) * r };
@@ -571,11 +591,16 @@ function offsets(edges, gap) {
   });
 }
 function edgeLabel(mid, lines, cls) {
-  return s('text', { class: `elabel ${cls}`, x: mid.x, y: mid.y - (lines.length - 1) * 7 + 4, 'text-anchor': 'middle' },
-    lines.map((t, i) => s('tspan', { x: mid.x, dy: i ? 15 : 0 }, t)));
+  // A plate behind the text, so the edge does not show through the gaps between words.
+  const w = Math.max(...lines.map(t => t.length)) * 7.6 + 10, hh = lines.length * 15 + 4;
+  return s('g', {},
+    s('rect', { class: 'elabel-bg', x: mid.x - w / 2, y: mid.y - (lines.length - 1) * 7 - 11, width: w, height: hh, rx: 3 }),
+    s('text', { class: `elabel ${cls}`, x: mid.x, y: mid.y - (lines.length - 1) * 7 + 4, 'text-anchor': 'middle' },
+      lines.map((t, i) => s('tspan', { x: mid.x, dy: i ? 15 : 0 }, t))));
 }
 function graph(topo, mode, pos) {
-  const R = 34, edges = [];
+  const frame = pos.frame || { w: 1100, h: 540, compact: false };
+  const R = frame.compact ? 20 : 34, edges = [];
   const at = id => pos[id];
   if (mode === 'links') {
     const ls = topo.links.filter(l => at(l.sourceSiteId) && at(l.destSiteId)).map(l => ({ ...l }));
@@ -586,7 +611,8 @@ function graph(topo, mode, pos) {
       const desc = `${siteName(l.sourceSiteId)} to ${siteName(l.destSiteId)}: ${l.state}, cost ${l.cost}${l.role ? ', ' + l.role : ''}`;
       edges.push(s('g', { class: `edge link ${cls}` }, s('title', {}, desc),
         s('path', { d: gm.d, 'marker-end': `url(#m-${cls})` }),
-        edgeLabel(gm.mid, [`cost ${l.cost}${up ? '' : ' · ' + l.state}`], cls)));
+        // Many sites: only links that are not plainly up at cost 1 are labelled.
+        frame.compact && up && l.cost <= 1 ? null : edgeLabel(gm.mid, [`cost ${l.cost}${up ? '' : ' · ' + l.state}`], cls)));
     }
   } else {
     const ts = topo.traffic.filter(t => at(t.sourceSiteId) && at(t.destSiteId)).map(t => ({ ...t }));
@@ -610,14 +636,14 @@ function graph(topo, mode, pos) {
     return s('a', { href: `/sites/${enc(x.id)}`, tabindex: '0', 'aria-label': lbl, class: `node ${x.up === false ? 'down' : 'up'}`, 'data-fk': 'node:' + x.id },
       s('title', {}, lbl),
       s('circle', { cx: p.x, cy: p.y, r: R }),
-      s('text', { class: 'ic', x: p.x, y: p.y + 6, 'text-anchor': 'middle' }, (x.name || x.id).slice(0, 2).toUpperCase()),
-      s('text', { class: 'nname', x: p.x, y: p.y + R + 19, 'text-anchor': 'middle' }, x.name || x.id),
-      s('text', { class: 'nsub', x: p.x, y: p.y + R + 35, 'text-anchor': 'middle' },
+      s('text', { class: 'ic', x: p.x, y: p.y + (frame.compact ? 5 : 6), 'text-anchor': 'middle' }, (x.name || x.id).slice(0, 2).toUpperCase()),
+      s('text', { class: 'nname', x: p.x, y: p.y + R + 19, 'text-anchor': 'middle' }, shorten(x.name || x.id, frame.compact ? 16 : 28)),
+      frame.compact ? null : s('text', { class: 'nsub', x: p.x, y: p.y + R + 35, 'text-anchor': 'middle' },
         `${plural(nr, 'router')}${x.mode ? ' · ' + x.mode : ''}${x.up === false ? ' · down' : ''}`));
   });
   const marker = id => s('marker', { id: 'm-' + id, class: 'mk-' + id, viewBox: '0 0 10 10', refX: 8, refY: 5, markerWidth: 10, markerHeight: 10, orient: 'auto-start-reverse', markerUnits: 'userSpaceOnUse' },
     s('path', { d: 'M0,0 L10,5 L0,10 z' }));
-  return s('svg', { viewBox: '0 0 1100 540', class: 'graph', role: 'group', 'aria-label': mode === 'links' ? 'Sites and router links' : 'Sites and traffic between them' },
+  return s('svg', { viewBox: `0 0 ${frame.w} ${frame.h}`, class: `graph${frame.compact ? ' compact' : ''}`, role: 'group', 'aria-label': mode === 'links' ? 'Sites and router links' : 'Sites and traffic between them' },
     s('defs', {}, ['up', 'down', 'connecting', 'traffic'].map(marker)),
     s('g', {}, edges), s('g', {}, nodes));
 }
