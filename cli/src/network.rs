@@ -94,11 +94,6 @@ fn bytes(n: u64) -> String {
     }
 }
 
-/// The network as a tree, with each site's traffic where its router reported it.
-pub fn text_with_traffic(net: &pb::Network, traffic: &HashMap<String, Traffic>) -> String {
-    text_inner(net, traffic)
-}
-
 /// The other end of a link: its site's name, else where it connects, else the link's name.
 fn peer_label(l: &pb::LinkStatus, name_from_id: &str) -> String {
     if !l.peer_site_name.is_empty() {
@@ -120,10 +115,11 @@ fn short(id: &str) -> &str {
 
 /// The network as a tree: the local site first, then the others by name.
 pub fn text(net: &pb::Network) -> String {
-    text_inner(net, &HashMap::new())
+    text_with_traffic(net, &HashMap::new())
 }
 
-fn text_inner(net: &pb::Network, traffic: &HashMap<String, Traffic>) -> String {
+/// As [`text`], with each site's traffic where its router reported it.
+pub fn text_with_traffic(net: &pb::Network, traffic: &HashMap<String, Traffic>) -> String {
     if net.sites.is_empty() {
         return "No sites are known yet\n".into();
     }
