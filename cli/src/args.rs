@@ -103,8 +103,8 @@ pub enum Command {
     Debug(DebugCommand),
     /// Run the two-site walkthrough on this machine with temporary sites.
     Demo(DemoArgs),
-    /// Plumbing the supervisor runs.
-    #[command(subcommand, hide = true)]
+    /// Start, stop and repair the local site's processes.
+    #[command(subcommand)]
     System(SystemCommand),
 }
 
@@ -362,10 +362,28 @@ pub struct DemoArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum SystemCommand {
+    /// Start the site's processes again (after `system stop`, a reboot or a killed
+    /// supervisor).
+    Start(SystemStartArgs),
+    /// Stop the site's processes; its files stay and `system start` resumes it.
+    Stop,
+    /// Put the site's state back from its backup when state.yaml is damaged or lost.
+    Repair,
+    /// Print a systemd user unit that runs the site, to start it at login or boot.
+    Unit,
     /// Run and restart a site's processes; stopped through run/supervisor.sock.
+    #[command(hide = true)]
     Supervise(SiteDirArgs),
     /// Run one process of a site until standard input closes or SIGTERM.
+    #[command(hide = true)]
     Run(SystemRunArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SystemStartArgs {
+    /// How long to wait for the site to answer [default: 60s].
+    #[arg(long)]
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -27,7 +27,7 @@ pub async fn dump(ctx: &Ctx, file: &Path, out: &mut (dyn Write + Send)) -> anyho
         ("site.yaml", dir.site_file()),
         ("router.yaml", dir.router_config()),
     ] {
-        match std::fs::read(&path) {
+        match van_controller::local::read_bounded(&path, van_controller::local::MAX_CONFIG) {
             Ok(b) => entries.push((name.to_string(), b)),
             Err(e) => errors.push(format!("{}: {e}", path.display())),
         }

@@ -68,7 +68,8 @@ pub fn kubeconfig_with_context(kubeconfig_env: Option<&OsStr>, home: Option<&Pat
             .unwrap_or_default(),
     };
     files.iter().any(|f| {
-        std::fs::read_to_string(f)
+        // Kubeconfigs with many clusters reach a few MiB.
+        van_controller::local::read_text(f, 64 << 20)
             .ok()
             .and_then(|t| serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&t).ok())
             .and_then(|v| {

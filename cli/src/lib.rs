@@ -163,7 +163,10 @@ pub fn platform(cli: &Cli) -> Platform {
 /// Dispatches one command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // Hidden plumbing runs without the namespace/platform checks: it gets its site directory.
-    if let Command::System(cmd) = &cli.command {
+    if let Command::System(
+        cmd @ (args::SystemCommand::Supervise(_) | args::SystemCommand::Run(_)),
+    ) = &cli.command
+    {
         return system::run(cmd).await;
     }
     match platform(&cli) {
@@ -232,6 +235,6 @@ async fn run_local(cli: Cli) -> anyhow::Result<()> {
         Command::Debug(args::DebugCommand::Dump(a)) => debug::dump(&ctx, &a.file, out).await,
         Command::Console(a) => site::console(&ctx, a.open, out),
         Command::Demo(a) => demo::run(&ctx, &a, out).await,
-        Command::System(_) => unreachable!("handled above"),
+        Command::System(c) => system::manage(&ctx, &c, out).await,
     }
 }

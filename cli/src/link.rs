@@ -1,6 +1,6 @@
 //! `skupper link create|status|delete`.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use van_proto::controller as pb;
@@ -44,20 +44,32 @@ pub async fn create(
     Ok(link)
 }
 
-/// The token file's text ("-": standard input); unreadable or empty is a usage error.
+/// A token is a few KiB of YAML; anything much bigger is not one.
+const MAX_TOKEN: u64 = 1 << 20;
+
+/// The token file's text ("-": standard input); unreadable, too big, not text or empty is a
+/// usage error.
 pub fn read_token_file(file: &std::path::Path) -> anyhow::Result<String> {
-    let token_yaml = if file.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| usage(format!("cannot read the token from standard input: {e}")))?;
-        s
+    use van_controller::local::{read_bounded, read_limited};
+    let (what, bytes) = if file.as_os_str() == "-" {
+        (
+            "the token on standard input".to_string(),
+            read_limited(std::io::stdin().lock(), MAX_TOKEN),
+        )
     } else {
-        std::fs::read_to_string(file)
-            .map_err(|e| usage(format!("cannot read token file {}: {e}", file.display())))?
+        (
+            format!("token file {}", file.display()),
+            read_bounded(file, MAX_TOKEN),
+        )
     };
+    let bytes = bytes.map_err(|e| match e.kind() {
+        std::io::ErrorKind::FileTooLarge => usage(format!("{what} is {e}: not a token")),
+        _ => usage(format!("cannot read {what}: {e}")),
+    })?;
+    let token_yaml =
+        String::from_utf8(bytes).map_err(|_| usage(format!("{what} is not text: not a token")))?;
     if token_yaml.trim().is_empty() {
-        return Err(usage(format!("token file {} is empty", file.display())));
+        return Err(usage(format!("{what} is empty")));
     }
     Ok(token_yaml)
 }

@@ -243,9 +243,15 @@ fn default_ingress_host() -> String {
 pub async fn init(ctx: &Ctx, a: &InitArgs, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
     let dir = ctx.site_dir();
     if dir.exists() {
+        let stopped = supervisor::status(&dir).await.is_err();
         anyhow::bail!(
-            "Skupper is already installed in namespace {:?}",
-            ctx.namespace
+            "Skupper is already installed in namespace {:?}{}",
+            ctx.namespace,
+            if stopped {
+                "; it is not running: 'skupper system start' starts it"
+            } else {
+                ""
+            }
         );
     }
     let plan = plan(ctx, a)?;
@@ -268,14 +274,21 @@ pub async fn create(ctx: &Ctx, dir: &SiteDir, plan: &Plan) -> anyhow::Result<()>
         let _ = std::fs::remove_dir_all(&dir.root);
         anyhow::bail!("cannot create the site in {}: {e}", dir.root.display());
     }
-    let mut child = match start_supervisor(ctx, dir) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&dir.root);
-            return Err(e);
-        }
-    };
-    let deadline = Instant::now() + plan.timeout;
+    if let Err(failure) = start(ctx, dir, plan.timeout).await {
+        let _ = std::fs::remove_dir_all(&dir.root);
+        anyhow::bail!(
+            "Skupper could not be started in namespace {:?}: {failure}; the site was removed",
+            ctx.namespace
+        );
+    }
+    Ok(())
+}
+
+/// Starts the site's supervisor and waits until its controller answers. On failure it shows
+/// the logs, stops what it started and says what went wrong.
+pub async fn start(ctx: &Ctx, dir: &SiteDir, timeout: Duration) -> Result<(), String> {
+    let mut child = start_supervisor(ctx, dir).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + timeout;
     let failure = loop {
         if let Ok(Some(status)) = child.try_wait() {
             break format!("its supervisor exited ({status})");
@@ -287,10 +300,18 @@ pub async fn create(ctx: &Ctx, dir: &SiteDir, plan: &Plan) -> anyhow::Result<()>
             std::thread::spawn(move || child.wait());
             return Ok(());
         }
+        // A controller that cannot start exits at once, again and again: no use waiting.
+        if let Some(exits) = supervisor::status(dir)
+            .await
+            .ok()
+            .and_then(|s| keeps_exiting(&s, "controller"))
+        {
+            break format!("its controller keeps exiting ({exits})");
+        }
         if Instant::now() >= deadline {
             break format!(
                 "its controller did not answer within {}",
-                crate::duration::format_duration(plan.timeout)
+                crate::duration::format_duration(timeout)
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -300,11 +321,25 @@ pub async fn create(ctx: &Ctx, dir: &SiteDir, plan: &Plan) -> anyhow::Result<()>
         let _ = child.kill();
     }
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir.root);
-    anyhow::bail!(
-        "Skupper could not be started in namespace {:?}: {failure}; the site was removed",
-        ctx.namespace
-    )
+    Err(failure)
+}
+
+/// From a supervisor status, whether child `name` has been restarted at least twice and is
+/// down now, with its last exit.
+fn keeps_exiting(status: &str, name: &str) -> Option<String> {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} restarting")))?;
+    let restarts: u32 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("restarts="))?
+        .parse()
+        .ok()?;
+    let last = line
+        .split_once("last-exit=")
+        .map_or("", |(_, e)| e)
+        .trim_matches('"');
+    (restarts >= 2).then(|| format!("{restarts} restarts, last: {last}"))
 }
 
 /// The console's user `admin` with a generated password, readable by this user only (as
@@ -326,11 +361,13 @@ fn console_users(dir: &SiteDir, cfg: &SiteConfig) -> std::io::Result<()> {
 /// Starts `skupper system supervise` detached: its own process group (so a terminal's
 /// Ctrl-C does not reach it), no standard input, output to `logs/supervisor.log`.
 fn start_supervisor(ctx: &Ctx, dir: &SiteDir) -> anyhow::Result<std::process::Child> {
+    use std::os::unix::fs::OpenOptionsExt;
     use std::os::unix::process::CommandExt;
     let log_path = dir.logs_dir().join("supervisor.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", log_path.display()))?;
     let err = log.try_clone()?;
@@ -391,7 +428,7 @@ pub async fn status(ctx: &Ctx, format: Format, out: &mut (dyn Write + Send)) -> 
         Err(why) => {
             let sup = match supervisor::status(&dir).await {
                 Ok(s) => s.lines().collect::<Vec<_>>().join(", "),
-                Err(e) => e,
+                Err(e) => format!("{e} ('skupper system start' starts the site)"),
             };
             return Err(anyhow::anyhow!(
                 "Skupper is installed in namespace {:?} but its controller is not answering ({why}); supervisor: {sup}; logs: {}",

@@ -2,7 +2,8 @@
 //!
 //! `skupper init` starts `skupper system supervise --site-dir DIR` detached (own process
 //! group, output to `logs/supervisor.log`). The supervisor starts each child with its
-//! output appended to `logs/<name>.log` and its standard input piped: children end when
+//! output piped into `logs/<name>.log`, which it rotates by size (`<name>.log.1` is the
+//! previous file, up to [`LogLimit::keep`] of them), and its standard input piped: children end when
 //! their standard input closes, so whenever the supervisor goes away, for whatever reason,
 //! they follow and nothing is orphaned. A child that exits unexpectedly is restarted after a
 //! backoff (200 ms doubling to 5 s, back to 200 ms once a child has run 30 s).
@@ -38,6 +39,89 @@ pub struct ChildSpec {
     pub log: PathBuf,
 }
 
+/// How big logs may grow: a log reaching `max_bytes` is renamed `.1` (the older ones shift
+/// to `.2` ... `.keep`, the oldest is dropped) and a new one is started. Whoever can reach a
+/// site's ports can make its processes log; the disk they fill is bounded all the same.
+#[derive(Debug, Clone, Copy)]
+pub struct LogLimit {
+    pub max_bytes: u64,
+    pub keep: u32,
+}
+
+impl Default for LogLimit {
+    fn default() -> Self {
+        LogLimit {
+            max_bytes: 10 << 20,
+            keep: 3,
+        }
+    }
+}
+
+/// An append-only log file rotated by size. Lines are written whole.
+#[derive(Debug)]
+pub struct LogFile {
+    path: PathBuf,
+    limit: LogLimit,
+    file: std::fs::File,
+    size: u64,
+}
+
+impl LogFile {
+    pub fn open(path: &Path, limit: LogLimit) -> std::io::Result<LogFile> {
+        let file = open_log(path)?;
+        let size = file.metadata()?.len();
+        Ok(LogFile {
+            path: path.to_path_buf(),
+            limit,
+            file,
+            size,
+        })
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.size > 0 && self.size + bytes.len() as u64 > self.limit.max_bytes {
+            self.rotate()?;
+        }
+        self.file.write_all(bytes)?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let nth = |i: u32| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{i}"));
+            PathBuf::from(p)
+        };
+        if self.limit.keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            for i in (1..self.limit.keep).rev() {
+                match std::fs::rename(nth(i), nth(i + 1)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            std::fs::rename(&self.path, nth(1))?;
+        }
+        self.file = open_log(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// Logs name peers, services and addresses: the owner's alone.
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
 /// Delay before restarting a child that exited.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -65,6 +149,10 @@ pub struct Options {
     pub backoff: Backoff,
     /// How long a stopping child may take after its standard input closed.
     pub stop_grace: Duration,
+    pub log_limit: LogLimit,
+    /// Where the supervisor's own lines go (rotated like the children's); else standard
+    /// error.
+    pub own_log: Option<PathBuf>,
 }
 
 impl Options {
@@ -96,6 +184,8 @@ impl Options {
             children,
             backoff: Backoff::default(),
             stop_grace: Duration::from_secs(5),
+            log_limit: LogLimit::default(),
+            own_log: Some(dir.logs_dir().join("supervisor.log")),
         }
     }
 }
@@ -124,16 +214,30 @@ struct ChildState {
 
 type States = Arc<Mutex<Vec<(String, ChildState)>>>;
 
-/// One line of the supervisor's log (its standard error, `logs/supervisor.log`).
+/// The supervisor's own log, once [`run`] opened it.
+static OWN_LOG: std::sync::OnceLock<Mutex<LogFile>> = std::sync::OnceLock::new();
+
+/// One line of the supervisor's log (`logs/supervisor.log`, else standard error).
 fn log(msg: &str) {
     let now = van_controller::site::rfc3339(van_controller::site::now_unix());
-    eprintln!("{now} supervisor: {msg}");
+    let line = format!("{now} supervisor: {msg}\n");
+    match OWN_LOG.get() {
+        Some(f) => {
+            let _ = f.lock().expect("supervisor log").write(line.as_bytes());
+        }
+        None => eprint!("{line}"),
+    }
 }
 
 /// Runs the children until `stop` arrives on the socket or `shutdown` completes (which
 /// stops them the same way).
 pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let listener = bind(&opts.socket).await?;
+    if let Some(p) = &opts.own_log {
+        let f = LogFile::open(p, opts.log_limit)
+            .map_err(|e| anyhow::anyhow!("cannot open the supervisor's log: {e}"))?;
+        let _ = OWN_LOG.set(Mutex::new(f));
+    }
     if let Some(p) = &opts.pid_file {
         std::fs::write(p, format!("{}\n", std::process::id()))
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
@@ -153,13 +257,18 @@ pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> anyhow::R
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for (i, spec) in opts.children.iter().enumerate() {
+        let log = LogFile::open(&spec.log, opts.log_limit)
+            .map_err(|e| anyhow::anyhow!("cannot open the log of {}: {e}", spec.name))?;
         tasks.push(tokio::spawn(keep_running(
             spec.clone(),
             i,
             states.clone(),
             stop_rx.clone(),
-            opts.backoff,
-            opts.stop_grace,
+            Run {
+                backoff: opts.backoff,
+                grace: opts.stop_grace,
+                log: Arc::new(Mutex::new(log)),
+            },
         )));
     }
 
@@ -279,15 +388,26 @@ fn status_text(states: &States) -> String {
     out
 }
 
+/// How one child is run.
+struct Run {
+    backoff: Backoff,
+    grace: Duration,
+    log: Arc<Mutex<LogFile>>,
+}
+
 /// Starts `spec` and restarts it whenever it exits, until `stop` turns true.
 async fn keep_running(
     spec: ChildSpec,
     index: usize,
     states: States,
     mut stop: watch::Receiver<bool>,
-    backoff: Backoff,
-    grace: Duration,
+    run: Run,
 ) {
+    let Run {
+        backoff,
+        grace,
+        log: out,
+    } = run;
     let set = |f: &dyn Fn(&mut ChildState)| {
         let mut s = states.lock().expect("supervisor states");
         f(&mut s[index].1);
@@ -298,7 +418,7 @@ async fn keep_running(
             return;
         }
         let started = Instant::now();
-        match spawn(&spec) {
+        match spawn(&spec, &out) {
             Err(e) => {
                 log(&format!("cannot start {}: {e}", spec.name));
                 let msg = e.to_string();
@@ -373,22 +493,47 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-fn spawn(spec: &ChildSpec) -> std::io::Result<tokio::process::Child> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.log)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", spec.log.display())))?;
-    let err = out.try_clone()?;
-    tokio::process::Command::new(&spec.program)
+fn spawn(spec: &ChildSpec, log: &Arc<Mutex<LogFile>>) -> std::io::Result<tokio::process::Child> {
+    let mut child = tokio::process::Command::new(&spec.program)
         .args(&spec.args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
-        .stdout(out)
-        .stderr(err)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", spec.program.display())))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", spec.program.display())))?;
+    if let Some(o) = child.stdout.take() {
+        tokio::spawn(copy_lines(o, log.clone()));
+    }
+    if let Some(e) = child.stderr.take() {
+        tokio::spawn(copy_lines(e, log.clone()));
+    }
+    Ok(child)
+}
+
+/// Longer lines are cut into pieces of this size, so a line without end cannot hold memory.
+const MAX_LINE: usize = 64 << 10;
+
+/// Copies a child's output into its log, line by line, until the child closes it.
+async fn copy_lines(from: impl tokio::io::AsyncRead + Unpin, log: Arc<Mutex<LogFile>>) {
+    let mut from = BufReader::new(from);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = match (&mut from)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if n == MAX_LINE && line.last() != Some(&b'\n') {
+            line.push(b'\n');
+        }
+        let _ = log.lock().expect("child log").write(&line);
+    }
 }
 
 /// Sends one command to a supervisor and returns its whole answer.

@@ -1,13 +1,133 @@
-//! Hidden plumbing: `system supervise` (the detached supervisor of a site) and
-//! `system run router|controller|config-sync` (one process of a site).
+//! `skupper system`: a local site's life after `init`. `start`, `stop`, `repair` and
+//! `unit` for people; hidden plumbing `supervise` (the detached supervisor of a site) and
+//! `run router|controller|config-sync|console` (one process of a site).
 
+use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
-use van_controller::local::SiteDir;
+use van_controller::local::{LocalStore, Repaired, SiteDir};
 
 use crate::args::{Component, SystemCommand};
-use crate::supervisor;
+use crate::{Ctx, client, supervisor, usage};
 
+/// The verbs people use, on the site of the namespace.
+pub async fn manage(
+    ctx: &Ctx,
+    cmd: &SystemCommand,
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<()> {
+    let dir = ctx.site_dir();
+    if !dir.exists() {
+        return Err(client::not_enabled(ctx));
+    }
+    let ns = &ctx.namespace;
+    match cmd {
+        SystemCommand::Start(a) => {
+            let timeout = match a.timeout.as_deref() {
+                None => Duration::from_secs(60),
+                Some(t) => crate::duration::parse_duration(t)
+                    .map_err(|e| usage(format!("--timeout: {e}")))?,
+            };
+            if supervisor::status(&dir).await.is_ok() {
+                writeln!(out, "Skupper is already running in namespace {ns:?}.")?;
+                return Ok(());
+            }
+            // A damaged state is reported now, with the way out, not after the wait.
+            LocalStore::new(&dir).load_now()?;
+            crate::site::start(ctx, &dir, timeout).await.map_err(|e| {
+                anyhow::anyhow!("Skupper could not be started in namespace {ns:?}: {e}")
+            })?;
+            writeln!(out, "Skupper is now running in namespace {ns:?}.")?;
+        }
+        SystemCommand::Stop => {
+            if supervisor::stop(&dir).await? {
+                writeln!(
+                    out,
+                    "Skupper is now stopped in namespace {ns:?}. Use 'skupper system start' to start it again."
+                )?;
+            } else {
+                writeln!(out, "Skupper is not running in namespace {ns:?}.")?;
+            }
+        }
+        SystemCommand::Repair => match van_controller::local::repair(&dir)? {
+            Repaired::Sound => writeln!(
+                out,
+                "The state of the site in namespace {ns:?} is sound; nothing was changed."
+            )?,
+            Repaired::Restored { kept } => {
+                writeln!(
+                    out,
+                    "Restored the site's state from {} (the last change before the damage may be missing).",
+                    dir.state_backup().display()
+                )?;
+                if let Some(k) = kept {
+                    writeln!(out, "The damaged file was kept as {}.", k.display())?;
+                }
+                if supervisor::status(&dir).await.is_ok() {
+                    writeln!(
+                        out,
+                        "The controller picks it up at its next restart (within seconds)."
+                    )?;
+                } else {
+                    writeln!(out, "Use 'skupper system start' to start the site.")?;
+                }
+            }
+        },
+        SystemCommand::Unit => out.write_all(unit(ctx, &dir).as_bytes())?,
+        SystemCommand::Supervise(_) | SystemCommand::Run(_) => {
+            unreachable!("plumbing is dispatched before the namespace is checked")
+        }
+    }
+    Ok(())
+}
+
+/// A systemd user unit running the site's supervisor, as Skupper's podman sites install.
+/// systemd's SIGTERM stops the supervisor, which stops the site's processes.
+pub fn unit(ctx: &Ctx, dir: &SiteDir) -> String {
+    let q = |p: &Path| systemd_quote(&p.display().to_string());
+    format!(
+        "# Save as ~/.config/systemd/user/skupper-{ns}.service, then:\n\
+         #   skupper -n {ns} system stop\n\
+         #   systemctl --user daemon-reload && systemctl --user enable --now skupper-{ns}\n\
+         #   loginctl enable-linger \"$USER\"   # to run without a login session\n\
+         [Unit]\n\
+         Description=Skupper site in namespace {ns}\n\
+         Wants=network-online.target\n\
+         After=network-online.target\n\
+         \n\
+         [Service]\n\
+         Type=simple\n\
+         ExecStart={exe} system supervise --site-dir {dir}\n\
+         Restart=on-failure\n\
+         RestartSec=2s\n\
+         TimeoutStopSec=30s\n\
+         \n\
+         [Install]\n\
+         WantedBy=default.target\n",
+        ns = ctx.namespace,
+        exe = q(&ctx.exe),
+        dir = q(&dir.root),
+    )
+}
+
+/// A path as one word of a systemd command line.
+fn systemd_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!(
+            "\"{}\"",
+            s.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('%', "%%")
+        )
+    }
+}
+
+/// Plumbing, given its site directory.
 pub async fn run(cmd: &SystemCommand) -> anyhow::Result<()> {
     match cmd {
         SystemCommand::Supervise(a) => {
@@ -19,6 +139,7 @@ pub async fn run(cmd: &SystemCommand) -> anyhow::Result<()> {
             let dir = site_dir(&a.site_dir)?;
             run_component(a.component, dir).await
         }
+        _ => unreachable!("the people's verbs go through manage"),
     }
 }
 

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use skupper::supervisor::{self, Backoff, ChildSpec, Options};
+use skupper::supervisor::{self, Backoff, ChildSpec, LogLimit, Options};
 use van_testkit::site::{alive, kill9};
 use van_testkit::{eventually, reserved_ports, temp_dir};
 
@@ -30,6 +30,8 @@ fn options(dir: &Path, children: Vec<ChildSpec>, grace: Duration) -> Options {
             reset_after: Duration::from_secs(30),
         },
         stop_grace: grace,
+        log_limit: LogLimit::default(),
+        own_log: None,
     }
 }
 
@@ -285,4 +287,57 @@ async fn a_supervisor_without_its_socket_is_stopped_by_signal() {
     let exit = fake.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(exit.signal(), Some(15), "not ended by SIGTERM: {exit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chatty_child_fills_at_most_its_rotated_logs() {
+    let dir = temp_dir("skupper-sup-rotate");
+    // 20,000 lines of 50 bytes: 1 MB through a 100 KB limit with two old files kept.
+    let script = "i=0; while [ $i -lt 20000 ]; do \
+                  echo \"line $i ......................................\"; i=$((i+1)); done; \
+                  echo done >&2; exec cat";
+    let mut opts = options(
+        dir.path(),
+        vec![child(dir.path(), "chatty", "sh", &["-c", script])],
+        Duration::from_secs(5),
+    );
+    opts.log_limit = LogLimit {
+        max_bytes: 100_000,
+        keep: 2,
+    };
+    let socket = opts.socket.clone();
+    let sup = tokio::spawn(supervisor::run(opts, std::future::pending()));
+    let log = dir.path().join("chatty.log");
+    let last = eventually("the last line written", async || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.contains("done\n").then_some(text)
+    })
+    .await;
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    let older = dir.path().join("chatty.log.1");
+    let oldest = dir.path().join("chatty.log.2");
+    assert!(size(&log).unwrap() <= 100_000, "{:?}", size(&log));
+    assert!(size(&older).is_some_and(|s| s <= 100_000 && s > 90_000));
+    assert!(size(&oldest).is_some_and(|s| s <= 100_000 && s > 90_000));
+    assert!(
+        size(&dir.path().join("chatty.log.3")).is_none(),
+        "only two old files"
+    );
+    // Whole lines: every file starts where a line starts.
+    for p in [&older, &oldest] {
+        let t = std::fs::read_to_string(p).unwrap();
+        assert!(t.starts_with("line "), "{}", &t[..20]);
+    }
+    assert!(
+        last.ends_with("done\n") || last.contains("line 19999"),
+        "{last}"
+    );
+    assert_eq!(
+        supervisor::request(&socket, "stop", Duration::from_secs(20))
+            .await
+            .unwrap()
+            .trim(),
+        "stopped"
+    );
+    sup.await.unwrap().unwrap();
 }

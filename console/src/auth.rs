@@ -126,7 +126,13 @@ impl Users {
             if !name_ok(&name) {
                 return Err(UsersError::BadName(name));
             }
-            let text = std::fs::read_to_string(&path).map_err(|e| read_err(&path, e))?;
+            let text = crate::config::read_bounded(&path, 64 << 10)
+                .and_then(|b| {
+                    String::from_utf8(b).map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")
+                    })
+                })
+                .map_err(|e| read_err(&path, e))?;
             let secret = text.trim_end_matches(['\n', '\r']);
             let hash = match PasswordHash::new(secret) {
                 Ok(h) if h.algorithm.as_str() == "argon2id" && h.hash.is_some() => secret.into(),

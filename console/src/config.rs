@@ -169,8 +169,28 @@ fn check_router(target: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Reads a file the user named, at most `max` bytes (a wrong path such as /dev/zero must
+/// not fill memory).
+pub(crate) fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("larger than {} KiB", max >> 10),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Certificates, keys and tokens are a few KiB.
+const MAX_FILE: u64 = 1 << 20;
+
 fn read(what: &str, path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+    read_bounded(path, MAX_FILE).map_err(|e| format!("{what} {}: {e}", path.display()))
 }
 
 pub(crate) fn tls_config(

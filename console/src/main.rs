@@ -69,6 +69,7 @@ fn serve(config: van_console::Config) -> anyhow::Result<()> {
 fn hash_password() -> anyhow::Result<()> {
     let mut input = String::new();
     std::io::stdin()
+        .take(64 << 10)
         .read_to_string(&mut input)
         .context("cannot read the password from standard input")?;
     let password = input.strip_suffix('\n').unwrap_or(&input);

@@ -883,6 +883,7 @@ impl Controller {
         let protocol = default_protocol(&req.protocol);
         let ports = check_service(&req.address, &req.ports, &protocol)?;
         let address = req.address.clone();
+        let remote = self.remote();
         self.change(|s| {
             if let Some(cur) = s.services.get(&address) {
                 if cur.protocol == protocol && cur.ports == ports {
@@ -893,6 +894,7 @@ impl Controller {
                     cur.shape()
                 )));
             }
+            self.ports_free(s, &remote, &address, &ports)?;
             s.services.insert(
                 address.clone(),
                 ServiceDef {
@@ -984,7 +986,11 @@ impl Controller {
         let protocol = default_protocol(&req.protocol);
         let ports = check_service(&req.address, &req.ports, &protocol)?;
         let address = req.address.clone();
+        let remote = self.remote();
         self.change(|s| {
+            if !s.services.contains_key(&address) {
+                self.ports_free(s, &remote, &address, &ports)?;
+            }
             let svc = s.services.entry(address.clone()).or_insert_with(|| ServiceDef {
                 address: address.clone(),
                 protocol: protocol.clone(),
@@ -1007,6 +1013,35 @@ impl Controller {
         .await?;
         info!(service = %address, host = %req.host, "Exposed");
         self.service(&address)
+    }
+
+    /// Every service of the network gets a listener at this site on each of its ports, so a
+    /// new service cannot take a port another service has.
+    fn ports_free(
+        &self,
+        s: &SiteState,
+        remote: &Remote,
+        address: &str,
+        ports: &[u16],
+    ) -> Result<(), ControllerError> {
+        for v in network::services(&self.cfg, s, remote) {
+            if v.def.address == address {
+                continue;
+            }
+            if let Some(p) = v.def.ports.iter().find(|p| ports.contains(p)) {
+                let whence = if v.local {
+                    "defined at this site".to_string()
+                } else {
+                    format!("defined at site {}", v.origin_name)
+                };
+                return Err(ControllerError::Conflict(format!(
+                    "port {p} is already used by service {:?} ({whence}); each service needs \
+                     its own ports, choose another with --port",
+                    v.def.address
+                )));
+            }
+        }
+        Ok(())
     }
 
     pub fn services(&self) -> Vec<pb::Service> {

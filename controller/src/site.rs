@@ -450,6 +450,61 @@ pub struct SiteState {
     pub claims: BTreeMap<String, ClaimRecord>,
 }
 
+impl SiteState {
+    /// A stored state document, checked before the controller may use it. A document that
+    /// exists but is empty, unreadable or without its certificates is refused: starting
+    /// from it would mint a new CA and silently cut the site off from every linked site.
+    pub fn parse(bytes: &[u8]) -> Result<SiteState, String> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err("it is empty".into());
+        }
+        let state: SiteState =
+            serde_yaml_ng::from_slice(bytes).map_err(|e| format!("it is not a site state: {e}"))?;
+        let Some(c) = &state.certs else {
+            return Err("it holds no certificates (every started site has its CA there)".into());
+        };
+        let mut problems = Vec::new();
+        for (field, pem, key) in [
+            ("certs.ca-cert", &c.ca_cert, false),
+            ("certs.ca-key", &c.ca_key, true),
+            ("certs.server-cert", &c.server_cert, false),
+            ("certs.server-key", &c.server_key, true),
+            ("certs.peer-cert", &c.peer_cert, false),
+            ("certs.peer-key", &c.peer_key, true),
+        ] {
+            if pem.is_empty() && field.starts_with("certs.peer") {
+                continue;
+            }
+            if let Err(e) = pem_check(pem.as_bytes(), key) {
+                problems.push(format!("{field}: {e}"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(state)
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+/// Whether `pem` holds at least one certificate (or exactly one private key).
+fn pem_check(pem: &[u8], key: bool) -> Result<(), String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let problem = |e: rustls::pki_types::pem::Error| van_telemetry::pem_problem(&e);
+    if key {
+        PrivateKeyDer::from_pem_slice(pem).map_err(problem)?;
+    } else {
+        let certs = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(problem)?;
+        if certs.is_empty() {
+            return Err("no certificate in it".into());
+        }
+    }
+    Ok(())
+}
+
 /// What [`SiteStore`] calls return: I/O (a file, the API server) the caller awaits.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 

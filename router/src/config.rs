@@ -402,7 +402,12 @@ impl Config {
         adjust: impl FnOnce(&mut FileConfig),
     ) -> Result<Config, ConfigError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path)
+        let text = read_file(path, MAX_CONFIG_FILE)
+            .and_then(|b| {
+                String::from_utf8(b).map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text")
+                })
+            })
             .map_err(|e| ConfigError::single(name.clone(), format!("cannot read: {e}")))?;
         let mut file: FileConfig = serde_yaml_ng::from_str(&text)
             .map_err(|e| ConfigError::single(name.clone(), e.to_string()))?;
@@ -836,6 +841,26 @@ impl Entities {
         errs.finish()?;
         Ok(next)
     }
+}
+
+/// A router's configuration file is KiBs; PEM files a few KiB each.
+pub(crate) const MAX_CONFIG_FILE: u64 = 16 << 20;
+
+/// Reads at most `max` bytes of `path`: a file named by mistake (or /dev/zero) is an error,
+/// not a reason to fill memory.
+pub(crate) fn read_file(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("larger than {} MiB", max >> 20),
+        ));
+    }
+    Ok(buf)
 }
 
 #[cfg(test)]

@@ -63,10 +63,12 @@ fn read(
         return Ok(p.as_bytes().to_vec());
     }
     let path = file.as_ref().expect("validated: file or pem present");
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.display().to_string(),
-        source,
+    crate::config::read_file(path, crate::config::MAX_CONFIG_FILE).map_err(|source| {
+        TlsError::Read {
+            what,
+            path: path.display().to_string(),
+            source,
+        }
     })
 }
 
@@ -75,7 +77,7 @@ fn certs(what: &'static str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>,
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Pem {
             what,
-            reason: e.to_string(),
+            reason: van_telemetry::pem_problem(&e),
         })?;
     if certs.is_empty() {
         return Err(TlsError::Empty {
@@ -100,7 +102,7 @@ impl TlsMaterial {
         let key_pem = read("private key", &p.key_file, &p.key_pem)?;
         let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
             what: "private key",
-            reason: e.to_string(),
+            reason: van_telemetry::pem_problem(&e),
         })?;
         let mut roots = RootCertStore::empty();
         for c in ca {

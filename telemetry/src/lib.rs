@@ -2,8 +2,10 @@
 //! OpenTelemetry span per flow exported over OTLP/gRPC when an endpoint is configured, and
 //! errors rendered with their causes ([`report`]).
 
+pub mod pem;
 pub mod report;
 
+pub use pem::pem_problem;
 pub use report::Report;
 
 use opentelemetry::trace::TracerProvider as _;

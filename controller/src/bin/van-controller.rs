@@ -50,7 +50,7 @@ fn main() -> ExitCode {
             _ => {
                 // Checked before anything else starts: a bad token file is a config error.
                 let path = args.api_token_file.unwrap_or_default();
-                let text = std::fs::read_to_string(&path)
+                let text = van_controller::local::read_text(&path, 64 << 10)
                     .map_err(|e| anyhow::anyhow!("--api-token-file {}: {e}", path.display()))?;
                 let token = van_controller::api::ApiToken::new(&text)
                     .map_err(|e| anyhow::anyhow!("--api-token-file {}: {e}", path.display()))?;

@@ -74,7 +74,10 @@ pub async fn redeem(
     let tcp = tcp.ok_or(last)?;
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(t.ca_cert.as_bytes()) {
-        let c = c.map_err(|e| fail("certificate", format!("token CA: {e}"), false))?;
+        let c = c.map_err(|e| {
+            let e = van_telemetry::pem_problem(&e);
+            fail("certificate", format!("token CA: {e}"), false)
+        })?;
         roots
             .add(c)
             .map_err(|e| fail("certificate", format!("token CA: {e}"), false))?;

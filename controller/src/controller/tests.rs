@@ -67,11 +67,25 @@ async fn open() -> (
     (c, store, asked)
 }
 
+/// Defines `address` on port 8080 (db), 8081 (web) or 8082: each service its own port.
 fn define(c: &Arc<Controller>, address: &str) -> tokio::task::JoinHandle<Result<(), String>> {
+    let port = match address {
+        "db" => 8080,
+        "web" => 8081,
+        _ => 8082,
+    };
+    define_on(c, address, port)
+}
+
+fn define_on(
+    c: &Arc<Controller>,
+    address: &str,
+    port: u32,
+) -> tokio::task::JoinHandle<Result<(), String>> {
     let c = c.clone();
     let req = pb::CreateServiceRequest {
         address: address.into(),
-        ports: vec![8080],
+        ports: vec![port],
         protocol: String::new(),
     };
     tokio::spawn(async move {
@@ -237,4 +251,33 @@ async fn a_router_that_stops_reporting_is_not_ready_after_the_freshness_window()
         ..Default::default()
     });
     assert!(c.router_ready());
+}
+
+#[tokio::test]
+async fn a_new_service_cannot_take_another_services_port() {
+    let (c, store, _asked) = open().await;
+    store.permits.add_permits(10);
+    define_on(&c, "db", 5432).await.unwrap().unwrap();
+    let err = define_on(&c, "cache", 5432).await.unwrap().unwrap_err();
+    assert!(
+        err.contains("port 5432 is already used by service \"db\" (defined at this site)"),
+        "{err}"
+    );
+    let err = c
+        .expose(pb::ExposeRequest {
+            address: "cache".into(),
+            host: "127.0.0.1".into(),
+            ports: vec![6379, 5432],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("port 5432 is already used by service \"db\""),
+        "{err}"
+    );
+    assert_eq!(store.services(), ["db"], "nothing half-made");
+    // The same service again on its own port is no conflict.
+    define_on(&c, "db", 5432).await.unwrap().unwrap();
 }

@@ -259,7 +259,14 @@ impl SiteStore for KubeStore {
                 .and_then(|d| d.get("state.yaml").cloned())
                 .map(|b| b.0)
                 .unwrap_or_default();
-            serde_yaml_ng::from_slice(&bytes).map_err(store_error)
+            // Never a fresh CA in place of a Secret that lost its contents.
+            SiteState::parse(&bytes).map_err(|e| {
+                store_error(format!(
+                    "key state.yaml: {e}; the controller will not start \
+                     from it (a new CA would cut the site off from its links): restore the \
+                     Secret from a backup, or delete it to start the site anew"
+                ))
+            })
         })
     }
 

@@ -925,3 +925,9 @@ fn keys_starting_with_a_dollar_are_the_routers_own() {
     );
     assert!(e.to_string().contains("reserved for the router"), "{e}");
 }
+
+#[test]
+fn a_config_file_that_never_ends_is_refused_not_read_into_memory() {
+    let e = Config::load(std::path::Path::new("/dev/zero")).unwrap_err();
+    assert!(e.to_string().contains("larger than 16 MiB"), "{e}");
+}
