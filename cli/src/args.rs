@@ -343,6 +343,15 @@ pub enum NetworkCommand {
 pub enum DebugCommand {
     /// Write a .tar.gz of the site's configuration, logs and status (no private keys).
     Dump(DumpArgs),
+    /// Follow a link step by step (name, TCP, TLS, claim, router) and say which step fails,
+    /// why, and what to do.
+    Link(DebugLinkArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DebugLinkArgs {
+    /// The link ("all" or nothing: every link this site dials).
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

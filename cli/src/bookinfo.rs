@@ -117,8 +117,19 @@ pub async fn walkthrough(
 
     // Service sync: wait until each site listens for what it calls.
     let t = announce(out, "-n west service status")?;
-    wait_listening(west, &["productpage", "details", "reviews"], out).await?;
-    wait_listening(south, &["ratings"], out).await?;
+    // West must also know that south serves reviews, or the first loads see east's only.
+    let reviews_sites: &[&str] = &["east", "south"];
+    wait_listening(
+        west,
+        &[
+            ("productpage", &[]),
+            ("details", &[]),
+            ("reviews", reviews_sites),
+        ],
+        out,
+    )
+    .await?;
+    wait_listening(south, &[("ratings", &[])], out).await?;
     took(out, t)?;
 
     let page = Upstream::new(format!("127.0.0.2:{PRODUCTPAGE}"));
@@ -188,19 +199,22 @@ async fn expose(
     took(out, t)
 }
 
-/// Waits until `site` lists a listener for each of `addresses`.
+/// Waits until `site` lists a listener for each address, served by (at least) the sites
+/// given with it.
 async fn wait_listening(
     site: &Ctx,
-    addresses: &[&str],
+    addresses: &[(&str, &[&str])],
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let list = service::list(site).await?;
-        let ready = addresses.iter().all(|a| {
-            list.services
-                .iter()
-                .any(|s| s.address == *a && !s.listeners.is_empty())
+        let ready = addresses.iter().all(|(a, sites)| {
+            list.services.iter().any(|s| {
+                s.address == *a
+                    && !s.listeners.is_empty()
+                    && sites.iter().all(|n| s.target_sites.iter().any(|t| t == n))
+            })
         });
         if ready || Instant::now() >= deadline {
             write!(out, "{}", service::status_text(&list))?;

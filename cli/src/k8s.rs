@@ -257,6 +257,11 @@ pub async fn run(
             site::network_status(client, namespace, a.output, out).await
         }
         Command::Debug(DebugCommand::Dump(a)) => debug::dump(client, namespace, &a.file, out).await,
+        // The probe must dial from where the router runs, inside the cluster.
+        Command::Debug(DebugCommand::Link(_)) => Err(usage(
+            "debug link runs on the local platform only; on Kubernetes, the link's state and \
+             last error are in `skupper link status` and the router's log",
+        )),
         Command::Console(_) => site::console(client, namespace, out).await,
         Command::Demo(_) | Command::System(_) => {
             Err(usage("this command runs on the local platform only"))

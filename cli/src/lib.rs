@@ -9,6 +9,7 @@ pub mod args;
 pub mod bookinfo;
 pub mod client;
 pub mod debug;
+pub mod debug_link;
 pub mod demo;
 pub mod duration;
 pub mod k8s;
@@ -233,6 +234,9 @@ async fn run_local(cli: Cli) -> anyhow::Result<()> {
             network::status(&ctx, a.output, out).await
         }
         Command::Debug(args::DebugCommand::Dump(a)) => debug::dump(&ctx, &a.file, out).await,
+        Command::Debug(args::DebugCommand::Link(a)) => {
+            debug_link::run(&ctx, a.name.as_deref(), out).await
+        }
         Command::Console(a) => site::console(&ctx, a.open, out),
         Command::Demo(a) => demo::run(&ctx, &a, out).await,
         Command::System(c) => system::manage(&ctx, &c, out).await,

@@ -291,3 +291,6 @@ where
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(out))
 }
+
+/// Largest request message the API decodes (tonic's default, set here so it is a decision).
+pub const MAX_MESSAGE: usize = 4 << 20;

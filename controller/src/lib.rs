@@ -149,7 +149,8 @@ pub async fn serve(
     // Health stays open for kubelet's probes; reflection describes public schemas only.
     let routes = tonic::service::Routes::new(health).add_service(
         tonic::service::interceptor::InterceptedService::new(
-            SiteControllerServer::new(api::Api::new(c.clone())),
+            SiteControllerServer::new(api::Api::new(c.clone()))
+                .max_decoding_message_size(api::MAX_MESSAGE),
             move |req| match &token {
                 Some(t) => t.check(req),
                 None => Ok(req),
@@ -165,6 +166,8 @@ pub async fn serve(
             let _ = stop_tx.send(true);
         }
     };
+    // Served within the default limits (connections, preface, streams, call deadline): the
+    // API port is reachable by any pod on Kubernetes.
     let result = van_proto::grpc::serve(
         van_proto::grpc::with_reflection(
             routes,

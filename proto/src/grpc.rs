@@ -1,12 +1,17 @@
 //! Serving and dialling the project's gRPC APIs, the same way for every binary: a TCP or
 //! unix listener, gRPC health, server reflection in both versions tools ask for (grpcurl
-//! 1.8 and Postman speak v1alpha, newer tools v1), and a bounded drain at shutdown.
+//! 1.8 and Postman speak v1alpha, newer tools v1), limits on what clients may hold (connections,
+//! the HTTP/2 preface, streams, headers, call deadlines, dead-peer pings), and a bounded drain
+//! at shutdown.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tonic::service::Routes;
 use tonic::transport::{Channel, Endpoint};
+
+mod capped;
+pub use capped::Prompt;
 
 /// How long calls in flight may run on after shutdown begins. Watch streams never end on
 /// their own and would hold a graceful shutdown forever.
@@ -54,14 +59,71 @@ pub fn with_reflection(routes: Routes, apis: &[&str]) -> Routes {
     routes.add_service(v1).add_service(v1alpha)
 }
 
-/// Serves `routes` on `bind` until `shutdown` completes, then stops accepting, lets calls
-/// in flight finish for a moment and drops what is left.
+/// How a gRPC server bounds its clients. The APIs carry long-lived watch streams, so there
+/// is no deadline on a connection as such: instead a new connection must send its HTTP/2
+/// preface promptly, a connection that stops answering pings is closed, calls (until their
+/// response starts) have a deadline, and connections, streams and header sizes are capped.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Connections open at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Time for a new connection to send the 24-byte HTTP/2 preface.
+    pub preface: std::time::Duration,
+    /// Streams (calls) open at once on one connection.
+    pub max_streams: u32,
+    /// Calls being answered at once on one connection.
+    pub concurrency_per_connection: usize,
+    /// Largest header block of a call, in bytes.
+    pub max_header_list: u32,
+    /// A ping every `keepalive_interval`; no answer within `keepalive_timeout` closes.
+    pub keepalive_interval: std::time::Duration,
+    pub keepalive_timeout: std::time::Duration,
+    /// Time a call has to produce its response (a stream's items may follow for as long as
+    /// the stream lasts).
+    pub call_timeout: std::time::Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> ServerLimits {
+        use std::time::Duration;
+        ServerLimits {
+            max_connections: 256,
+            preface: Duration::from_secs(10),
+            max_streams: 128,
+            concurrency_per_connection: 64,
+            max_header_list: 16 * 1024,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(20),
+            call_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Serves `routes` on `bind` within the default [`ServerLimits`] until `shutdown` completes.
 pub async fn serve(
     routes: Routes,
     bind: Bind,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let server = tonic::transport::Server::builder().add_routes(routes);
+    serve_with(routes, bind, ServerLimits::default(), shutdown).await
+}
+
+/// Serves `routes` on `bind` within `limits` until `shutdown` completes, then stops
+/// accepting, lets calls in flight finish for a moment and drops what is left.
+pub async fn serve_with(
+    routes: Routes,
+    bind: Bind,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let server = tonic::transport::Server::builder()
+        .timeout(limits.call_timeout)
+        .concurrency_limit_per_connection(limits.concurrency_per_connection)
+        .max_concurrent_streams(limits.max_streams)
+        .http2_max_header_list_size(limits.max_header_list)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .add_routes(routes);
     let (drain_tx, mut drain_rx) = tokio::sync::watch::channel(false);
     let drained = async move {
         let _ = drain_rx.wait_for(|d| *d).await;
@@ -70,18 +132,12 @@ pub async fn serve(
         match bind {
             Bind::Tcp(l) => {
                 server
-                    .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::TcpListenerStream::new(l),
-                        drained,
-                    )
+                    .serve_with_incoming_shutdown(capped::incoming(l, limits), drained)
                     .await
             }
             Bind::Unix(l) => {
                 server
-                    .serve_with_incoming_shutdown(
-                        tokio_stream::wrappers::UnixListenerStream::new(l),
-                        drained,
-                    )
+                    .serve_with_incoming_shutdown(capped::incoming(l, limits), drained)
                     .await
             }
         }

@@ -32,6 +32,15 @@ use crate::wire::{Frame, VERSION, decode};
 
 /// Time allowed for TCP connect, the TLS handshake and our handshake frame, each.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections on one link listener still in their handshake (TLS, handshake frame, a
+/// control connection waiting for its data connection). More are closed as soon as they
+/// are accepted, so strangers cannot hold many sockets, tasks and buffers.
+const MAX_PENDING_HANDSHAKES: usize = 128;
+/// Largest first frame a peer may send: a handshake is a few hundred bytes, and a header
+/// announcing more is refused before anything is buffered for it.
+const MAX_HANDSHAKE_FRAME: usize = 16 * 1024;
+/// Period of the throttles on warnings about refused incoming connections.
+const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(60);
 
 type Tls = TlsStream<TcpStream>;
 
@@ -205,6 +214,39 @@ async fn read_frame<R: AsyncRead + Unpin>(
             });
         }
     }
+}
+
+/// Reads a peer's first frame (its handshake, or a refusal), refusing a header that
+/// announces more than [`MAX_HANDSHAKE_FRAME`] bytes before buffering any of it.
+async fn read_first_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+    peer: &str,
+) -> Result<Frame, LinkError> {
+    while buf.len() < crate::wire::HEADER_LEN {
+        let n = r.read_buf(buf).await.map_err(|source| LinkError::Io {
+            peer: peer.to_string(),
+            source,
+        })?;
+        if n == 0 {
+            return Err(LinkError::Closed {
+                peer: peer.to_string(),
+                reason: "closed during the handshake".into(),
+            });
+        }
+    }
+    let len = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
+    if len > MAX_HANDSHAKE_FRAME {
+        return Err(LinkError::Protocol {
+            peer: peer.to_string(),
+            reason: format!(
+                "first frame (type {:#04x}) announces {len} bytes; a handshake has at most \
+                 {MAX_HANDSHAKE_FRAME}",
+                buf[0]
+            ),
+        });
+    }
+    read_frame(r, buf, peer).await
 }
 
 fn set_socket_options(s: &TcpStream) {
@@ -422,7 +464,7 @@ async fn dial_handshake(
         .await
         .map_err(io)?;
     let mut buf = BytesMut::with_capacity(4096);
-    let f = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut s, &mut buf, &peer))
+    let f = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_first_frame(&mut s, &mut buf, &peer))
         .await
         .map_err(|_| LinkError::ConnectTimeout { addr: peer.clone() })??;
     match f {
@@ -502,10 +544,20 @@ pub(crate) async fn accept_loop(
     let pending: Arc<Pending> = Arc::default();
     // Accepted links live in this set, so deleting the listener closes them too.
     let mut links = tokio::task::JoinSet::new();
+    // Places for connections still in their handshake; a link gives its place back once up.
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
+    let refusals = Arc::new(Refusals::new(&cfg.name));
+    let mut summaries =
+        tokio::time::interval_at(Instant::now() + REFUSAL_LOG_PERIOD, REFUSAL_LOG_PERIOD);
+    summaries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             Some(_) = links.join_next() => continue,
+            _ = summaries.tick() => {
+                refusals.summarise();
+                continue;
+            }
         };
         let (tcp, addr) = match accepted {
             Ok(x) => x,
@@ -515,20 +567,133 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
+        let Ok(place) = handshakes.clone().try_acquire_owned() else {
+            drop(tcp);
+            env.metrics.link_failures("busy");
+            if refusals.allow("busy") {
+                warn!(
+                    listener = %cfg.name,
+                    peer = %addr,
+                    max = MAX_PENDING_HANDSHAKES,
+                    "Too many incoming connections in their handshake: closed a new one \
+                     (further ones are summed up)"
+                );
+            }
+            continue;
+        };
         set_socket_options(&tcp);
         let env = env.clone();
         let acceptor = acceptor.clone();
         let cfg = cfg.clone();
         let pending = pending.clone();
+        let refusals = refusals.clone();
         links.spawn(
             async move {
-                if let Err(e) = accept_one(&env, &cfg, &pending, acceptor, tcp, addr).await {
+                let accepted = Accepted {
+                    tcp,
+                    addr,
+                    place: Some(place),
+                };
+                if let Err(e) = accept_one(&env, &cfg, &pending, acceptor, accepted).await {
                     env.metrics.link_failures(e.kind());
-                    warn!(error = %van_telemetry::Report(&e), "Refused incoming link");
+                    if refusals.allow(e.kind()) {
+                        warn!(
+                            listener = %cfg.name,
+                            error = %van_telemetry::Report(&e),
+                            "Refused incoming link (further refusals of this kind are summed up)"
+                        );
+                    }
                 }
             }
             .instrument(info_span!("accept", peer = %addr)),
         );
+    }
+}
+
+/// Warnings about refused incoming connections on one listener: the first of each kind per
+/// period, then a summary, so strangers cannot grow the logs without bound.
+struct Refusals {
+    listener: String,
+    throttle: Mutex<van_telemetry::Throttle<&'static str>>,
+}
+
+impl Refusals {
+    fn new(listener: &str) -> Refusals {
+        Refusals {
+            listener: listener.to_string(),
+            throttle: Mutex::new(van_telemetry::Throttle::new(REFUSAL_LOG_PERIOD)),
+        }
+    }
+
+    fn allow(&self, kind: &'static str) -> bool {
+        self.throttle.lock().expect("refusals lock").allow(kind)
+    }
+
+    fn summarise(&self) {
+        let summary = self.throttle.lock().expect("refusals lock").summary();
+        if let Some(s) = summary {
+            warn!(
+                listener = %self.listener,
+                "{} more incoming connections refused in the last {} s",
+                s.count,
+                s.secs()
+            );
+        }
+    }
+}
+
+/// An accepted connection, and its place among those in their handshake.
+struct Accepted {
+    tcp: TcpStream,
+    addr: SocketAddr,
+    place: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// What an incoming connection was doing when it failed.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Tls,
+    Hello,
+    Answer,
+    Data,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::Tls => "the TLS handshake",
+            Step::Hello => "the handshake frame (hello)",
+            Step::Answer => "our handshake answer",
+            Step::Data => "the data connection of its link",
+        })
+    }
+}
+
+/// Why an incoming connection was refused: it was accepted here (this router did not dial
+/// it), from which address, at which step.
+#[derive(Debug, thiserror::Error)]
+enum AcceptError {
+    #[error("incoming connection from {peer}: timed out after {after:?} waiting for {step}")]
+    TimedOut {
+        peer: SocketAddr,
+        step: Step,
+        after: Duration,
+    },
+    #[error("incoming connection from {peer}: refused at {step}")]
+    Failed {
+        peer: SocketAddr,
+        step: Step,
+        #[source]
+        source: LinkError,
+    },
+}
+
+impl AcceptError {
+    fn kind(&self) -> &'static str {
+        match self {
+            AcceptError::TimedOut { .. } => "timeout",
+            AcceptError::Failed { source, .. } => source.kind(),
+        }
     }
 }
 
@@ -539,13 +704,29 @@ async fn accept_one(
     cfg: &config::LinkListener,
     pending_links: &Pending,
     acceptor: TlsAcceptor,
-    tcp: TcpStream,
-    addr: SocketAddr,
-) -> Result<(), LinkError> {
+    accepted: Accepted,
+) -> Result<(), AcceptError> {
+    let Accepted {
+        tcp,
+        addr,
+        mut place,
+    } = accepted;
     let peer = addr.to_string();
+    let timed_out = |step| AcceptError::TimedOut {
+        peer: addr,
+        step,
+        after: HANDSHAKE_TIMEOUT,
+    };
+    let failed = |step| {
+        move |source| AcceptError::Failed {
+            peer: addr,
+            step,
+            source,
+        }
+    };
     let mut s = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
         .await
-        .map_err(|_| LinkError::ConnectTimeout { addr: peer.clone() })?
+        .map_err(|_| timed_out(Step::Tls))?
         .map_err(|e| {
             let (reason, certificate) = crate::tls::explain(&e);
             LinkError::Tls {
@@ -554,16 +735,18 @@ async fn accept_one(
                 certificate,
             }
         })
-        .map(TlsStream::Server)?;
+        .map(TlsStream::Server)
+        .map_err(failed(Step::Tls))?;
     let mut buf = BytesMut::with_capacity(4096);
-    let f = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut s, &mut buf, &peer))
+    let f = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_first_frame(&mut s, &mut buf, &peer))
         .await
-        .map_err(|_| LinkError::ConnectTimeout { addr: peer.clone() })??;
+        .map_err(|_| timed_out(Step::Hello))?
+        .map_err(failed(Step::Hello))?;
     let Frame::Handshake(h) = f else {
-        return Err(LinkError::Protocol {
+        return Err(failed(Step::Hello)(LinkError::Protocol {
             peer,
             reason: "first frame is not a handshake".into(),
-        });
+        }));
     };
     // A listener takes the links of its role only.
     let accepted: &[Role] = match cfg.role {
@@ -584,7 +767,7 @@ async fn accept_one(
             }),
         )
         .await;
-        return Err(LinkError::Refused { peer, reason });
+        return Err(failed(Step::Hello)(LinkError::Refused { peer, reason }));
     }
     let role = Role::try_from(h.role).unwrap_or(Role::Unspecified);
     let cost = cfg.cost.max(h.cost).max(1);
@@ -605,10 +788,10 @@ async fn accept_one(
     let reply = write_frame(&mut s, &our_handshake(&env.me, role, h.link_id, cost)).await;
     if let Err(source) = reply {
         pending_links.lock().expect("pending lock").remove(&key);
-        return Err(LinkError::Io {
+        return Err(failed(Step::Answer)(LinkError::Io {
             peer: peer.clone(),
             source,
-        });
+        }));
     }
     if is_data {
         let waiting = pending_links.lock().expect("pending lock").remove(&key);
@@ -617,21 +800,27 @@ async fn accept_one(
                 let _ = tx.send((s, buf));
                 Ok(())
             }
-            None => Err(LinkError::Refused {
+            None => Err(failed(Step::Hello)(LinkError::Refused {
                 peer,
                 reason: format!("data connection for unknown link {}", h.link_id),
-            }),
+            })),
         };
     }
     let rx = pending.expect("control connections register above");
     let data = tokio::time::timeout(HANDSHAKE_TIMEOUT, rx).await;
     pending_links.lock().expect("pending lock").remove(&key);
-    let Ok(Ok(data)) = data else {
-        return Err(LinkError::Closed {
-            peer,
-            reason: "data connection did not follow the control connection".into(),
-        });
+    let data = match data {
+        Ok(Ok(data)) => data,
+        Err(_) => return Err(timed_out(Step::Data)),
+        Ok(Err(_)) => {
+            return Err(failed(Step::Data)(LinkError::Closed {
+                peer,
+                reason: "data connection did not follow the control connection".into(),
+            }));
+        }
     };
+    // The link is up: its place among connections in their handshake is free again.
+    place.take();
     let name = format!("accepted:{}:{}", h.router_id, addr);
     let status = LinkStatus::new(
         name.clone(),

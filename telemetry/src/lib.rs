@@ -1,12 +1,15 @@
 //! How every binary tells people what happens: logs (plain or JSON lines on stderr), one
-//! OpenTelemetry span per flow exported over OTLP/gRPC when an endpoint is configured, and
-//! errors rendered with their causes ([`report`]).
+//! OpenTelemetry span per flow exported over OTLP/gRPC when an endpoint is configured,
+//! errors rendered with their causes ([`report`]), and repeated warnings kept to a few lines
+//! ([`throttle`]).
 
 pub mod pem;
 pub mod report;
+pub mod throttle;
 
 pub use pem::pem_problem;
 pub use report::Report;
+pub use throttle::{Suppressed, Throttle};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;

@@ -4,7 +4,8 @@
 //! - [`eventually`] and [`eventually_ok`]: wait for a condition that nothing announces;
 //! - [`temp_dir`]: a directory removed on drop, however the test ends;
 //! - [`ReservedPort`]: a port no other process can take between choosing it and binding it;
-//! - [`http::exchange`]: one raw HTTP/1.1 request and its answer.
+//! - [`http::exchange`]: one raw HTTP/1.1 request and its answer;
+//! - [`closed_within`]: whether a server ends a connection in time, and what it sent.
 //!
 //! Behind features of the same names (so a crate's tests build only what they use), the parts
 //! tests start: `router` (in-process routers and router processes), `site` (the controller's
@@ -16,6 +17,7 @@
 mod dir;
 mod eventually;
 pub mod http;
+mod io;
 mod port;
 
 #[cfg(feature = "grpc")]
@@ -29,4 +31,5 @@ pub mod site;
 
 pub use dir::{TempDir, temp_dir};
 pub use eventually::{PATIENCE, eventually, eventually_ok};
+pub use io::closed_within;
 pub use port::{ReservedPort, reserved_ports};

@@ -166,3 +166,73 @@ async fn a_claim_url_without_a_host_is_refused_before_any_lookup() {
     }
     assert!(issuer.asked.lock().unwrap().is_empty());
 }
+
+mod failures {
+    use std::net::IpAddr;
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::server::{Failures, Limits};
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::from(n.to_be_bytes())
+    }
+
+    #[test]
+    fn hold_offs_double_after_the_free_failures_up_to_the_cap() {
+        let mut f = Failures::new(&Limits::default());
+        let mut now = Instant::now();
+        let a = ip(1);
+        for _ in 0..4 {
+            f.admit(a, now).unwrap();
+            assert_eq!(f.done(a, true, now), None);
+        }
+        let mut holds = Vec::new();
+        for _ in 0..10 {
+            f.admit(a, now).unwrap();
+            let hold = f.done(a, true, now).expect("held off");
+            assert_eq!(f.admit(a, now), Err(hold), "refused while held off");
+            holds.push(hold.as_secs());
+            now += hold;
+        }
+        assert_eq!(holds, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        // Another source is not affected; successes never count.
+        for _ in 0..20 {
+            f.admit(ip(2), now).unwrap();
+            assert_eq!(f.done(ip(2), false, now), None);
+        }
+        // Quiet for long enough, a source is forgotten.
+        now += Duration::from_secs(600);
+        f.admit(a, now).unwrap();
+        assert_eq!(f.done(a, true, now), None);
+    }
+
+    #[test]
+    fn claims_side_by_side_get_no_more_tries_than_one_after_another() {
+        let mut f = Failures::new(&Limits::default());
+        let now = Instant::now();
+        let a = ip(1);
+        for _ in 0..5 {
+            f.admit(a, now).unwrap();
+        }
+        assert!(
+            f.admit(a, now).is_err(),
+            "five in flight fill the free tries"
+        );
+    }
+
+    #[test]
+    fn a_spray_of_sources_cannot_grow_the_table() {
+        let mut f = Failures::new(&Limits {
+            max_sources: 100,
+            ..Limits::default()
+        });
+        let now = Instant::now();
+        for n in 0..10_000 {
+            f.admit(ip(n), now).unwrap();
+            f.done(ip(n), true, now);
+        }
+        assert!(f.len() <= 100, "{}", f.len());
+    }
+}
