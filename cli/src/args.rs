@@ -236,6 +236,13 @@ pub struct LinkCreateArgs {
     /// Cost of the link for routing [default: the token's cost, else 1].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub cost: Option<u32>,
+    /// Reach the other site through this HTTP CONNECT proxy, http://[user:password@]host:port
+    /// [default: HTTPS_PROXY (or ALL_PROXY) unless NO_PROXY names the other site's host].
+    #[arg(long, conflicts_with = "no_proxy")]
+    pub proxy: Option<String>,
+    /// Dial directly even when HTTPS_PROXY is set.
+    #[arg(long)]
+    pub no_proxy: bool,
 }
 
 #[derive(Debug, Clone, Args)]

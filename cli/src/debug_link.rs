@@ -193,11 +193,13 @@ pub async fn diagnose(
         };
         steps.push(Step::note("site", detail, None));
     }
-    if let Some(p) = proxy_note() {
+    if l.proxy.is_empty()
+        && let Some(p) = proxy_note()
+    {
         steps.push(p);
     }
     match (&l.token, &l.claim) {
-        (Some(t), _) => link_steps(cfg, t, &mut steps).await,
+        (Some(t), _) => link_steps(cfg, t, &l.proxy, &mut steps).await,
         (None, Some(c)) => claim_steps(cfg, l, c, &mut steps).await,
         (None, None) => steps.push(Step::fail(
             "token",
@@ -229,7 +231,7 @@ fn proxy_note() -> Option<Step> {
     ))
 }
 
-async fn link_steps(cfg: &SiteConfig, t: &CertToken, steps: &mut Vec<Step>) {
+async fn link_steps(cfg: &SiteConfig, t: &CertToken, proxy: &str, steps: &mut Vec<Step>) {
     if t.generated_by == cfg.id {
         steps.push(Step::fail(
             "token",
@@ -282,7 +284,7 @@ async fn link_steps(cfg: &SiteConfig, t: &CertToken, steps: &mut Vec<Step>) {
             van_proto::wire::Role::EdgeControl,
         ),
     };
-    let Some(tcp) = reach(host, port, steps).await else {
+    let Some(tcp) = reach_via(proxy, host, port, steps).await else {
         return;
     };
     let tls = match client_tls(&t.ca_cert, Some((&t.cert, &t.key))) {
@@ -343,7 +345,7 @@ async fn claim_steps(cfg: &SiteConfig, l: &LinkRecord, c: &ClaimToken, steps: &m
         .trim_matches(['[', ']'])
         .to_string();
     let port = uri.port_u16().unwrap_or(443);
-    let Some(tcp) = reach(&host, port, steps).await else {
+    let Some(tcp) = reach_via(&l.proxy, &host, port, steps).await else {
         return;
     };
     let tls = match client_tls(&c.ca_cert, None) {
@@ -368,6 +370,57 @@ async fn claim_steps(cfg: &SiteConfig, l: &LinkRecord, c: &ClaimToken, steps: &m
              redeems the claim by itself within seconds",
             None,
         ));
+    }
+}
+
+/// The TCP connection as the link makes it: through its proxy when it has one.
+async fn reach_via(
+    proxy: &str,
+    host: &str,
+    port: u16,
+    steps: &mut Vec<Step>,
+) -> Option<(TcpStream, SocketAddr)> {
+    if proxy.is_empty() {
+        return reach(host, port, steps).await;
+    }
+    use van_proto::tunnel::{Proxy, TunnelError as T};
+    let p = match Proxy::parse(proxy) {
+        Ok(p) => p,
+        Err(e) => {
+            steps.push(Step::fail(
+                "proxy",
+                e,
+                "delete the link and create it again with a valid --proxy",
+            ));
+            return None;
+        }
+    };
+    match van_proto::tunnel::connect(&p, host, port, STEP_TIMEOUT).await {
+        Ok(s) => {
+            let addr = s.peer_addr().ok()?;
+            steps.push(Step::pass(
+                "proxy",
+                format!("proxy {p} opened a tunnel to {host}:{port}"),
+            ));
+            Some((s, addr))
+        }
+        Err(e) => {
+            let advice = match &e {
+                T::Connect { .. } | T::Timeout { .. } => {
+                    "check the proxy's address and that this host may reach it"
+                }
+                T::AuthRequired { .. } => {
+                    "create the link again with the credentials in --proxy (user:password@)"
+                }
+                T::Refused { .. } => {
+                    "the proxy's rules forbid this destination or port: ask for the other \
+                     site's link port to be allowed (CONNECT to any port, not only 443)"
+                }
+                T::Protocol { .. } => "the address given as proxy is not an HTTP proxy",
+            };
+            steps.push(Step::fail("proxy", e.to_string(), advice));
+            None
+        }
     }
 }
 

@@ -256,6 +256,9 @@ pub(crate) async fn link_sites(
             file: token_file,
             name: None,
             cost: None,
+            proxy: None,
+            // The demo's sites are on this host.
+            no_proxy: true,
         },
         out,
     )

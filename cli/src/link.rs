@@ -17,12 +17,14 @@ pub async fn create(
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<pb::LinkStatus> {
     let token_yaml = read_token_file(&a.file)?;
+    let proxy = proxy_for(a, &token_yaml)?;
     let mut c = client::site_client(ctx).await?;
     let link = c
         .create_link(pb::CreateLinkRequest {
             token_yaml,
             name: a.name.clone().unwrap_or_default(),
             cost: a.cost.unwrap_or(0),
+            proxy: proxy.clone().unwrap_or_default(),
         })
         .await
         .map_err(|e| rpc_error("cannot create the link", e))?
@@ -37,11 +39,48 @@ pub async fn create(
         "Site configured to link to {peer} (name={})",
         link.name
     )?;
+    if let Some(p) = proxy
+        .as_deref()
+        .and_then(|p| van_proto::tunnel::Proxy::parse(p).ok())
+    {
+        writeln!(out, "It goes through proxy {p}.")?;
+    }
     writeln!(
         out,
         "Check the status of the link using 'skupper link status'."
     )?;
     Ok(link)
+}
+
+/// The proxy the link goes through: `--proxy`, else the environment's for the token's host
+/// (as curl reads HTTPS_PROXY and NO_PROXY), unless `--no-proxy`.
+fn proxy_for(a: &LinkCreateArgs, token_yaml: &str) -> anyhow::Result<Option<String>> {
+    if let Some(p) = &a.proxy {
+        van_proto::tunnel::Proxy::parse(p).map_err(|e| usage(format!("--proxy: {e}")))?;
+        return Ok(Some(p.clone()));
+    }
+    if a.no_proxy {
+        return Ok(None);
+    }
+    // The controller reports a bad token; without a host there is nothing to exempt.
+    let host = match van_controller::token::parse(token_yaml) {
+        Ok(van_controller::token::Token::Cert(c)) => c.inter_router_host,
+        Ok(van_controller::token::Token::Claim(c)) => c
+            .url
+            .parse::<hyper::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(str::to_string))
+            .unwrap_or_default(),
+        Err(_) => return Ok(None),
+    };
+    match van_proto::tunnel::Proxy::from_env(&host) {
+        Some(p) => {
+            van_proto::tunnel::Proxy::parse(&p)
+                .map_err(|e| usage(format!("HTTPS_PROXY: {e} (or use --no-proxy)")))?;
+            Ok(Some(p))
+        }
+        None => Ok(None),
+    }
 }
 
 /// A token is a few KiB of YAML; anything much bigger is not one.

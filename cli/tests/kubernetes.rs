@@ -474,6 +474,8 @@ async fn link_create_stores_the_token_as_a_secret_and_delete_removes_it() {
         file,
         name: None,
         cost: Some(3),
+        proxy: None,
+        no_proxy: false,
     };
     let task = spawn_verb!(client, |c, out| k8s::link::create(&c, "west", &a, out));
     site_exists(&mut h).await;
@@ -518,6 +520,8 @@ async fn link_create_stores_the_token_as_a_secret_and_delete_removes_it() {
         file: dir.join("bad.yaml"),
         name: None,
         cost: None,
+        proxy: None,
+        no_proxy: false,
     };
     let task = spawn_verb!(client, |c, out| k8s::link::create(&c, "west", &a, out));
     let e = task.await.unwrap().0.unwrap_err();

@@ -7,9 +7,10 @@
 //! Needs root and python3 (for the backend); `ip` and `iptables` are installed with apt-get
 //! when missing, so a fresh machine runs it with nothing installed by hand.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use van_testkit::eventually_ok;
+use van_testkit::netns::{self, run};
 use van_testkit::site::LocalSites;
 
 /// The namespaces and links of the test network; removed on drop.
@@ -19,51 +20,9 @@ struct Net {
     priv_ns: String,
 }
 
-fn run(args: &[&str]) {
-    let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Installs iproute2 and iptables when `ip` or `iptables` is missing (as root, with apt-get).
-fn ensure_tools() {
-    let missing: Vec<&str> = [("ip", "iproute2"), ("iptables", "iptables")]
-        .into_iter()
-        .filter(|(cmd, _)| Command::new(cmd).arg("-V").output().is_err())
-        .map(|(_, package)| package)
-        .collect();
-    if missing.is_empty() {
-        return;
-    }
-    let o = Command::new("sh")
-        .args([
-            "-c",
-            "apt-get update -qq && apt-get install -y -qq --no-install-recommends \"$@\"",
-            "sh",
-        ])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .output();
-    let ok = o.as_ref().is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "this test needs {} (as root, apt-get install {}): {}",
-        missing.join(" and "),
-        missing.join(" "),
-        match &o {
-            Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-            Err(e) => e.to_string(),
-        }
-    );
-}
-
 impl Net {
     fn new() -> Net {
-        ensure_tools();
+        netns::ensure_tools(&[("ip", "-V", "iproute2"), ("iptables", "-V", "iptables")]);
         let tag = format!("{:x}", std::process::id() & 0xffff);
         let net = Net {
             pub_ns: format!("vanpub{tag}"),
@@ -146,12 +105,6 @@ impl Net {
         ipt(&["-A", "FORWARD", "-i", &pb, "-o", &qb, "-j", "DROP"]);
         net
     }
-
-    fn exec(&self, ns: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns]).args(args);
-        c
-    }
 }
 
 impl Drop for Net {
@@ -162,73 +115,22 @@ impl Drop for Net {
     }
 }
 
-/// Runs python3 in `ns` to GET `url`; the body, or the error text.
-fn fetch(net: &Net, ns: &str, url: &str) -> Result<String, String> {
-    let code = format!(
-        "import urllib.request; print(urllib.request.urlopen('{url}', timeout=3).read().decode(), end='')"
-    );
-    let o = net.exec(ns, &["python3", "-c", &code]).output().unwrap();
-    if o.status.success() {
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&o.stderr).into_owned())
-    }
-}
-
-/// Kills the backend on drop.
-struct Backend(std::process::Child);
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_site_behind_nat_serves_a_public_site() {
     // Sites are declared after the network so they are deleted first.
     let net = Net::new();
     let exe = env!("CARGO_BIN_EXE_skupper");
     let mut sites = LocalSites::new(exe);
-    let home = sites.home().display().to_string();
     for (ns, site, ip) in [
         (&net.pub_ns, "public", "10.77.1.1"),
         (&net.priv_ns, "private", "10.77.2.1"),
     ] {
         // init runs inside the namespace, so the site's processes live there.
-        let o = net
-            .exec(
-                ns,
-                &[
-                    exe,
-                    "--platform",
-                    "local",
-                    "--home",
-                    &home,
-                    "-n",
-                    site,
-                    "init",
-                    "--ingress-host",
-                    ip,
-                    "--ingress-bind",
-                    ip,
-                    "--listener-host",
-                    "127.0.0.1",
-                ],
-            )
-            .output()
-            .unwrap();
         sites.names.push(site);
-        assert!(
-            o.status.success(),
-            "init {site}: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
+        netns::init_site(ns, exe, sites.home(), site, ip);
     }
     // The public side cannot reach the private one at all.
-    let direct = fetch(&net, &net.pub_ns, "http://10.77.2.1:55671/");
+    let direct = netns::fetch(&net.pub_ns, "http://10.77.2.1:55671/");
     assert!(
         direct.is_err(),
         "public reached private directly: {direct:?}"
@@ -249,25 +151,7 @@ async fn a_site_behind_nat_serves_a_public_site() {
     let dir = sites.home().join("www");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("index.html"), "hello from behind NAT").unwrap();
-    let _backend = Backend(
-        net.exec(
-            &net.priv_ns,
-            &[
-                "python3",
-                "-m",
-                "http.server",
-                "19000",
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ],
-        )
-        .arg(&dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap(),
-    );
+    let _backend = netns::web_server(&net.priv_ns, 19000, &dir);
     sites
         .ok(
             "private",
@@ -286,7 +170,7 @@ async fn a_site_behind_nat_serves_a_public_site() {
         .await;
     // Called from the public namespace at the public site's listener.
     let body = eventually_ok("the backend answering in pub", async || {
-        fetch(&net, &net.pub_ns, "http://127.0.0.1:18080/")
+        netns::fetch(&net.pub_ns, "http://127.0.0.1:18080/")
     })
     .await;
     assert_eq!(body, "hello from behind NAT");

@@ -532,6 +532,10 @@ pub fn diff(have: &rpb::RouterConfig, want: &rpb::RouterConfig) -> Vec<rpb::Conf
             if w.server_name.is_empty() {
                 w.server_name = h.server_name.clone();
             }
+            // ... and its proxy without the password (a changed password alone is not seen).
+            if let Ok(p) = van_proto::tunnel::Proxy::parse(&w.proxy) {
+                w.proxy = p.to_string();
+            }
             *h == w
         }
     );

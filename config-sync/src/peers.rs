@@ -80,6 +80,7 @@ pub fn add_links(cfg: &mut rpb::RouterConfig, own: IpAddr, port: u16, peers: &BT
             cost: 1,
             tls_profile: PEER_PROFILE.into(),
             server_name: PEER_SERVER_NAME.into(),
+            proxy: String::new(),
         });
     }
 }

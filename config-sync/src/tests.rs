@@ -29,6 +29,7 @@ fn link(name: &str) -> rpb::LinkConfig {
         cost: 1,
         tls_profile: format!("link-{name}"),
         server_name: String::new(),
+        proxy: String::new(),
     }
 }
 

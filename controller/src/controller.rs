@@ -626,6 +626,12 @@ impl Controller {
         if let Some(m) = crate::site::dns_label_problem(&name, 40) {
             errs.push("name", m);
         }
+        let proxy = match req.proxy.trim() {
+            "" => None,
+            p => van_proto::tunnel::Proxy::parse(p)
+                .map_err(|e| errs.push("proxy", e))
+                .ok(),
+        };
         errs.into_result()?;
         if token.generated_by() == self.cfg.id {
             return Err(ControllerError::Conflict(
@@ -659,12 +665,14 @@ impl Controller {
             claim_error: String::new(),
             claim_refused: false,
             source,
+            proxy: req.proxy.trim().to_string(),
         };
         match token {
             Token::Cert(c) => record.token = Some(c),
             Token::Claim(c) => {
-                match crate::claims::client::redeem(
+                match crate::claims::client::redeem_via(
                     &c,
+                    proxy.as_ref(),
                     &self.cfg.id,
                     &self.cfg.name,
                     self.now_unix(),
@@ -711,16 +719,24 @@ impl Controller {
 
     /// Tries once more to redeem every claim that could not be redeemed yet.
     pub async fn retry_claims(&self) {
-        let pending: Vec<(String, crate::token::ClaimToken)> = self
+        let pending: Vec<(
+            String,
+            crate::token::ClaimToken,
+            Option<van_proto::tunnel::Proxy>,
+        )> = self
             .state()
             .links
             .values()
             .filter(|l| l.token.is_none() && !l.claim_refused)
-            .filter_map(|l| l.claim.clone().map(|c| (l.name.clone(), c)))
+            .filter_map(|l| {
+                let proxy = van_proto::tunnel::Proxy::parse(&l.proxy).ok();
+                l.claim.clone().map(|c| (l.name.clone(), c, proxy))
+            })
             .collect();
-        for (name, claim) in pending {
-            let result = crate::claims::client::redeem(
+        for (name, claim, proxy) in pending {
+            let result = crate::claims::client::redeem_via(
                 &claim,
+                proxy.as_ref(),
                 &self.cfg.id,
                 &self.cfg.name,
                 self.now_unix(),

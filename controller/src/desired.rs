@@ -73,6 +73,7 @@ pub fn router_config(cfg: &SiteConfig, state: &SiteState, remote: &Remote) -> rp
             cost: l.cost,
             tls_profile: profile,
             server_name: String::new(),
+            proxy: l.proxy.clone(),
         });
     }
     for v in network::services(cfg, state, remote) {

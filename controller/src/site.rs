@@ -385,6 +385,9 @@ pub struct LinkRecord {
     /// Kubernetes (deleting the Secret deletes the link).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub source: String,
+    /// The HTTP CONNECT proxy the link (and its claim) goes through, if any.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub proxy: String,
 }
 
 impl LinkRecord {

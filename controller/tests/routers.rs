@@ -65,6 +65,7 @@ async fn reports_of_several_routers_are_taken_together() {
             token_yaml: token.yaml,
             name: "to-east".into(),
             cost: 0,
+            ..Default::default()
         },
         "api".into(),
     )

@@ -9,6 +9,7 @@
 //! - [`grpc`]: serving these APIs (with health and reflection) and dialling them.
 
 pub mod grpc;
+pub mod tunnel;
 
 /// Generated code, nested as the protobuf packages are so cross-package references resolve.
 pub mod van {

@@ -60,6 +60,7 @@ async fn main() -> anyhow::Result<()> {
         cost: 1,
         tls_profile: "link".into(),
         server_name: None,
+        proxy: None,
     });
     west.entities.tcp_listeners.push(config::TcpListener {
         name: "backend".into(),

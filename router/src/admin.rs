@@ -367,6 +367,7 @@ pub fn ops_from_pb(change: pb::ConfigChange) -> Result<Vec<EntityOp>, ConfigErro
                 port: port(&mut errs, p("port"), l.port),
                 cost: if l.cost == 0 { 1 } else { l.cost },
                 server_name: opt(&l.server_name),
+                proxy: opt(&l.proxy),
                 name: l.name,
                 host: l.host,
                 tls_profile: l.tls_profile,
@@ -459,6 +460,13 @@ pub async fn config(r: &Router) -> pb::RouterConfig {
                 cost: l.cost,
                 tls_profile: l.tls_profile.clone(),
                 server_name: l.server_name.clone().unwrap_or_default(),
+                // Credentials stay with the router: what is read back names the proxy only.
+                proxy: l
+                    .proxy
+                    .as_deref()
+                    .and_then(|p| van_proto::tunnel::Proxy::parse(p).ok())
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
             })
             .collect(),
         tcp_listeners: e

@@ -248,6 +248,9 @@ pub struct Link {
     /// Name to verify in the peer's certificate; defaults to `host`.
     #[serde(default)]
     pub server_name: Option<String>,
+    /// Dial through this HTTP CONNECT proxy (`http://[user:password@]host:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
 }
 
 /// What a service's traffic is, which decides how the router carries it.
@@ -751,6 +754,9 @@ fn validate_entities(errs: &mut Errors, mode: Mode, e: &Entities) {
                 format!("{p}.server_name"),
                 format!("{sn:?} is not a valid name"),
             );
+        }
+        if let Some(Err(e)) = l.proxy.as_deref().map(van_proto::tunnel::Proxy::parse) {
+            errs.push(format!("{p}.proxy"), e);
         }
         match (mode, l.role) {
             (Mode::Edge, LinkRole::InterRouter) => errs.push(

@@ -111,6 +111,8 @@ pub enum LinkError {
     },
     #[error("link to {peer} closed: {reason}")]
     Closed { peer: String, reason: String },
+    #[error(transparent)]
+    Proxy(#[from] van_proto::tunnel::TunnelError),
 }
 
 impl LinkError {
@@ -141,6 +143,10 @@ impl LinkError {
             LinkError::Refused { .. } => LinkFailure::HandshakeRefused,
             LinkError::Io { .. } => LinkFailure::Io,
             LinkError::Closed { .. } => LinkFailure::Closed,
+            LinkError::Proxy(van_proto::tunnel::TunnelError::Timeout { .. }) => {
+                LinkFailure::Timeout
+            }
+            LinkError::Proxy(_) => LinkFailure::Unreachable,
         }
     }
 
@@ -155,6 +161,7 @@ impl LinkError {
             LinkError::Refused { .. } => "refused",
             LinkError::Io { .. } => "io",
             LinkError::Closed { .. } => "closed",
+            LinkError::Proxy(_) => "proxy",
         }
     }
 }

@@ -387,6 +387,22 @@ async fn connect_tls(
     tls: &Arc<rustls::ClientConfig>,
 ) -> Result<(Tls, SocketAddr), LinkError> {
     let target = format!("{}:{}", cfg.host, cfg.port);
+    if let Some(proxy) = &cfg.proxy {
+        // Validated with the configuration.
+        let proxy =
+            van_proto::tunnel::Proxy::parse(proxy).map_err(|reason| LinkError::Protocol {
+                peer: target.clone(),
+                reason,
+            })?;
+        let tcp =
+            van_proto::tunnel::connect(&proxy, &cfg.host, cfg.port, HANDSHAKE_TIMEOUT).await?;
+        let addr = tcp.peer_addr().map_err(|source| LinkError::Io {
+            peer: target.clone(),
+            source,
+        })?;
+        set_socket_options(&tcp);
+        return tls_over(cfg, tls, tcp, addr, target).await;
+    }
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host(&target)
         .await
         .map_err(|source| LinkError::Resolve {
@@ -422,6 +438,17 @@ async fn connect_tls(
         }));
     };
     set_socket_options(&tcp);
+    tls_over(cfg, tls, tcp, addr, target).await
+}
+
+/// The link's TLS handshake over an open TCP connection (direct or through a proxy).
+async fn tls_over(
+    cfg: &config::Link,
+    tls: &Arc<rustls::ClientConfig>,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    target: String,
+) -> Result<(Tls, SocketAddr), LinkError> {
     let name = cfg.server_name.clone().unwrap_or_else(|| cfg.host.clone());
     let server_name = ServerName::try_from(name).map_err(|e| LinkError::Tls {
         peer: target.clone(),

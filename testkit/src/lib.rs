@@ -8,7 +8,7 @@
 //! - [`closed_within`]: whether a server ends a connection in time, and what it sent.
 //!
 //! Behind features of the same names (so a crate's tests build only what they use), the parts
-//! tests start: `router` (in-process routers and router processes), `site` (the controller's
+//! tests start: `router` (in-process routers and router processes), `site` (network namespaces as hosts, the controller's
 //! in-memory store, sites run through the CLI), `kube` (a fake Kubernetes API server) and
 //! `grpc` (reflection and health checks).
 //!
@@ -24,6 +24,8 @@ mod port;
 pub mod grpc;
 #[cfg(feature = "kube")]
 pub mod kube;
+#[cfg(feature = "site")]
+pub mod netns;
 #[cfg(feature = "router")]
 pub mod router;
 #[cfg(feature = "site")]

@@ -139,6 +139,7 @@ pub fn link_cfg(name: &str, addr: SocketAddr, cost: u32) -> config::Link {
         cost,
         tls_profile: "link".into(),
         server_name: None,
+        proxy: None,
     }
 }
 

@@ -53,7 +53,16 @@ pub async fn create(
     let yaml = crate::link::read_token_file(&a.file)?;
     let token = van_controller::token::parse(&yaml)
         .map_err(|e| usage(format!("{} is not a usable token: {e}", a.file.display())))?;
-    let secret = link_secret(&yaml, a.name.as_deref(), a.cost)?;
+    let mut secret = link_secret(&yaml, a.name.as_deref(), a.cost)?;
+    // Only an explicit --proxy: this shell's HTTPS_PROXY says nothing of the cluster's egress.
+    if let Some(p) = &a.proxy {
+        van_proto::tunnel::Proxy::parse(p).map_err(|e| usage(format!("--proxy: {e}")))?;
+        secret
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert("skupper.io/proxy-url".into(), p.clone());
+    }
     let name = secret.metadata.name.clone().unwrap_or_default();
     super::site_configmap(client, namespace).await?;
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);

@@ -22,6 +22,17 @@ pub async fn redeem(
     site_name: &str,
     now_unix: u64,
 ) -> Result<CertToken, ClaimError> {
+    redeem_via(t, None, site_id, site_name, now_unix).await
+}
+
+/// [`redeem`], through an HTTP CONNECT proxy when one is given.
+pub async fn redeem_via(
+    t: &ClaimToken,
+    proxy: Option<&van_proto::tunnel::Proxy>,
+    site_id: &str,
+    site_name: &str,
+    now_unix: u64,
+) -> Result<CertToken, ClaimError> {
     let fail = |reason: &'static str, detail: String, retry: bool| ClaimError {
         reason,
         detail,
@@ -51,7 +62,31 @@ pub async fn redeem(
     let target = format!("{url_host}:{}", url.port_u16().unwrap_or(443));
     // An IPv6 literal is bracketed in a URL, not in a server name.
     let host = url_host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<_> = tokio::time::timeout(TIMEOUT, tokio::net::lookup_host(&target))
+    let tcp = match proxy {
+        Some(p) => {
+            use van_proto::tunnel::TunnelError as T;
+            let port = url.port_u16().unwrap_or(443);
+            van_proto::tunnel::connect(p, host, port, TIMEOUT)
+                .await
+                .map_err(|e| {
+                    // Credentials or a refusal by policy need the user; the rest may pass.
+                    let retry = !matches!(e, T::AuthRequired { .. } | T::Refused { .. });
+                    fail("proxy", e.to_string(), retry)
+                })?
+        }
+        None => connect_direct(&target, host).await?,
+    };
+    tls_exchange(t, tcp, host, authority, path, site_id, site_name).await
+}
+
+/// A direct TCP connection to the claims endpoint.
+async fn connect_direct(target: &str, host: &str) -> Result<TcpStream, ClaimError> {
+    let fail = |reason: &'static str, detail: String, retry: bool| ClaimError {
+        reason,
+        detail,
+        retry,
+    };
+    let addrs: Vec<_> = tokio::time::timeout(TIMEOUT, tokio::net::lookup_host(target))
         .await
         .map_err(|_| fail("dns", format!("looking up {host} timed out"), true))?
         .map_err(|e| fail("dns", format!("cannot resolve {host}: {e}"), true))?
@@ -71,7 +106,24 @@ pub async fn redeem(
             Err(_) => last = fail("timeout", format!("connect to {a} timed out"), true),
         }
     }
-    let tcp = tcp.ok_or(last)?;
+    tcp.ok_or(last)
+}
+
+/// The claim over TLS on an open connection: POST, and the answer read.
+async fn tls_exchange(
+    t: &ClaimToken,
+    tcp: TcpStream,
+    host: &str,
+    authority: &str,
+    path: &str,
+    site_id: &str,
+    site_name: &str,
+) -> Result<CertToken, ClaimError> {
+    let fail = |reason: &'static str, detail: String, retry: bool| ClaimError {
+        reason,
+        detail,
+        retry,
+    };
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(t.ca_cert.as_bytes()) {
         let c = c.map_err(|e| {
@@ -128,7 +180,18 @@ pub async fn redeem(
         .await
         .map_err(|e| fail("protocol", e.to_string(), true))?
         .to_bytes();
-    let text = String::from_utf8_lossy(&body);
+    read_answer(status, &body)
+}
+
+/// Reads the claims endpoint's answer: the cert token of a 200, else the refusal (JSON
+/// `{"reason", "message"}`, or whatever text the endpoint sent).
+pub fn read_answer(status: StatusCode, body: &[u8]) -> Result<CertToken, ClaimError> {
+    let fail = |reason: &'static str, detail: String, retry: bool| ClaimError {
+        reason,
+        detail,
+        retry,
+    };
+    let text = String::from_utf8_lossy(body);
     if status != StatusCode::OK {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         let message = v["message"].as_str().unwrap_or(&text).to_string();

@@ -73,6 +73,7 @@ fn link(name: &str, cost: u32, token: Option<CertToken>) -> LinkRecord {
         claim_error: String::new(),
         claim_refused: false,
         source: String::new(),
+        proxy: String::new(),
     }
 }
 
@@ -199,6 +200,7 @@ fn a_link_dials_the_endpoint_of_the_sites_mode_with_its_cost_and_profile() {
                 cost: 5,
                 tls_profile: "link-to-east".into(),
                 server_name: String::new(),
+                proxy: String::new(),
             }],
             "{mode:?}"
         );

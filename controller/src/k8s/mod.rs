@@ -526,6 +526,8 @@ pub const TOKEN_EXPIRY: &str = "skupper.io/token-expiry";
 pub const TOKEN_USES: &str = "skupper.io/token-uses";
 /// Annotation of a token Secret: the cost of the link it makes.
 pub const COST: &str = "skupper.io/cost";
+/// Optional annotation of a token Secret: the HTTP CONNECT proxy its link goes through.
+pub const LINK_PROXY: &str = "skupper.io/proxy-url";
 
 /// The first wait before a token Secret that could not be used is tried again; it doubles
 /// up to [`RETRY_MAX`]. Changing the Secret makes it be tried at the next pass.
@@ -779,6 +781,7 @@ pub async fn reconcile_token_secrets(
                     token_yaml: yaml,
                     name: name.clone(),
                     cost,
+                    proxy: annotation(s, LINK_PROXY).unwrap_or_default().to_string(),
                 };
                 controller.create_link_from(req, source).await
             }

@@ -872,6 +872,7 @@ fn with_ops_puts_every_kind() {
                     cost: 3,
                     tls_profile: "t2".into(),
                     server_name: None,
+                    proxy: None,
                 }),
                 EntityOp::PutTcpConnector(TcpConnector {
                     name: "db2".into(),
