@@ -83,7 +83,9 @@ pub async fn manage(
 }
 
 /// A systemd user unit running the site's supervisor, as Skupper's podman sites install.
-/// systemd's SIGTERM stops the supervisor, which stops the site's processes.
+/// systemd's SIGTERM stops the supervisor, which stops the site's processes. No ordering
+/// after network-online.target: a user manager cannot see the system's, and links redial
+/// until the network is there anyway.
 pub fn unit(ctx: &Ctx, dir: &SiteDir) -> String {
     let q = |p: &Path| systemd_quote(&p.display().to_string());
     format!(
@@ -93,8 +95,6 @@ pub fn unit(ctx: &Ctx, dir: &SiteDir) -> String {
          #   loginctl enable-linger \"$USER\"   # to run without a login session\n\
          [Unit]\n\
          Description=Skupper site in namespace {ns}\n\
-         Wants=network-online.target\n\
-         After=network-online.target\n\
          \n\
          [Service]\n\
          Type=simple\n\

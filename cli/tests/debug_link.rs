@@ -3,6 +3,7 @@
 //! something else answers at TLS (not TLS at all). Each failure says what to do.
 
 use tokio::io::AsyncWriteExt;
+use van_testkit::eventually;
 use van_testkit::site::LocalSites;
 
 fn text(o: &std::process::Output) -> (String, String) {
@@ -138,6 +139,15 @@ async fn each_failing_step_is_named_with_what_to_do() {
             ],
         )
         .await;
+    // init returns once the controller answers; the router's link port follows.
+    let link_port = format!("127.0.0.1:{ir}");
+    eventually("the new west's link port", async || {
+        tokio::net::TcpStream::connect(&link_port)
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
     let o = sites.sk("east", &["debug", "link", "to-west"]).await;
     let (out, _) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
