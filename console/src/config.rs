@@ -261,7 +261,13 @@ impl Config {
                 None
             }
         };
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+        // As van_telemetry::filter: the parser panics on some non-ASCII text and can spend
+        // minutes on span field filters (found by fuzzing the router's log level).
+        if !log.is_ascii() || log.contains(['{', '}']) {
+            problems.push(format!(
+                "--log {log:?}: use ASCII target=level directives such as info or van_console=debug"
+            ));
+        } else if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
             problems.push(format!("--log {log:?}: {e}"));
         }
         let auth = match (auth, users_file, users_dir) {

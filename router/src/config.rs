@@ -451,6 +451,8 @@ impl Config {
                 .map_err(|_| errs.push("metrics.listen", "must be host:port with a numeric IP"))
                 .ok()
         });
+        // The filter check also refuses what tracing-subscriber handles badly (found by
+        // fuzzing: fuzz/README.md).
         if let Err(e) = file.log.check() {
             errs.push("log.level", e);
         }

@@ -66,10 +66,13 @@ struct Neighbour {
 const MAX_LS_ENTRIES: usize = 100_000;
 
 /// Rejects advertisements with names a router could not have been configured with.
-fn check_ls(ls: &wire::LinkState) -> Result<(), String> {
+pub(crate) fn check_ls(ls: &wire::LinkState) -> Result<(), String> {
     use crate::config::{valid_name, valid_routing_key};
     if !valid_name(&ls.origin) {
-        return Err("invalid origin".into());
+        return Err(format!(
+            "invalid origin {:?}",
+            ls.origin.chars().take(80).collect::<String>()
+        ));
     }
     if ls.neighbors.len() > MAX_LS_ENTRIES || ls.addresses.len() > MAX_LS_ENTRIES {
         return Err(format!("too many entries from {}", ls.origin));

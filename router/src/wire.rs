@@ -207,5 +207,17 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, WireError> {
     Ok(Some(frame))
 }
 
+/// Checks a peer's link-state advertisement as the routing engine does before storing or
+/// flooding it: names and routing keys a router could be configured with, bounded counts and
+/// sizes. The error says what is wrong. (Public so the fuzzer reaches it.)
+pub fn check_link_state(ls: &wire::LinkState) -> Result<(), String> {
+    crate::control::check_ls(ls)
+}
+
+/// Checks topic values from a peer (in an advertisement or an edge's address set).
+pub fn check_topic_values(values: &[wire::TopicValue]) -> Result<(), String> {
+    crate::control::check_values(values)
+}
+
 #[cfg(test)]
 mod tests;

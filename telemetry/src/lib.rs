@@ -40,10 +40,22 @@ impl Default for LogSection {
 impl LogSection {
     /// Says what is wrong with `level`, if anything.
     pub fn check(&self) -> Result<(), String> {
-        EnvFilter::try_new(&self.level)
-            .map(drop)
-            .map_err(|e| format!("invalid filter: {e}"))
+        filter(&self.level).map(drop)
     }
+}
+
+/// A log filter from a directive, refusing first what tracing-subscriber's parser handles
+/// badly (found by fuzzing, fuzz/README.md): non-ASCII text can make it panic, and a span
+/// field filter (`[span{field=value}]`) compiles a regular expression that can take minutes.
+/// Directives are ASCII, and target=level ones are all this project's spans need.
+pub fn filter(directive: &str) -> Result<EnvFilter, String> {
+    if !directive.is_ascii() {
+        return Err("must be ASCII text: a directive such as info or van_router=debug".into());
+    }
+    if directive.contains(['{', '}']) {
+        return Err("span field filters ({...}) are not supported; use target=level".into());
+    }
+    EnvFilter::try_new(directive).map_err(|e| format!("invalid filter: {e}"))
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -85,8 +97,9 @@ pub fn init(
 ) -> Result<Telemetry, TelemetryError> {
     let filter = std::env::var("VAN_LOG")
         .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::new(&log.level));
+        .and_then(|v| filter(&v).ok())
+        .or_else(|| filter(&log.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt: Box<dyn Layer<Registry> + Send + Sync> = match log.format {
         LogFormat::Json => Box::new(fmt.json().with_filter(filter)),
@@ -183,5 +196,21 @@ pub fn continue_trace(span: &tracing::Span, header: impl Fn(&str) -> Option<Stri
     if cx.span().span_context().is_valid() {
         // Fails only when no OpenTelemetry layer is installed: then there is no trace to join.
         let _ = span.set_parent(cx);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn filters_the_parser_handles_badly_are_refused_before_it_sees_them() {
+        // Both made tracing-subscriber panic or spin for seconds (fuzz/README.md).
+        assert!(
+            super::filter("I, [{\u{a48b}}")
+                .unwrap_err()
+                .contains("ASCII")
+        );
+        let slow = super::filter("[{x=a................}]").unwrap_err();
+        assert!(slow.contains("span field filters"), "{slow}");
+        assert!(super::filter("info,van_router=debug").is_ok());
     }
 }
