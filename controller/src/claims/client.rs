@@ -195,6 +195,11 @@ pub fn read_answer(status: StatusCode, body: &[u8]) -> Result<CertToken, ClaimEr
     if status != StatusCode::OK {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         let message = v["message"].as_str().unwrap_or(&text).to_string();
+        // Held off after failed claims from this address (perhaps another site's behind the
+        // same NAT): the hold ends by itself, so the claim is kept and tried again.
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(fail("rate-limited", message, true));
+        }
         let reason = REFUSALS
             .into_iter()
             .find(|r| v["reason"].as_str() == Some(*r))

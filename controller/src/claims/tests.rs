@@ -236,3 +236,15 @@ mod failures {
         assert!(f.len() <= 100, "{}", f.len());
     }
 }
+
+#[test]
+fn a_held_off_claim_is_kept_for_a_retry_and_refusals_are_final() {
+    use hyper::StatusCode;
+    let held = r#"{"reason":"rate-limited","message":"too many failed claims from this address; try again in 4 s"}"#;
+    let e = client::read_answer(StatusCode::TOO_MANY_REQUESTS, held.as_bytes()).unwrap_err();
+    assert_eq!((e.reason, e.retry), ("rate-limited", true));
+    assert!(e.detail.contains("try again in 4 s"), "{}", e.detail);
+    let used = r#"{"reason":"used-up","message":"no uses left"}"#;
+    let e = client::read_answer(StatusCode::GONE, used.as_bytes()).unwrap_err();
+    assert_eq!((e.reason, e.retry), ("used-up", false));
+}
